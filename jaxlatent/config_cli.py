@@ -2,15 +2,17 @@
 
 ``--config=configs/x.py`` names a Python file with ``get_config()`` returning an
 ``ml_collections.ConfigDict``; ``--config.a.b=value`` overrides a field.  Unlike a
-bare ``absl.app.run``, problems (missing file, unknown key, a value of the wrong
-type) become a :class:`~jaxlatent.errors.ConfigError` naming the flag, so the CLIs
-exit with status 2 and one clear line.
+bare ``absl.app.run``, problems (missing file, a config file that raises, unknown
+key, a value of the wrong type, an unknown flag) become a one-line
+:class:`~jaxlatent.errors.ConfigError` naming the flag or key, so the CLIs exit
+with status 2 and one clear line.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 from absl import flags
 import ml_collections
@@ -32,30 +34,90 @@ def parse_config_flags(
 
   Returns:
     The config (locked: later typos raise) and the parsed FlagValues.
+
+  Raises:
+    ConfigError: with a one-line message naming the flag, file or key.
   """
+  argv = list(argv)
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file(
       "config", None, "path to a config file in configs/", flag_values=fv, lock_config=True)
   for name, default, help_string in extra_flags:
     flags.DEFINE_string(name, default, help_string, flag_values=fv)
-  for arg in argv[1:]:
-    if arg.startswith("--config=") or arg.startswith("--config "):
-      path = arg.split("=", 1)[1].split(":", 1)[0]
-      if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist")
-  try:
-    fv(list(argv))
-  except flags.Error as e:
-    raise ConfigError(_explain_flag_error(e)) from None
-  except (KeyError, AttributeError, TypeError, ValueError) as e:
-    raise ConfigError(f"bad config override: {e}") from None
-  if fv["config"].value is None:
+  config_arg = _config_argument(argv)
+  if config_arg is None:
     raise ConfigError("no config given: pass --config=configs/<name>.py")
-  return fv["config"].value, fv
+  path = config_arg.split(":", 1)[0]
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist")
+  try:
+    fv(argv)
+    config = fv["config"].value
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(_explain(e, argv, config_arg)) from None
+  if config is None:
+    raise ConfigError(f"config file {path!r}: get_config() returned None")
+  return config, fv
 
 
-def _explain_flag_error(e: Exception) -> str:
+def _config_argument(argv: Sequence[str]) -> str | None:
+  """The value of ``--config=...`` / ``--config ...`` in ``argv`` (the last one wins)."""
+  value = None
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith("--config="):
+      value = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def _one_line(text: str) -> str:
+  return " ".join(str(text).split())
+
+
+def _overrides(argv: Sequence[str]) -> list[tuple[str, str]]:
+  """(dotted key, the argument) of every ``--config.<key>=...`` in ``argv``."""
+  out = []
+  for arg in argv[1:]:
+    if arg.startswith("--config."):
+      out.append((arg[len("--config."):].split("=", 1)[0], arg))
+  return out
+
+
+def _unknown_key(config: Any, dotted: str) -> str | None:
+  """A message if ``dotted`` is not a field of ``config``; None if it is."""
+  node, walked = config, []
+  for part in dotted.split("."):
+    keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else None
+    if keys is None:
+      return None  # below a leaf (e.g. a tuple index): let the flag parser judge
+    if part not in keys:
+      where = f"config.{'.'.join(walked)}" if walked else "the config"
+      close = difflib.get_close_matches(part, keys, n=1)
+      hint = f"; did you mean {'.'.join(walked + close)!r}?" if close else ""
+      return f"unknown config key {'.'.join(walked + [part])!r} ({where} has no field " \
+             f"{part!r}{hint})"
+    node, walked = node[part], walked + [part]
+  return None
+
+
+def _explain(e: Exception, argv: Sequence[str], config_arg: str) -> str:
+  """Turns an absl/ml_collections parsing error into one line naming the culprit."""
   msg = str(e)
-  if "does not exist" in msg or "Unknown command line flag" in msg or "not found" in msg:
-    return f"unknown config key or flag: {msg}"
-  return msg
+  if "Error whilst parsing config file" in msg or "Failed loading config file" in msg:
+    last = [ln for ln in msg.strip().splitlines() if ln.strip()][-1]
+    return f"config file {config_arg!r} failed to load: {_one_line(last)}"
+  if "Unknown command line flag" in msg:
+    return f"unknown flag: {_one_line(msg)}"
+  try:  # Re-load the file unlocked and find the override naming a missing field.
+    from ml_collections.config_flags import config_flags as cf_impl  # pylint: disable=g-import-not-at-top
+    parser = cf_impl.ConfigFileFlagParser("config", lock_config=False)
+    config = parser.parse(config_arg)
+    for dotted, arg in _overrides(argv):
+      problem = _unknown_key(config, dotted)
+      if problem:
+        return f"{arg}: {problem}"
+  except Exception:  # pylint: disable=broad-except
+    pass
+  applied = " ".join(arg for _, arg in _overrides(argv)) or " ".join(argv[1:])
+  return f"cannot apply {applied}: {_one_line(msg)}"

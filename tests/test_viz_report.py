@@ -48,7 +48,8 @@ def test_report_html_has_sections_tables_and_figures(tmp_path):
   sec = report.Section("Directions", ["p <b>"], [("summary", rows)],
                        [("a.png", "grid"), ("nope.png", "gone")])
   path = report.write_report(str(tmp_path), "T", [sec], meta={"model": "dcgan"})
-  text = open(path).read()
+  with open(path) as f:
+    text = f.read()
   assert "<h2>Directions</h2>" in text and "p &lt;b&gt;" in text
   assert "<td>rotation</td>" in text and "0.9123" in text
   assert "src='a.png'" in text and "missing figure: nope.png" in text
