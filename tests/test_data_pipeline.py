@@ -331,3 +331,21 @@ def test_slices_back_to_nifti(tmp_path):
   planted, found = blob > 0, out > 0
   assert (planted & found).sum() / (planted | found).sum() > 0.75
   assert found[7, 3].all() and not found[15:].any() and not found[:, 6:].any()
+
+
+def test_phantom_folder_with_masks_and_labels(tmp_path):
+  """The layout `python -m jaxlatent.phantoms` writes: volumes, *_mask files, labels.csv."""
+  from jaxlatent import phantoms
+  out = tmp_path / "brain"
+  phantoms.write_dataset("brain", 3, str(out), size=16, n_slices=6, seed=1)
+  cfg = data.default_data_config()
+  cfg.source, cfg.path, cfg.modality = "nifti", str(out), "mr"
+  cfg.mask_path, cfg.labels_csv, cfg.label_column = str(out), str(out / "labels.csv"), "group"
+  cfg.skip_empty = False
+  ds = data.load_dataset(cfg, 16, str(tmp_path / "cache"))
+  assert sorted(set(ds.subject_id)) == ["sub-000", "sub-001", "sub-002"]  # masks not subjects
+  assert len(ds) == 3 * 6
+  mask_vol = nib.as_closest_canonical(nib.load(str(out / "sub-000_mask.nii.gz"))).get_fdata()
+  first = ds.subject_id == "sub-000"
+  assert ds.masks[first].sum() == (mask_vol > 0).sum()  # the given mask, not the volume
+  assert set(ds.labels["group"]) <= {"HC", "MS"}

@@ -57,15 +57,27 @@ def preprocessing_settings(cfg: ml_collections.ConfigDict, image_size: int) -> d
   return out
 
 
+MASK_SUFFIXES = ("_mask", "_seg", "-mask")
+
+
 def _match_masks(mask_path: str, subject_ids: list[str]) -> dict[str, str]:
-  """Maps each subject id to its mask file ``<id>.nii[.gz]`` or ``<id>_mask.nii[.gz]``."""
+  """Maps each subject id to its mask file ``<id>_mask.nii[.gz]`` (preferred) or ``<id>.nii[.gz]``.
+
+  A suffixed name wins, so ``mask_path`` may be the data folder itself.
+  """
   by_id: dict[str, str] = {}
+  suffixed: set[str] = set()
   for f in find_nifti_files(mask_path, "data.mask_path"):
     sid = subject_id_from_path(f)
-    for suffix in ("_mask", "_seg", "-mask"):
+    for suffix in MASK_SUFFIXES:
       if sid.endswith(suffix) and sid[: -len(suffix)] in subject_ids:
         sid = sid[: -len(suffix)]
-    by_id.setdefault(sid, f)
+        by_id[sid] = f
+        suffixed.add(sid)
+        break
+    else:
+      if sid not in suffixed:
+        by_id.setdefault(sid, f)
   missing = [s for s in subject_ids if s not in by_id]
   if missing:
     raise DataError(f"data.mask_path={mask_path!r} has no mask for subject(s) "
@@ -76,7 +88,14 @@ def _match_masks(mask_path: str, subject_ids: list[str]) -> dict[str, str]:
 
 def _plan_nifti(cfg) -> dict[str, Any]:
   """Validates every input (headers, ranges, masks, labels) before any voxel is read."""
-  files = find_nifti_files(cfg.path, "data.path")
+  all_files = find_nifti_files(cfg.path, "data.path")
+  # Mask files living beside the volumes (``<id>_mask.nii.gz``) are not subjects.
+  files = [f for f in all_files if not subject_id_from_path(f).endswith(MASK_SUFFIXES)]
+  if not files:
+    raise DataError(f"data.path={cfg.path!r}: every file is named like a mask "
+                    f"(*{'/*'.join(MASK_SUFFIXES)}); no volumes to load")
+  if len(files) < len(all_files):
+    log.info("data.path: skipped %d mask file(s) named *_mask/*_seg", len(all_files) - len(files))
   ids = [subject_id_from_path(f) for f in files]
   seen: dict[str, str] = {}
   for f, sid in zip(files, ids):
