@@ -1,0 +1,447 @@
+"""Eigen-analysis of a latent traversal (Güllmar, Hsu, Reichenbach; ISMRM abstract).
+
+One traversal renders T images ``x_t = G(w + alpha_t * d)``.  The foreground voxels
+of every step are stacked into ``M`` (voxels x steps, ``[V, T]``).  The steps x steps
+covariance ``C`` of ``M`` is eigen-decomposed; its eigenvectors ``v_c`` (length T)
+look like a polynomial series in alpha (component 1 ~ constant offset, component 2
+~ linear in alpha, ...), and the spatial map of component c is ``M @ v_c`` put back
+on the image grid.  Component 2 isolates the change along the direction more
+cleanly than a subtraction map ``x_t - x_0``.
+
+Conventions (fixed here, used everywhere in jaxlatent):
+  * Components are named 1-based in docs/reports as in the abstract, but stored
+    0-based: ``eigenvectors[:, 0]`` is component 1, ``[:, 1]`` is component 2.
+  * ``center='voxels'`` (default, the abstract's covariance): the voxels are the
+    observations and the steps the variables, ``C = (M - mu)^T (M - mu) / (V - 1)``
+    with ``mu_t`` the mean over foreground voxels of step t (``np.cov(M, rowvar=False)``).
+    ``center='steps'`` removes each voxel's mean over the steps instead (the
+    constant component then has eigenvalue ~0); ``center='none'`` uses the raw second
+    moment ``M^T M / (V - 1)``.
+  * Component maps follow the abstract, ``M @ v_c`` on the raw (uncentred)
+    foreground values (``project='raw'``); ``project='centered'`` projects the
+    centred matrix instead (then ``sum(map_c**2) == (V - 1) * lambda_c``).  Maps are
+    zero outside the mask.  Centring only shifts a map by a constant inside the mask.
+  * Sign: eigenvectors have no intrinsic sign.  Component 1 is flipped so that
+    ``sum(v_1) >= 0``; every other component so that ``cov(v_c, alpha) >= 0`` (so
+    a positive component-2 map means "increases with alpha"); an exact tie falls back
+    to ``sum(v_c) >= 0``.  ``corr_alpha[c]`` is the Pearson correlation of ``v_c``
+    with alpha after the flip, so ``corr_alpha[1] = |corr(v_2, alpha)|``.
+  * Masks are fixed-size arrays multiplied in (no boolean indexing), so everything
+    jits and vmaps; ``V = mask.sum()`` (times the number of channels).
+
+Three ways to run it: :func:`eigen_analysis` (one traversal), :func:`eigen_analysis_batched`
+(one jitted vmap over any leading batch dims: subjects x slices x directions), and the
+streaming pair :func:`eigen_analysis_chunked` (``lax.scan`` over voxel chunks of an
+in-memory array) / :func:`eigen_analysis_stream` (a re-iterable source of chunks,
+e.g. a 3D volume read from a memmap), whose device memory is O(T^2 + chunk).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterable, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxlatent.errors import ConfigError, DataError
+
+Center = Literal["voxels", "steps", "none"]
+Project = Literal["raw", "centered"]
+_CENTERS = ("voxels", "steps", "none")
+_PROJECTS = ("raw", "centered")
+
+
+class EigenResult(struct.PyTreeNode):
+  """Eigen-analysis of one traversal (or a batch of them: every field gets the
+  batch dims in front).  K = number of components kept (<= T).
+
+  Attributes:
+    eigenvalues: [T] covariance eigenvalues, descending.
+    explained_variance_ratio: [T] ``max(lambda, 0) / sum(max(lambda, 0))``.
+    eigenvectors: [T, T] column c is component c+1 (sign-fixed, see module doc).
+    corr_alpha: [T] Pearson correlation of each eigenvector with alpha.
+    component_maps: [K, H, W, C] ``M @ v_c`` on the image grid, 0 outside the mask.
+    subtraction_maps: [T, H, W, C] ``(x_t - x_0) * mask`` (step 0 is all zeros).
+    step_means: [T] mean foreground value of each step.
+    n_voxels: [] number of foreground voxels V.
+  """
+
+  eigenvalues: jax.Array
+  explained_variance_ratio: jax.Array
+  eigenvectors: jax.Array
+  corr_alpha: jax.Array
+  component_maps: jax.Array
+  subtraction_maps: jax.Array
+  step_means: jax.Array
+  n_voxels: jax.Array
+
+
+def _check_options(center: str, project: str) -> None:
+  if center not in _CENTERS:
+    raise ConfigError(f"center={center!r} is unknown; choose one of {', '.join(_CENTERS)}")
+  if project not in _PROJECTS:
+    raise ConfigError(f"project={project!r} is unknown; choose one of {', '.join(_PROJECTS)}")
+
+
+def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
+  """float32 matmul at full precision (GPUs/TPUs default to TF32/bf16 passes)."""
+  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def _pearson(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Pearson correlation of two vectors (0 when either is constant)."""
+  a = a - a.mean()
+  b = b - b.mean()
+  den = jnp.sqrt(jnp.sum(a * a) * jnp.sum(b * b))
+  return jnp.where(den > 0, jnp.sum(a * b) / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def sign_fix(eigenvectors: jax.Array, alphas: jax.Array) -> jax.Array:
+  """Applies the sign convention (module doc) to eigenvector columns ``[T, K]``."""
+  alphas = jnp.asarray(alphas, eigenvectors.dtype)
+  cov = jnp.sum((alphas - alphas.mean())[:, None] * eigenvectors, axis=0)  # [K]
+  tot = jnp.sum(eigenvectors, axis=0)  # [K]
+  first = jnp.arange(eigenvectors.shape[1]) == 0
+  key = jnp.where(first | (cov == 0), tot, cov)
+  sign = jnp.where(key < 0, -1.0, 1.0).astype(eigenvectors.dtype)
+  return eigenvectors * sign[None, :]
+
+
+def _decompose(cov: jax.Array, alphas: jax.Array):
+  """Sorted (descending), sign-fixed eigen-decomposition of a [T, T] covariance."""
+  cov = 0.5 * (cov + cov.T)
+  evals, evecs = jnp.linalg.eigh(cov)
+  evals, evecs = evals[::-1], evecs[:, ::-1]
+  evecs = sign_fix(evecs, alphas)
+  pos = jnp.maximum(evals, 0.0)
+  ratio = pos / jnp.maximum(pos.sum(), jnp.finfo(pos.dtype).tiny)
+  corr = jax.vmap(_pearson, in_axes=(1, None))(evecs, jnp.asarray(alphas, evecs.dtype))
+  return evals, ratio, evecs, corr
+
+
+def _voxel_matrix(images: jax.Array, mask: jax.Array):
+  """images [T, H, W, C], mask [H, W] -> M [V_all, T] and weights m [V_all] (0/1)."""
+  t = images.shape[0]
+  m = jnp.broadcast_to(_expand_mask(mask, images.shape[1:]), images.shape[1:])
+  mat = images.reshape(t, -1).T  # [V_all, T]
+  return mat, m.reshape(-1).astype(images.dtype)
+
+
+def _expand_mask(mask: jax.Array, voxel_shape: tuple[int, ...]) -> jax.Array:
+  """Appends trailing axes so that ``mask`` [H, W] broadcasts against [H, W, C]."""
+  mask = jnp.asarray(mask)
+  while mask.ndim < len(voxel_shape):
+    mask = mask[..., None]
+  return mask
+
+
+def _centred(mat: jax.Array, mu: jax.Array, center: str) -> jax.Array:
+  """The matrix whose Gram is the covariance: [V, T] minus the chosen mean."""
+  if center == "voxels":
+    return mat - mu[None, :]
+  if center == "steps":
+    return mat - mat.mean(axis=1, keepdims=True)
+  return mat
+
+
+@functools.partial(jax.jit, static_argnames=("center", "project", "n_components"))
+def eigen_analysis(
+    images: jax.Array,
+    mask: jax.Array,
+    alphas: jax.Array,
+    *,
+    center: Center = "voxels",
+    project: Project = "raw",
+    n_components: int | None = None,
+) -> EigenResult:
+  """Eigen-analysis of one traversal.
+
+  Args:
+    images: [T, H, W, C] the rendered traversal (step t at ``alphas[t]``).
+    mask: [H, W] (or [H, W, C]) foreground; bool or 0/1 float.  Multiplied in.
+    alphas: [T] the traversal's step sizes (any spacing); used for the sign
+      convention and ``corr_alpha``.
+    center: "voxels" (default; abstract), "steps" or "none" (module doc).
+    project: "raw" (default; ``M @ v_c``) or "centered" maps.
+    n_components: how many component maps to keep (default: all T).
+
+  Returns:
+    An :class:`EigenResult`.
+  """
+  _check_options(center, project)
+  t = images.shape[0]
+  k = t if n_components is None else min(int(n_components), t)
+  images = images.astype(jnp.float32)
+  mat, m = _voxel_matrix(images, mask)  # [V_all, T], [V_all]
+  n = m.sum()
+  mu = (m[:, None] * mat).sum(axis=0) / jnp.maximum(n, 1.0)  # [T]
+  xc = _centred(mat, mu, center) * m[:, None]  # [V_all, T], zero outside the mask
+  cov = _mm(xc.T, xc) / jnp.maximum(n - 1.0, 1.0)  # [T, T]
+  evals, ratio, evecs, corr = _decompose(cov, alphas)
+  src = xc if project == "centered" else mat * m[:, None]
+  maps = _mm(src, evecs[:, :k]).T.reshape((k,) + images.shape[1:])  # [K, H, W, C]
+  mfull = _expand_mask(mask, images.shape[1:]).astype(images.dtype)
+  sub = (images - images[:1]) * mfull[None]  # [T, H, W, C]
+  return EigenResult(evals, ratio, evecs, corr, maps, sub, mu, n)
+
+
+@functools.partial(jax.jit, static_argnames=("center", "project", "n_components"))
+def eigen_analysis_batched(
+    images: jax.Array,
+    masks: jax.Array,
+    alphas: jax.Array,
+    *,
+    center: Center = "voxels",
+    project: Project = "raw",
+    n_components: int | None = None,
+) -> EigenResult:
+  """One jit-compiled vmap of :func:`eigen_analysis` over any leading batch dims.
+
+  Args:
+    images: [*batch, T, H, W, C], e.g. subjects x slices x directions x T x H x W x 1.
+    masks: [*mbatch, H, W]; ``mbatch`` must broadcast against ``batch`` (numpy rules,
+      right-aligned), e.g. masks [S, P, 1, H, W] for images [S, P, K, T, H, W, 1].
+    alphas: [T] shared by every traversal.
+
+  Returns:
+    An :class:`EigenResult` whose fields have ``batch`` in front.
+  """
+  batch = tuple(images.shape[:-4])
+  grid = tuple(images.shape[-3:-1])  # (H, W)
+  if tuple(masks.shape[-2:]) != grid:
+    raise ConfigError(f"masks end in {tuple(masks.shape[-2:])}, the images grid is {grid}")
+  mbatch = tuple(masks.shape[:-2])
+  try:
+    bshape = np.broadcast_shapes(batch, mbatch)
+  except ValueError as e:
+    raise ConfigError(f"masks batch dims {mbatch} do not broadcast against the "
+                      f"images batch dims {batch}") from e
+  if tuple(bshape) != batch:
+    raise ConfigError(f"masks batch dims {mbatch} would enlarge the images batch dims {batch}")
+  flat_images = images.reshape((-1,) + images.shape[-4:])  # [B, T, H, W, C]
+  flat_masks = jnp.broadcast_to(masks, batch + grid).reshape((-1,) + grid)  # [B, H, W]
+  fn = functools.partial(eigen_analysis, center=center, project=project,
+                         n_components=n_components)
+  out = jax.vmap(fn, in_axes=(0, 0, None))(flat_images, flat_masks, alphas)
+  return jax.tree.map(lambda a: a.reshape(tuple(batch) + a.shape[1:]), out)
+
+
+# --------------------------------------------------------------------------------------
+# Streaming: accumulate (n, mean, centred second moment) over voxel chunks.
+
+
+class _Moments(struct.PyTreeNode):
+  """Running moments of the rows of M: count n, mean [T], scatter S [T, T].
+
+  For center='voxels' S is the scatter about the running mean (combined with the
+  parallel update of Chan, Golub & LeVeque, stable in float32); otherwise S is the
+  raw second moment of the (row-centred for 'steps') voxel vectors.
+  """
+
+  n: jax.Array
+  mean: jax.Array
+  scatter: jax.Array
+
+
+def _chunk_moments(x: jax.Array, m: jax.Array, center: str) -> _Moments:
+  """Moments of one chunk: x [n, T] voxel rows, m [n] 0/1 weights."""
+  x = x.astype(jnp.float32)
+  m = m.astype(jnp.float32)
+  n = m.sum()
+  mean = (m[:, None] * x).sum(0) / jnp.maximum(n, 1.0)
+  if center == "voxels":
+    xc = (x - mean[None]) * m[:, None]
+  elif center == "steps":
+    xc = (x - x.mean(1, keepdims=True)) * m[:, None]
+  else:
+    xc = x * m[:, None]
+  return _Moments(n, mean, _mm(xc.T, xc))
+
+
+def _combine(a: _Moments, b: _Moments, center: str) -> _Moments:
+  n = a.n + b.n
+  safe = jnp.maximum(n, 1.0)
+  delta = b.mean - a.mean
+  mean = a.mean + delta * (b.n / safe)
+  scatter = a.scatter + b.scatter
+  if center == "voxels":
+    scatter = scatter + jnp.outer(delta, delta) * (a.n * b.n / safe)
+  return _Moments(n, mean, scatter)
+
+
+def _zero_moments(t: int) -> _Moments:
+  return _Moments(jnp.zeros((), jnp.float32), jnp.zeros((t,), jnp.float32),
+                  jnp.zeros((t, t), jnp.float32))
+
+
+def _project_chunk(x, m, mean, evecs, center: str, project: str):
+  """Component values of one chunk of voxel rows: [n, T] -> [n, K] (0 off-mask)."""
+  x = x.astype(jnp.float32)
+  src = _centred(x, mean, center) if project == "centered" else x
+  return _mm(src * m[:, None].astype(jnp.float32), evecs)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size", "center", "project",
+                                             "n_components"))
+def eigen_analysis_chunked(
+    images: jax.Array,
+    mask: jax.Array,
+    alphas: jax.Array,
+    *,
+    chunk_size: int = 4096,
+    center: Center = "voxels",
+    project: Project = "raw",
+    n_components: int | None = None,
+) -> EigenResult:
+  """:func:`eigen_analysis` with ``lax.scan`` over chunks of the flattened voxel axis.
+
+  The working set per scan step is O(T^2 + chunk_size * T); the inputs and the
+  returned maps are of course full size.  Works for any voxel grid: images
+  [T, *voxel_dims] (e.g. [T, H, W, C] or a 3D traversal [T, X, Y, Z]) with a mask
+  broadcastable to ``voxel_dims``.  Same result as :func:`eigen_analysis`.
+  """
+  _check_options(center, project)
+  t = images.shape[0]
+  k = t if n_components is None else min(int(n_components), t)
+  vshape = images.shape[1:]
+  m_full = jnp.broadcast_to(_expand_mask(mask, vshape), vshape).astype(jnp.float32)
+  mat = images.reshape(t, -1).T  # [V_all, T]
+  m = m_full.reshape(-1)
+  v_all = mat.shape[0]
+  n_chunks = -(-v_all // chunk_size)
+  pad = n_chunks * chunk_size - v_all
+  mat_p = jnp.pad(mat, ((0, pad), (0, 0))).reshape(n_chunks, chunk_size, t)
+  m_p = jnp.pad(m, (0, pad)).reshape(n_chunks, chunk_size)
+
+  def acc(mom, xs):
+    x, mm = xs
+    return _combine(mom, _chunk_moments(x, mm, center), center), None
+
+  mom, _ = jax.lax.scan(acc, _zero_moments(t), (mat_p, m_p))
+  cov = mom.scatter / jnp.maximum(mom.n - 1.0, 1.0)
+  evals, ratio, evecs, corr = _decompose(cov, alphas)
+  vk = evecs[:, :k]
+  maps = jax.lax.map(lambda xs: _project_chunk(xs[0], xs[1], mom.mean, vk, center, project),
+                     (mat_p, m_p))  # [n_chunks, chunk, K]
+  maps = maps.reshape(-1, k)[:v_all].T.reshape((k,) + vshape)
+  sub = (images - images[:1]).astype(jnp.float32) * m_full[None]
+  return EigenResult(evals, ratio, evecs, corr, maps, sub, mom.mean, mom.n)
+
+
+class StreamResult(struct.PyTreeNode):
+  """What :func:`eigen_analysis_stream` returns (host arrays for the maps).
+
+  Attributes: as :class:`EigenResult`; ``component_maps`` is ``[V_all, K]`` in the
+  voxel order of the chunks (or the caller's ``out`` array), not reshaped.
+  """
+
+  eigenvalues: jax.Array
+  explained_variance_ratio: jax.Array
+  eigenvectors: jax.Array
+  corr_alpha: jax.Array
+  component_maps: np.ndarray
+  step_means: jax.Array
+  n_voxels: jax.Array
+
+
+def _as_rows(chunk) -> tuple[jax.Array, jax.Array]:
+  """A chunk ``(values [T, *vox], mask [*vox])`` -> rows [n, T] and weights [n]."""
+  try:
+    values, mask = chunk
+  except (TypeError, ValueError) as e:
+    raise DataError("each chunk must be a pair (values [T, *voxels], mask [*voxels])") from e
+  values = jnp.asarray(values, jnp.float32)
+  t = values.shape[0]
+  vshape = values.shape[1:]
+  mask = jnp.broadcast_to(_expand_mask(jnp.asarray(mask), vshape), vshape)
+  return values.reshape(t, -1).T, mask.reshape(-1).astype(jnp.float32)
+
+
+_chunk_moments_jit = jax.jit(_chunk_moments, static_argnames=("center",))
+_combine_jit = jax.jit(_combine, static_argnames=("center",))
+_decompose_jit = jax.jit(_decompose)
+_project_chunk_jit = jax.jit(_project_chunk, static_argnames=("center", "project"))
+
+
+def eigen_analysis_stream(
+    chunks: Callable[[], Iterable] | Iterable,
+    alphas: jax.Array,
+    *,
+    center: Center = "voxels",
+    project: Project = "raw",
+    n_components: int | None = None,
+    out: np.ndarray | None = None,
+) -> StreamResult:
+  """Two-pass eigen-analysis over a re-iterable source of voxel chunks.
+
+  For data that does not fit in (device) memory, e.g. a traversal of 3D volumes
+  stored as a memmap [T, X, Y, Z]: pass 1 accumulates the moments chunk by chunk
+  (device memory O(T^2 + chunk)); pass 2 projects each chunk on the eigenvectors
+  and writes its component values into ``out`` (host memory; a memmap works).
+
+  Args:
+    chunks: a zero-argument callable returning a fresh iterable, or a re-iterable
+      (list, tuple), of pairs ``(values [T, *voxels], mask [*voxels])``; a chunk's
+      voxel dims are flattened in C order, chunks are concatenated in order.
+    alphas: [T].
+    center, project, n_components: as :func:`eigen_analysis`.
+    out: optional ``[V_all, K]`` float32 array to fill (e.g. ``np.memmap``).
+
+  Returns:
+    A :class:`StreamResult` (component maps ``[V_all, K]``).
+  """
+  _check_options(center, project)
+  if callable(chunks):
+    make = chunks
+  else:
+    if iter(chunks) is chunks:
+      raise DataError("eigen_analysis_stream needs two passes over the chunks: pass a "
+                      "list or a function returning a fresh iterator, not an iterator")
+    make = lambda: chunks  # noqa: E731
+  alphas = jnp.asarray(alphas, jnp.float32)
+  t = alphas.shape[0]
+  k = t if n_components is None else min(int(n_components), t)
+  mom = _zero_moments(t)
+  sizes = []
+  for chunk in make():
+    x, m = _as_rows(chunk)
+    if x.shape[1] != t:
+      raise DataError(f"a chunk has {x.shape[1]} steps but alphas has {t}")
+    mom = _combine_jit(mom, _chunk_moments_jit(x, m, center=center), center=center)
+    sizes.append(x.shape[0])
+  if not sizes:
+    raise DataError("eigen_analysis_stream got no chunks")
+  cov = mom.scatter / jnp.maximum(mom.n - 1.0, 1.0)
+  evals, ratio, evecs, corr = _decompose_jit(cov, alphas)
+  vk = evecs[:, :k]
+  v_all = int(sum(sizes))
+  if out is None:
+    out = np.zeros((v_all, k), np.float32)
+  elif tuple(out.shape) != (v_all, k):
+    raise DataError(f"out has shape {tuple(out.shape)}, expected {(v_all, k)}")
+  start = 0
+  for chunk in make():
+    x, m = _as_rows(chunk)
+    out[start:start + x.shape[0]] = np.asarray(
+        _project_chunk_jit(x, m, mom.mean, vk, center=center, project=project))
+    start += x.shape[0]
+  if start != v_all:
+    raise DataError(f"the second pass over the chunks gave {start} voxels, the first {v_all}")
+  return StreamResult(evals, ratio, evecs, corr, out, mom.mean, mom.n)
+
+
+def covariance_reference(images: np.ndarray, mask: np.ndarray, center: str = "voxels"):
+  """Slow NumPy float64 reference of the covariance (for tests and checks)."""
+  images = np.asarray(images, np.float64)
+  t = images.shape[0]
+  mask = np.broadcast_to(np.asarray(mask, bool).reshape(
+      mask.shape + (1,) * (images.ndim - 1 - np.ndim(mask))), images.shape[1:])
+  mat = images.reshape(t, -1).T[mask.reshape(-1)]  # [V, T]
+  if center == "voxels":
+    return np.cov(mat, rowvar=False)
+  if center == "steps":
+    mat = mat - mat.mean(1, keepdims=True)
+  return mat.T @ mat / (mat.shape[0] - 1)
