@@ -1,0 +1,336 @@
+"""Attribute-factorised conditional VAE-GAN (IFcVAE-GAN; Creswell et al. 2017).
+
+"Conditional Autoencoders with Adversarial Information Factorization": the encoder
+splits an image into an attribute part ``y_hat`` (classification logits, trained
+on the label) and the rest ``z`` (a diagonal Gaussian posterior); the decoder
+renders ``(z, y)``; an auxiliary classifier ``A(z)`` is trained to predict ``y``
+from ``z`` while the encoder is trained to make ``A``'s prediction uninformative
+(cross-entropy towards the uniform distribution, i.e. BCE towards 0.5 for a binary
+attribute), so ``z`` carries no attribute information; an image discriminator
+gives a GAN loss on reconstructions and on samples from the prior with a random y.
+Editing a real image = encode, change y, decode (:func:`edit`).
+
+Networks (Flax Linen, NHWC, images in [-1, 1], GroupNorm so nothing depends on
+the rest of the batch):
+  * :class:`AttributeEncoder`: conv trunk -> (mean, logvar) ``[B, z_dim]`` and
+    y logits ``[B, y_dim]``.
+  * decoder: the VAE's :class:`~jaxlatent.models.vae.Decoder` over
+    ``latent_dim = z_dim + y_dim``, i.e. ``x = Dec(concat(z, y))``.
+  * :class:`AuxClassifier`: MLP on z -> y logits.
+  * :class:`ImageDiscriminator`: conv trunk -> real/fake logit.
+
+The attribute code ``y``: a binary attribute (``num_classes == 2``) is one scalar
+in [0, 1] (``y_dim = 1``, sigmoid/BCE), so an edit HC -> MS is y 0 -> 1; with
+``num_classes > 2`` y is one-hot (``y_dim = num_classes``, softmax/CE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxlatent.errors import ConfigError
+from jaxlatent.generator import Generator, LatentSpec
+from jaxlatent.models import layers
+from jaxlatent.models.vae import Decoder, ResBlock
+
+
+# ----------------------------------------------------------------------------- attribute code
+
+
+def y_dim_of(num_classes: int) -> int:
+  """Size of the attribute code: 1 for a binary attribute, else ``num_classes``."""
+  return 1 if int(num_classes) == 2 else int(num_classes)
+
+
+def y_code(labels: jax.Array, num_classes: int) -> jax.Array:
+  """int labels ``[B]`` -> attribute code ``[B, y_dim]`` (scalar 0/1 or one-hot)."""
+  if int(num_classes) == 2:
+    return labels.astype(jnp.float32)[:, None]  # [B, 1]
+  return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [B, K]
+
+
+def y_probs(logits: jax.Array, num_classes: int) -> jax.Array:
+  """Attribute logits ``[B, y_dim]`` -> soft code ``[B, y_dim]`` (sigmoid or softmax)."""
+  if int(num_classes) == 2:
+    return jax.nn.sigmoid(logits)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def y_predict(logits: jax.Array, num_classes: int) -> jax.Array:
+  """Attribute logits ``[B, y_dim]`` -> predicted class ids int32 ``[B]``."""
+  if int(num_classes) == 2:
+    return (logits[:, 0] > 0).astype(jnp.int32)
+  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def y_cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+  """Per-example cross-entropy ``[B]`` of logits ``[B, y_dim]`` against int labels."""
+  if int(num_classes) == 2:
+    l, y = logits[:, 0], labels.astype(jnp.float32)
+    return y * jax.nn.softplus(-l) + (1.0 - y) * jax.nn.softplus(l)  # BCE with logits
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def uniform_cross_entropy(logits: jax.Array, num_classes: int) -> jax.Array:
+  """Per-example CE ``[B]`` towards the uniform distribution, minus its minimum log K.
+
+  Zero exactly when the prediction is uninformative (p = 1/K; BCE towards 0.5 for a
+  binary attribute).  The encoder minimises it through the auxiliary classifier.
+  """
+  k = int(num_classes)
+  if k == 2:
+    l = logits[:, 0]
+    return 0.5 * (jax.nn.softplus(-l) + jax.nn.softplus(l)) - math.log(2.0)
+  return -jnp.mean(jax.nn.log_softmax(logits, axis=-1), axis=-1) - math.log(k)
+
+
+def random_y(key: jax.Array, n: int, num_classes: int) -> jax.Array:
+  """Uniformly drawn class codes ``[n, y_dim]`` (the prior over y)."""
+  return y_code(jax.random.randint(key, (n,), 0, int(num_classes)), num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZYSampler:
+  """``(params, key, n) -> concat(z ~ N(0, I), y ~ uniform classes)``, ``[n, z_dim + y_dim]``.
+
+  Hashable (a frozen dataclass), so Generators built from equal configs compare
+  equal and jitted functions taking them do not retrace.
+  """
+
+  z_dim: int
+  num_classes: int
+
+  def __call__(self, params: Any, key: jax.Array, n: int) -> jax.Array:
+    del params
+    kz, ky = jax.random.split(key)
+    z = jax.random.normal(kz, (n, self.z_dim), jnp.float32)
+    return jnp.concatenate([z, random_y(ky, n, self.num_classes)], axis=-1)
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+class ConvTrunk(nn.Module):
+  """images ``[B, S, S, 1]`` -> features ``[B, 16 * C_4]`` (residual blocks + down-sampling).
+
+  Attributes:
+    image_size: input side S (power of two >= 8).
+    channels: channels at 4x4; halved per doubling of the resolution.
+    max_channels: cap on channels.
+    num_res_blocks: residual blocks per resolution (0: plain conv stack).
+    downsample: see ``layers.Downsample``.
+    subpixel_kernel: conv kernel after space-to-depth.
+  """
+
+  image_size: int
+  channels: int = 256
+  max_channels: int = 256
+  num_res_blocks: int = 1
+  downsample: str = "space_to_depth"
+  subpixel_kernel: int = 2
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    ch = lambda res: layers.channels_at(res, self.channels, self.max_channels)
+    res = self.image_size
+    x = nn.Conv(ch(res), (3, 3), padding="SAME", name="from_image")(x)  # [B, S, S, C_S]
+    while res > 4:
+      for i in range(self.num_res_blocks):
+        x = ResBlock(ch(res), name=f"res{res}_{i}")(x)
+      res //= 2
+      x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel,
+                            name=f"down{res}")(x)  # [B, res, res, C_res]
+      if self.num_res_blocks == 0:
+        x = nn.leaky_relu(x, 0.2)
+    for i in range(self.num_res_blocks):
+      x = ResBlock(ch(4), name=f"res4_{i}")(x)
+    x = nn.leaky_relu(layers.group_norm(x.shape[-1], "norm_out")(x), 0.2)
+    return x.reshape(x.shape[0], -1)  # [B, 16 * C_4]
+
+
+class AttributeEncoder(nn.Module):
+  """images ``[B, S, S, 1]`` -> (mean, logvar ``[B, z_dim]``, y logits ``[B, y_dim]``)."""
+
+  trunk: ConvTrunk
+  z_dim: int = 32
+  y_dim: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    h = self.trunk(x)  # [B, F]
+    stats = nn.Dense(2 * self.z_dim, name="posterior")(h)  # [B, 2 z_dim]
+    mean, logvar = jnp.split(stats, 2, axis=-1)
+    y_logits = nn.Dense(self.y_dim, name="attribute")(h)  # [B, y_dim]
+    return mean, jnp.clip(logvar, -30.0, 20.0), y_logits
+
+
+class AuxClassifier(nn.Module):
+  """z ``[B, z_dim]`` -> y logits ``[B, y_dim]``: the adversary that reads y from z.
+
+  Attributes:
+    y_dim: output size.
+    hidden: widths of hidden layers (empty: a linear classifier).
+  """
+
+  y_dim: int = 1
+  hidden: tuple[int, ...] = (64,)
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    h = z
+    for i, w in enumerate(self.hidden):
+      h = nn.leaky_relu(nn.Dense(w, name=f"hidden{i}")(h), 0.2)
+    return nn.Dense(self.y_dim, name="logits")(h)
+
+
+class ImageDiscriminator(nn.Module):
+  """images ``[B, S, S, 1]`` -> logits ``[B]`` (real > 0)."""
+
+  trunk: ConvTrunk
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return nn.Dense(1, name="logit")(self.trunk(x))[:, 0]  # [B]
+
+
+@dataclasses.dataclass(frozen=True)
+class IFcVAEGAN:
+  """The four networks of one IFcVAE-GAN and its sizes (hashable)."""
+
+  encoder: AttributeEncoder
+  decoder: Decoder
+  aux: AuxClassifier
+  discriminator: ImageDiscriminator
+  image_size: int
+  z_dim: int
+  num_classes: int
+
+  @property
+  def y_dim(self) -> int:
+    return y_dim_of(self.num_classes)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """``config.model`` of the IFcVAE-GAN (binary attribute, z 32, small GAN weight)."""
+  c = ml_collections.ConfigDict()
+  c.name = "ifcvae_gan"
+  c.z_dim = 32  # size of the non-attribute code z
+  c.num_classes = 2  # attribute classes (2: y is one scalar in [0, 1])
+  c.channels = 256  # channels at 4x4 of encoder/decoder; halved per doubling
+  c.max_channels = 256
+  c.disc_channels = 256  # channels at 4x4 of the image discriminator
+  c.num_res_blocks = 1  # residual blocks per resolution (encoder, decoder, D)
+  c.upsample = "subpixel"
+  c.downsample = "space_to_depth"
+  c.subpixel_kernel = 2
+  c.aux_hidden = (64,)  # hidden widths of the auxiliary classifier A(z); () = linear
+  c.recon_weight = 1.0  # mean squared error over pixels
+  c.kl_weight = 0.005  # KL(q(z|x) || N(0, I)), summed over z dims
+  c.class_weight = 1.0  # CE of the encoder's y_hat against the label
+  c.aux_weight = 1.0  # encoder: CE of A(z) towards uniform (0 = no factorisation)
+  c.gan_weight = 0.05  # non-saturating GAN loss of reconstructions and prior samples
+  c.recon_y = "label"  # decode reconstructions from 'label' y or the 'predicted' y_hat
+  return c
+
+
+def build(config: ml_collections.ConfigDict) -> IFcVAEGAN:
+  """The networks for ``config`` (``config.model`` + ``config.image_size``)."""
+  m = config.model
+  size = layers.check_image_size(config.image_size, 8)
+  layers.check_resample_modes(m.get("upsample", "subpixel"), m.get("downsample", "space_to_depth"))
+  k = int(m.get("num_classes", 2))
+  if k < 2:
+    raise ConfigError(f"model.num_classes={k}: must be >= 2")
+  z_dim = int(m.get("z_dim", 32))
+  if z_dim < 1:
+    raise ConfigError(f"model.z_dim={z_dim}: must be >= 1")
+  if m.get("recon_y", "label") not in ("label", "predicted"):
+    raise ConfigError(f"model.recon_y={m.recon_y!r}: expected 'label' or 'predicted'")
+  for w in ("recon_weight", "kl_weight", "class_weight", "aux_weight", "gan_weight"):
+    if float(m.get(w, 0.0)) < 0:
+      raise ConfigError(f"model.{w}={m.get(w)}: must be >= 0")
+  common = dict(num_res_blocks=int(m.get("num_res_blocks", 1)),
+                subpixel_kernel=int(m.get("subpixel_kernel", 2)))
+  down = m.get("downsample", "space_to_depth")
+  trunk = ConvTrunk(size, m.get("channels", 256), m.get("max_channels", 256), downsample=down,
+                    **common)
+  d_trunk = ConvTrunk(size, m.get("disc_channels", 256), m.get("max_channels", 256),
+                      downsample=down, **common)
+  yd = y_dim_of(k)
+  return IFcVAEGAN(
+      encoder=AttributeEncoder(trunk, z_dim, yd),
+      decoder=Decoder(image_size=size, latent_dim=z_dim + yd, channels=m.get("channels", 256),
+                      max_channels=m.get("max_channels", 256),
+                      upsample=m.get("upsample", "subpixel"), **common),
+      aux=AuxClassifier(yd, tuple(int(h) for h in m.get("aux_hidden", (64,)))),
+      discriminator=ImageDiscriminator(d_trunk),
+      image_size=size, z_dim=z_dim, num_classes=k)
+
+
+def init_params(config: ml_collections.ConfigDict, key: jax.Array) -> dict[str, Any]:
+  """Parameters ``{'encoder', 'decoder', 'aux', 'discriminator'}``."""
+  net = build(config)
+  s = net.image_size
+  ke, kd, ka, kc = jax.random.split(key, 4)
+  x = jnp.zeros((1, s, s, 1), jnp.float32)
+  return {
+      "encoder": net.encoder.init(ke, x)["params"],
+      "decoder": net.decoder.init(kd, jnp.zeros((1, net.z_dim + net.y_dim), jnp.float32))["params"],
+      "aux": net.aux.init(ka, jnp.zeros((1, net.z_dim), jnp.float32))["params"],
+      "discriminator": net.discriminator.init(kc, x)["params"],
+  }
+
+
+# ----------------------------------------------------------------------------- use
+
+
+def encode(params: dict[str, Any], images: jax.Array, config: ml_collections.ConfigDict
+           ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """images ``[B, S, S, 1]`` -> (z mean, z logvar ``[B, z_dim]``, y logits ``[B, y_dim]``)."""
+  return build(config).encoder.apply({"params": params["encoder"]}, images)
+
+
+def decode(params: dict[str, Any], z: jax.Array, y: jax.Array,
+           config: ml_collections.ConfigDict) -> jax.Array:
+  """``Dec(concat(z [B, z_dim], y [B, y_dim]))`` -> images ``[B, S, S, 1]``."""
+  return build(config).decoder.apply({"params": params["decoder"]},
+                                     jnp.concatenate([z, y], axis=-1))
+
+
+def edit(params: dict[str, Any], images: jax.Array, y_to: jax.Array,
+         config: ml_collections.ConfigDict) -> jax.Array:
+  """Attribute editing of real images: encode (posterior mean), set y = ``y_to``, decode.
+
+  ``y_to``: ``[B, y_dim]`` or ``[y_dim]`` (or a scalar for a binary attribute).
+  """
+  mean, _, _ = encode(params, images, config)
+  y = jnp.broadcast_to(jnp.asarray(y_to, jnp.float32), (mean.shape[0], build(config).y_dim))
+  return decode(params, mean, y, config)
+
+
+def make_decoder_generator(params: dict[str, Any], config: ml_collections.ConfigDict
+                           ) -> Generator:
+  """The decoder as a Generator over ``latent = concat(z, y)`` (``[z_dim + y_dim]``).
+
+  ``params``: the model's params (``params['decoder']`` is used).  Typical latents
+  are z ~ N(0, I) with a uniformly drawn class code (``sample_latents``); the latent
+  space has no closed-form normal prior, so ``latent_spec.prior == 'none'``.
+  """
+  net = build(config)
+  s = net.image_size
+  return Generator(
+      params={"params": params["decoder"]}, apply_fn=layers.ModuleApply(net.decoder),
+      latent_spec=LatentSpec((net.z_dim + net.y_dim,), "z", "none"),
+      image_shape=(s, s, 1), sample_fn=ZYSampler(net.z_dim, net.num_classes),
+      name="ifcvae_gan")
