@@ -1,0 +1,214 @@
+"""Deformators and reconstructors of Voynov & Babenko (ICML 2020), in Flax Linen.
+
+A deformator A maps a scaled one-hot code ``eps * e_k`` (``[B, K]``) to a latent shift
+(``[B, D]``, D = flattened latent size). A reconstructor R sees the image pair
+``(G(z), G(z + A(eps e_k)))`` stacked as channels and predicts ``k`` (logits) and ``eps``.
+
+Differences from the reference PyTorch code (GANLatentDiscovery), on purpose:
+  * no bias in ``linear``/``proj``: a direction is then exactly a column of A;
+  * ``proj`` normalises the columns of A (identical to the reference's rescaling of
+    ``A(eps e_k)`` to norm ``|eps|`` for one-hot inputs);
+  * GroupNorm / LayerNorm instead of BatchNorm, so a training step is a pure
+    function of (params, key) and vmapped restarts stay independent.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import expm
+
+from jaxlatent.errors import ConfigError
+
+DEFORMATOR_KINDS = ("id", "linear", "proj", "ortho", "fc", "random")
+RECONSTRUCTOR_KINDS = ("lenet", "resnet", "mlp")
+
+
+def check_deformator(kind: str, num_directions: int, latent_size: int) -> None:
+  """Raises ConfigError for an unknown kind or K > D with a kind that cannot have it."""
+  if kind not in DEFORMATOR_KINDS:
+    raise ConfigError(
+        f"deformator {kind!r} is not one of {', '.join(DEFORMATOR_KINDS)}")
+  if kind in ("id", "ortho") and num_directions > latent_size:
+    raise ConfigError(
+        f"deformator {kind!r} gives at most latent size D={latent_size} directions, "
+        f"got num_directions K={num_directions}: use 'proj' or 'linear' (or 'fc') "
+        "for more directions than latent dimensions")
+
+
+class Deformator(nn.Module):
+  """Direction model A: ``[B, K]`` codes (``eps * e_k``) -> ``[B, D]`` latent shifts.
+
+  Attributes:
+    kind: "id" (A = I, first K axes), "linear" (free matrix), "proj" (unit-norm
+      columns), "ortho" (first K columns of expm(S), S skew-symmetric), "fc"
+      (residual MLP), "random" (fixed random orthonormal/unit columns, not trained).
+    num_directions: K.
+    latent_size: D, the flattened latent size.
+    inner_dim: hidden width of the "fc" kind.
+    random_init: random (True) or identity-like (False) start, as in the reference.
+  """
+
+  kind: str
+  num_directions: int
+  latent_size: int
+  inner_dim: int = 1024
+  random_init: bool = True
+
+  def _matrix_init(self, key, shape):
+    d, k = shape
+    if self.random_init:
+      return jax.random.normal(key, shape, jnp.float32) / jnp.sqrt(d)
+    eye = jnp.eye(d, k, dtype=jnp.float32)
+    if k > d:  # identity block, random unit columns beyond D (zeros would be undefined for proj)
+      extra = jax.random.normal(key, (d, k - d), jnp.float32) / jnp.sqrt(d)
+      eye = eye.at[:, d:].set(extra)
+    return eye
+
+  def matrix(self) -> jax.Array | None:
+    """``[D, K]`` matrix of the linear kinds (None for "fc")."""
+    d, k = self.latent_size, self.num_directions
+    check_deformator(self.kind, k, d)
+    if self.kind == "id":
+      return jnp.eye(d, k, dtype=jnp.float32)
+    if self.kind in ("linear", "proj"):
+      a = self.param("A", self._matrix_init, (d, k))  # [D, K]
+      if self.kind == "proj":
+        a = a / jnp.linalg.norm(a, axis=0, keepdims=True)
+      return a
+    if self.kind == "ortho":
+      scale = 1.0 if self.random_init else 1e-3
+      m = self.param("log_mat_half", lambda key, s: scale * jax.random.normal(key, s), (d, d))
+      return expm(m - m.T)[:, :k]  # [D, K], orthonormal columns
+    if self.kind == "random":
+      def init(key, shape):
+        if k <= d:
+          return jax.nn.initializers.orthogonal()(key, shape, jnp.float32)
+        a = jax.random.normal(key, shape, jnp.float32)
+        return a / jnp.linalg.norm(a, axis=0, keepdims=True)
+      return jax.lax.stop_gradient(self.param("A", init, (d, k)))
+    return None
+
+  @nn.compact
+  def __call__(self, codes: jax.Array) -> jax.Array:
+    # codes: [B, K] -> shifts: [B, D]
+    a = self.matrix()
+    if a is not None:
+      return codes @ a.T
+    # "fc": residual MLP as in the reference (LayerNorm in place of BatchNorm).
+    x1 = nn.Dense(self.inner_dim)(codes)
+    x = nn.elu(nn.LayerNorm()(x1))
+    x2 = nn.Dense(self.inner_dim)(x)
+    x = nn.elu(nn.LayerNorm()(x2 + x1))
+    x3 = nn.Dense(self.inner_dim)(x)
+    x = nn.elu(nn.LayerNorm()(x3 + x2 + x1))
+    out = nn.Dense(self.latent_size)(x)
+    k, d = self.num_directions, self.latent_size
+    skip = codes[:, :d] if k >= d else jnp.pad(codes, ((0, 0), (0, d - k)))
+    return out + skip
+
+
+def _norm(features: int) -> nn.Module:
+  groups = 1
+  for g in (32, 16, 8, 4, 2):
+    if features % g == 0 and features // g >= 2:
+      groups = g
+      break
+  return nn.GroupNorm(num_groups=groups)
+
+
+class LeNetReconstructor(nn.Module):
+  """LeNet-like reconstructor (reference ``LeNetShiftPredictor``).
+
+  Three 5x5 convs of widths 3w, 8w, 60w with pooling, global mean, two heads.
+  Input ``[B, H, W, 2C]`` -> (logits ``[B, K]``, eps ``[B]``).
+  """
+
+  num_directions: int
+  width: int = 2
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    for i, feat in enumerate((3 * self.width, 8 * self.width, 60 * self.width)):
+      x = nn.Conv(feat, (5, 5), padding="SAME")(x)
+      x = nn.relu(_norm(feat)(x))
+      if i < 2 and x.shape[1] >= 2 and x.shape[2] >= 2:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    h = x.mean(axis=(1, 2))  # [B, 60w]
+    logits = nn.Dense(self.num_directions, name="logits")(h)
+    eps = nn.Dense(1, name="shift")(h)[:, 0]
+    return logits, eps
+
+
+class _BasicBlock(nn.Module):
+  features: int
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Conv(self.features, (3, 3), strides=self.strides, padding="SAME", use_bias=False)(x)
+    y = nn.relu(_norm(self.features)(y))
+    y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False)(y)
+    y = _norm(self.features)(y)
+    if x.shape[-1] != self.features or self.strides != 1:
+      x = nn.Conv(self.features, (1, 1), strides=self.strides, use_bias=False)(x)
+      x = _norm(self.features)(x)
+    return nn.relu(x + y)
+
+
+class ResNetReconstructor(nn.Module):
+  """ResNet reconstructor (reference ``ResNetShiftPredictor``: ResNet-18 on 2C channels).
+
+  ``width`` is the stem width (64 in ResNet-18); ``stage_blocks`` the blocks per stage.
+  """
+
+  num_directions: int
+  width: int = 64
+  stage_blocks: Sequence[int] = (2, 2, 2, 2)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x = nn.Conv(self.width, (7, 7), strides=2 if x.shape[1] >= 64 else 1, padding="SAME",
+                use_bias=False)(x)
+    x = nn.relu(_norm(self.width)(x))
+    if x.shape[1] >= 32:
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    for i, blocks in enumerate(self.stage_blocks):
+      for j in range(blocks):
+        strides = 2 if (i > 0 and j == 0 and x.shape[1] >= 2) else 1
+        x = _BasicBlock(self.width * 2**i, strides)(x)
+    h = x.mean(axis=(1, 2))
+    logits = nn.Dense(self.num_directions, name="logits")(h)
+    eps = nn.Dense(1, name="shift")(h)[:, 0]
+    return logits, eps
+
+
+class MLPReconstructor(nn.Module):
+  """Two hidden layers on the flattened pair: a cheap reconstructor for tiny images."""
+
+  num_directions: int
+  width: int = 256
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h = x.reshape(x.shape[0], -1)  # [B, H*W*2C]
+    for _ in range(2):
+      h = nn.relu(nn.LayerNorm()(nn.Dense(self.width)(h)))
+    logits = nn.Dense(self.num_directions, name="logits")(h)
+    eps = nn.Dense(1, name="shift")(h)[:, 0]
+    return logits, eps
+
+
+def make_reconstructor(kind: str, num_directions: int, width: int | None = None) -> nn.Module:
+  """Builds a reconstructor by name ("lenet", "resnet" or "mlp" for tiny images)."""
+  if kind == "lenet":
+    return LeNetReconstructor(num_directions, width or 2)
+  if kind == "resnet":
+    return ResNetReconstructor(num_directions, width or 64)
+  if kind == "mlp":
+    return MLPReconstructor(num_directions, width or 256)
+  raise ConfigError(
+      f"reconstructor {kind!r} is not one of {', '.join(RECONSTRUCTOR_KINDS)}")

@@ -1,0 +1,203 @@
+"""Supervised directions (InterFaceGAN, Shen et al. 2020), as in the MS abstract.
+
+Fit a linear classifier on labelled latent codes (e.g. inverted healthy-control
+and MS codes); the unit normal of its decision boundary, oriented from class 0 to
+class 1, is the direction.  Conditional editing removes the components along the
+normals of other attributes, so moving along the result leaves them unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxlatent.directions.io import Directions
+from jaxlatent.errors import ConfigError, DataError
+
+CLASSIFIERS = ("svm", "logistic")
+
+
+@dataclasses.dataclass
+class Boundary:
+  """A fitted linear boundary ``{x : normal . x = offset}`` in latent coordinates.
+
+  Attributes:
+    normal: ``[*latent_shape]`` unit normal pointing from class 0 to class 1.
+    offset: signed distance of the boundary from the origin along ``normal``.
+    train_accuracy, val_accuracy, val_balanced_accuracy: fractions in [0, 1]
+      (val_*: on the held-out split, nan when there is none).
+    num_train, num_val: split sizes.
+    config: the fitting settings.
+  """
+
+  normal: np.ndarray
+  offset: float
+  train_accuracy: float
+  val_accuracy: float
+  val_balanced_accuracy: float
+  num_train: int
+  num_val: int
+  config: dict
+
+  def decision(self, latents) -> np.ndarray:
+    """Signed distance of ``latents [N, *shape]`` to the boundary (> 0: class 1 side)."""
+    x = np.asarray(latents, np.float32).reshape(len(latents), -1)
+    return x @ self.normal.reshape(-1) - self.offset
+
+  def to_directions(self, model: str = "generator", space: str = "z",
+                    name: str = "class0->class1") -> Directions:
+    return Directions(
+        vectors=self.normal[None], method="interfacegan", model=model, space=space,
+        scores={"train_accuracy": self.train_accuracy, "val_accuracy": self.val_accuracy,
+                "val_balanced_accuracy": self.val_balanced_accuracy},
+        names=[name], meta={"offset": self.offset, "config": self.config,
+                            "num_train": self.num_train, "num_val": self.num_val})
+
+
+def _split(key, y, val_fraction):
+  """Stratified random split -> (train_idx, val_idx)."""
+  train, val = [], []
+  for c in (0, 1):
+    idx = np.flatnonzero(y == c)
+    idx = idx[np.asarray(jax.random.permutation(jax.random.fold_in(key, c), len(idx)))]
+    n_val = int(round(val_fraction * len(idx)))
+    if val_fraction > 0 and len(idx) >= 2:
+      n_val = min(max(n_val, 1), len(idx) - 1)
+    else:
+      n_val = 0
+    val.append(idx[:n_val])
+    train.append(idx[n_val:])
+  return np.concatenate(train), np.concatenate(val)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "steps"))
+def _fit_linear(x, s, weights, l2, learning_rate, *, method: str, steps: int):
+  """Full-batch Adam on a weighted hinge (SVM) or logistic loss + (l2/2)||w||^2.
+
+  x: [N, D] standardised; s: [N] labels in {-1, +1}; weights: [N] sample weights.
+  """
+  tx = optax.adam(learning_rate)
+  params = (jnp.zeros(x.shape[1]), jnp.zeros(()))
+
+  def loss_fn(p):
+    w, b = p
+    margin = s * (x @ w + b)
+    if method == "svm":
+      per = jnp.maximum(0.0, 1.0 - margin)
+    else:
+      per = jax.nn.softplus(-margin)
+    return (weights * per).sum() / weights.sum() + 0.5 * l2 * (w @ w)
+
+  def body(carry, _):
+    p, opt = carry
+    g = jax.grad(loss_fn)(p)
+    upd, opt = tx.update(g, opt, p)
+    return (optax.apply_updates(p, upd), opt), None
+
+  (params, _), _ = jax.lax.scan(body, (params, tx.init(params)), None, length=steps)
+  return params
+
+
+def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: float = 1e-3,
+                 steps: int = 500, learning_rate: float = 0.05, val_fraction: float = 0.2,
+                 balanced: bool = True, standardize: bool = True) -> Boundary:
+  """Fits an InterFaceGAN boundary on ``latents [N, *shape]`` with binary ``labels [N]``.
+
+  Args:
+    latents: codes (any latent shape; w+ codes are flattened).
+    labels: 0/1 (or bool) per code; class 1 is the target (e.g. MS).
+    key: split key.
+    method: "svm" (hinge) or "logistic".
+    l2: L2 penalty on the (standardised) weights.
+    steps, learning_rate: full-batch Adam settings.
+    val_fraction: held-out fraction per class (stratified); 0: no held-out split.
+    balanced: weight samples by inverse class frequency (unequal MS/HC counts).
+    standardize: z-score features with train statistics before fitting.
+
+  Returns:
+    Boundary with the unit normal in the original latent coordinates.
+  """
+  if method not in CLASSIFIERS:
+    raise ConfigError(f"method {method!r} is not one of {', '.join(CLASSIFIERS)}")
+  if not 0.0 <= val_fraction < 1.0:
+    raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+  x = np.asarray(latents, np.float32)
+  shape = x.shape[1:]
+  x = x.reshape(x.shape[0], -1)  # [N, D]
+  y = np.asarray(labels).reshape(-1)
+  if y.shape[0] != x.shape[0]:
+    raise DataError(f"{x.shape[0]} latents but {y.shape[0]} labels")
+  if not np.all(np.isin(y, (0, 1))):
+    raise DataError(f"labels must be 0/1, got values {np.unique(y)[:10].tolist()}")
+  y = y.astype(np.int32)
+  if not np.all(np.isfinite(x)):
+    raise DataError("latents contain non-finite values")
+  counts = np.bincount(y, minlength=2)
+  if counts.min() < 2:
+    raise DataError(f"need at least 2 codes of each class, got {counts.tolist()}")
+  tr, va = _split(key, y, val_fraction)
+  xt, yt = x[tr], y[tr]
+  mu = xt.mean(0) if standardize else np.zeros(x.shape[1], np.float32)
+  sigma = np.maximum(xt.std(0), 1e-6) if standardize else np.ones(x.shape[1], np.float32)
+  s = 2.0 * yt - 1.0
+  ct = np.bincount(yt, minlength=2).astype(np.float32)
+  weights = (len(yt) / (2.0 * ct))[yt] if balanced else np.ones(len(yt), np.float32)
+  w, b = _fit_linear(jnp.asarray((xt - mu) / sigma), jnp.asarray(s, jnp.float32),
+                     jnp.asarray(weights, jnp.float32), float(l2), float(learning_rate),
+                     method=method, steps=int(steps))
+  w, b = np.asarray(w, np.float64), float(b)
+  v = w / sigma  # normal in original coordinates: f(x) = v.x - (mu.v - b)
+  norm = np.linalg.norm(v)
+  if not np.isfinite(norm) or norm < 1e-12:
+    raise DataError("the classifier found no separating direction (all weights zero)")
+  normal = v / norm
+  offset = float((mu @ v - b) / norm)
+
+  def acc(idx):
+    if len(idx) == 0:
+      return float("nan"), float("nan")
+    pred = (x[idx] @ normal - offset > 0).astype(np.int32)
+    correct = pred == y[idx]
+    per_class = [correct[y[idx] == c].mean() for c in (0, 1) if np.any(y[idx] == c)]
+    return float(correct.mean()), float(np.mean(per_class))
+
+  train_acc, _ = acc(tr)
+  val_acc, val_bacc = acc(va)
+  return Boundary(
+      normal=normal.reshape(shape).astype(np.float32), offset=offset,
+      train_accuracy=train_acc, val_accuracy=val_acc, val_balanced_accuracy=val_bacc,
+      num_train=int(len(tr)), num_val=int(len(va)),
+      config={"method": method, "l2": l2, "steps": steps, "learning_rate": learning_rate,
+              "val_fraction": val_fraction, "balanced": balanced,
+              "standardize": standardize})
+
+
+def condition_direction(primal, conditions, tol: float = 1e-6) -> np.ndarray:
+  """Conditional editing: ``primal`` with the span of ``conditions`` projected out.
+
+  Args:
+    primal: ``[*shape]`` direction to edit along (e.g. the HC -> MS normal).
+    conditions: ``[M, *shape]`` normals of attributes to keep fixed (e.g. age, sex).
+    tol: relative singular-value cut for (near) linearly dependent conditions.
+
+  Returns:
+    ``[*shape]`` unit vector, ``(I - Q Q^T) primal`` normalised, with Q an orthonormal
+    basis of the conditions (so it is orthogonal to every condition normal).
+  """
+  p = np.asarray(primal, np.float64)
+  shape = p.shape
+  p = p.reshape(-1)
+  c = np.asarray(conditions, np.float64).reshape(-1, p.shape[0])  # [M, D]
+  u, sv, _ = np.linalg.svd(c.T, full_matrices=False)  # u: [D, M]
+  q = u[:, sv > tol * max(sv.max(), 1e-30)]
+  d = p - q @ (q.T @ p)
+  norm = np.linalg.norm(d)
+  if norm < tol * max(np.linalg.norm(p), 1e-30):
+    raise DataError("the primal direction lies in the span of the conditions: nothing left "
+                    "to edit after projecting them out")
+  return (d / norm).reshape(shape).astype(np.float32)

@@ -1,0 +1,75 @@
+"""InterFaceGAN boundaries and conditional editing on planted truth."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from jaxlatent import DataError
+from jaxlatent.directions import condition_direction, fit_boundary
+
+
+def _planted(seed, n=600, shape=(8,)):
+  rng = np.random.default_rng(seed)
+  d = int(np.prod(shape))
+  scales = np.linspace(0.5, 3.0, d)  # anisotropic codes: tests the de-standardisation
+  x = rng.normal(size=(n, d)) * scales
+  normal = rng.normal(size=d)
+  normal /= np.linalg.norm(normal)
+  margin = x @ normal + 0.3
+  y = (margin > 0).astype(np.int32)
+  flip = rng.random(n) < 0.03  # a little label noise
+  y[flip] = 1 - y[flip]
+  return x.reshape((n, *shape)).astype(np.float32), y, normal.reshape(shape)
+
+
+@pytest.mark.parametrize("method", ["svm", "logistic"])
+def test_boundary_recovers_planted_normal(method):
+  x, y, normal = _planted(0, shape=(2, 4))  # w+-shaped codes
+  b = fit_boundary(x, y, jax.random.key(0), method=method, steps=400)
+  assert b.normal.shape == (2, 4)
+  cos = float((b.normal * normal).sum())
+  assert cos > 0.95  # oriented class 0 -> class 1, not just |cos|
+  assert b.num_val == pytest.approx(0.2 * 600, abs=2) and b.num_train + b.num_val == 600
+  assert b.val_accuracy > 0.85 and b.train_accuracy > 0.85
+  pred = (b.decision(x) > 0).astype(int)
+  assert (pred == y).mean() > 0.85
+  d = b.to_directions(name="HC->MS")
+  assert d.names == ["HC->MS"] and d.scores["val_accuracy"] == b.val_accuracy
+
+
+def test_boundary_orientation_flips_with_labels():
+  x, y, normal = _planted(1)
+  b0 = fit_boundary(x, y, jax.random.key(1), steps=300)
+  b1 = fit_boundary(x, 1 - y, jax.random.key(1), steps=300)
+  assert float(b0.normal @ normal) > 0.95 and float(b1.normal @ normal) < -0.95
+
+
+def test_boundary_bad_labels():
+  x, y, _ = _planted(2, n=40)
+  with pytest.raises(DataError):
+    fit_boundary(x, np.zeros(40), jax.random.key(0))
+  with pytest.raises(DataError):
+    fit_boundary(x, y + 1, jax.random.key(0))
+  with pytest.raises(DataError):
+    fit_boundary(x, y[:30], jax.random.key(0))
+
+
+def test_condition_direction_is_orthogonal_to_removed_normals():
+  rng = np.random.default_rng(3)
+  primal = rng.normal(size=(2, 5))
+  conds = rng.normal(size=(3, 2, 5))
+  d = condition_direction(primal, conds)
+  assert d.shape == (2, 5)
+  np.testing.assert_allclose(np.linalg.norm(d), 1.0, atol=1e-6)
+  np.testing.assert_allclose(conds.reshape(3, -1) @ d.reshape(-1), 0.0, atol=1e-5)
+  # NumPy reference: (I - C^T (C C^T)^-1 C) p, normalised.
+  c = conds.reshape(3, -1)
+  p = primal.reshape(-1)
+  ref = p - c.T @ np.linalg.solve(c @ c.T, c @ p)
+  np.testing.assert_allclose(d.reshape(-1), ref / np.linalg.norm(ref), atol=1e-5)
+  # The edit keeps moving toward the primal attribute.
+  assert float(d.reshape(-1) @ p) > 0
+  with pytest.raises(DataError):
+    condition_direction(conds[0] + 2 * conds[1], conds)
