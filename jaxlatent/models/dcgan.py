@@ -1,0 +1,171 @@
+"""DCGAN (Radford et al. 2016) as used by Schön et al. 2022 on CT slices.
+
+Generator: z[32] -> dense 4x4xC -> (up-sample, BatchNorm, ReLU) x n -> up-sample to
+one channel -> tanh.  Channels halve as the resolution doubles (4x4x2048 -> ... for
+the paper's 128x128).  Discriminator mirrors it with LeakyReLU(0.2) and a linear
+logit.  BatchNorm (``norm='batch'``, the paper's choice) runs with batch statistics
+during training and with the stored running statistics in :func:`make_generator`,
+so a Generator is a deterministic function of z; ``norm='none'`` drops it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxlatent.errors import ConfigError
+from jaxlatent.generator import Generator, LatentSpec
+from jaxlatent.models import layers
+
+NORMS = ("batch", "none")
+
+
+def _norm(kind: str, train: bool, name: str):
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+  if kind == "none":
+    return lambda x: x
+  raise ConfigError(f"model.norm={kind!r}: expected one of {NORMS}")
+
+
+class DCGANGenerator(nn.Module):
+  """z ``[B, latent_dim]`` -> images ``[B, S, S, 1]`` in [-1, 1].
+
+  Attributes:
+    image_size: output side S (power of two >= 8).
+    latent_dim: size of z (paper: 32).
+    gen_channels: channels at 4x4 (paper: 2048); halved per doubling.
+    max_channels: cap on the channels of any layer.
+    upsample: 'subpixel' | 'resize' | 'transpose' (see layers.Upsample).
+    subpixel_kernel: conv kernel of sub-pixel up-sampling.
+    norm: 'batch' (DCGAN) or 'none'.
+  """
+
+  image_size: int
+  latent_dim: int = 32
+  gen_channels: int = 2048
+  max_channels: int = 2048
+  upsample: str = "subpixel"
+  subpixel_kernel: int = 2
+  norm: str = "batch"
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+    b = z.shape[0]
+    bias = self.norm == "none"
+    ch = lambda res: layers.channels_at(res, self.gen_channels, self.max_channels)
+    x = nn.Dense(4 * 4 * ch(4), use_bias=bias, name="fc")(z)
+    x = x.reshape(b, 4, 4, ch(4))  # [B, 4, 4, C4]
+    x = nn.relu(_norm(self.norm, train, "fc_norm")(x))
+    res = 4
+    while res < self.image_size // 2:
+      res *= 2
+      x = layers.Upsample(ch(res), self.upsample, self.subpixel_kernel, use_bias=bias,
+                          name=f"up{res}")(x)  # [B, res, res, C_res]
+      x = nn.relu(_norm(self.norm, train, f"norm{res}")(x))
+    x = layers.Upsample(1, self.upsample, self.subpixel_kernel, name="to_image")(x)
+    return jnp.tanh(x)  # [B, S, S, 1]
+
+
+class DCGANDiscriminator(nn.Module):
+  """images ``[B, S, S, 1]`` -> logits ``[B]`` (real > 0).
+
+  Attributes:
+    image_size: input side S.
+    disc_channels: channels at 4x4; halved per doubling of the resolution.
+    max_channels: cap on the channels of any layer.
+    downsample: 'space_to_depth' | 'strided' | 'avgpool' (see layers.Downsample).
+    subpixel_kernel: conv kernel after space-to-depth.
+    norm: 'batch' (DCGAN; none on the first layer) or 'none'.
+  """
+
+  image_size: int
+  disc_channels: int = 2048
+  max_channels: int = 2048
+  downsample: str = "space_to_depth"
+  subpixel_kernel: int = 2
+  norm: str = "batch"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    ch = lambda res: layers.channels_at(res, self.disc_channels, self.max_channels)
+    bias = self.norm == "none"
+    res = self.image_size // 2
+    x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel, name=f"down{res}")(x)
+    x = nn.leaky_relu(x, 0.2)  # [B, S/2, S/2, C]
+    while res > 4:
+      res //= 2
+      x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel, use_bias=bias,
+                            name=f"down{res}")(x)
+      x = nn.leaky_relu(_norm(self.norm, train, f"norm{res}")(x), 0.2)
+    x = x.reshape(x.shape[0], -1)  # [B, 16*C4]
+    return nn.Dense(1, name="logit")(x)[:, 0]  # [B]
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """``config.model`` of the paper's DCGAN (Schön et al. 2022)."""
+  c = ml_collections.ConfigDict()
+  c.name = "dcgan"
+  c.latent_dim = 32
+  c.gen_channels = 2048  # channels at 4x4 in G (paper: 4x4x2048)
+  c.disc_channels = 2048  # channels at 4x4 in D (mirror of G)
+  c.max_channels = 2048
+  c.upsample = "subpixel"  # 'subpixel' | 'resize' | 'transpose'
+  c.downsample = "space_to_depth"  # 'space_to_depth' | 'strided' | 'avgpool'
+  c.subpixel_kernel = 2
+  c.norm = "batch"  # 'batch' | 'none' (G and D)
+  return c
+
+
+def _model_cfg(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, int]:
+  m = config.model
+  size = layers.check_image_size(config.image_size, 8)
+  layers.check_resample_modes(m.get("upsample", "subpixel"), m.get("downsample", "space_to_depth"))
+  if m.get("norm", "batch") not in NORMS:
+    raise ConfigError(f"model.norm={m.norm!r}: expected one of {NORMS}")
+  return m, size
+
+
+def build_generator(config: ml_collections.ConfigDict) -> DCGANGenerator:
+  """The generator module for ``config`` (``config.model`` + ``config.image_size``)."""
+  m, size = _model_cfg(config)
+  return DCGANGenerator(
+      image_size=size, latent_dim=m.get("latent_dim", 32),
+      gen_channels=m.get("gen_channels", 2048), max_channels=m.get("max_channels", 2048),
+      upsample=m.get("upsample", "subpixel"), subpixel_kernel=m.get("subpixel_kernel", 2),
+      norm=m.get("norm", "batch"))
+
+
+def build_discriminator(config: ml_collections.ConfigDict) -> DCGANDiscriminator:
+  """The discriminator module for ``config``."""
+  m, size = _model_cfg(config)
+  return DCGANDiscriminator(
+      image_size=size, disc_channels=m.get("disc_channels", 2048),
+      max_channels=m.get("max_channels", 2048), downsample=m.get("downsample", "space_to_depth"),
+      subpixel_kernel=m.get("subpixel_kernel", 2), norm=m.get("norm", "batch"))
+
+
+def init_generator(config: ml_collections.ConfigDict, key: jax.Array) -> dict[str, Any]:
+  """Generator variables ``{'params', ['batch_stats']}`` for ``config``."""
+  g = build_generator(config)
+  return dict(g.init(key, jnp.zeros((1, g.latent_dim), jnp.float32)))
+
+
+def make_generator(params: Any, config: ml_collections.ConfigDict) -> Generator:
+  """A :class:`Generator` over z from the generator's variables.
+
+  Args:
+    params: the generator's variables ``{'params': ..., 'batch_stats': ...}`` (as
+      returned by :func:`init_generator` or ``trainer.generator(state).params``).
+    config: the run config (``config.model``, ``config.image_size``).
+  """
+  g = build_generator(config)
+  # train=False: BatchNorm uses the stored running statistics.
+  apply_fn = layers.ModuleApply(g, None, (("train", False),))
+  return Generator(
+      params=params, apply_fn=apply_fn, latent_spec=LatentSpec((g.latent_dim,), "z", "normal"),
+      image_shape=(g.image_size, g.image_size, 1), name="dcgan")
