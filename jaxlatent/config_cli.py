@@ -40,8 +40,11 @@ def parse_config_flags(
   """
   argv = list(argv)
   fv = flags.FlagValues()
+  # sys_argv: the overrides are read from THIS argv, not from sys.argv (so the
+  # function also works in-process, e.g. in tests).
   config_flags.DEFINE_config_file(
-      "config", None, "path to a config file in configs/", flag_values=fv, lock_config=True)
+      "config", None, "path to a config file in configs/", flag_values=fv, lock_config=True,
+      sys_argv=argv)
   for name, default, help_string in extra_flags:
     flags.DEFINE_string(name, default, help_string, flag_values=fv)
   config_arg = _config_argument(argv)
@@ -50,11 +53,12 @@ def parse_config_flags(
   path = config_arg.split(":", 1)[0]
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist")
+  plain = _load_config_file(config_arg)  # the file alone first: its own errors, named
   try:
     fv(argv)
     config = fv["config"].value
   except Exception as e:  # pylint: disable=broad-except
-    raise ConfigError(_explain(e, argv, config_arg)) from None
+    raise ConfigError(_explain(e, argv, plain)) from None
   if config is None:
     raise ConfigError(f"config file {path!r}: get_config() returned None")
   return config, fv
@@ -101,23 +105,28 @@ def _unknown_key(config: Any, dotted: str) -> str | None:
   return None
 
 
-def _explain(e: Exception, argv: Sequence[str], config_arg: str) -> str:
+def _load_config_file(config_arg: str) -> Any:
+  """Runs ``get_config`` of the file (unlocked); ConfigError if the file itself fails."""
+  from ml_collections.config_flags import config_flags as impl  # pylint: disable=g-import-not-at-top
+  try:
+    return impl.ConfigFileFlagParser("config", lock_config=False).parse(config_arg)
+  except Exception as e:  # pylint: disable=broad-except
+    msg = str(e)
+    if "Error whilst parsing config file" in msg or "Failed loading config file" in msg:
+      msg = [ln for ln in msg.strip().splitlines() if ln.strip()][-1]
+    else:
+      msg = f"{type(e).__name__}: {msg}"
+    raise ConfigError(f"config file {config_arg!r} failed to load: {_one_line(msg)}") from None
+
+
+def _explain(e: Exception, argv: Sequence[str], config: Any) -> str:
   """Turns an absl/ml_collections parsing error into one line naming the culprit."""
   msg = str(e)
-  if "Error whilst parsing config file" in msg or "Failed loading config file" in msg:
-    last = [ln for ln in msg.strip().splitlines() if ln.strip()][-1]
-    return f"config file {config_arg!r} failed to load: {_one_line(last)}"
   if "Unknown command line flag" in msg:
     return f"unknown flag: {_one_line(msg)}"
-  try:  # Re-load the file unlocked and find the override naming a missing field.
-    from ml_collections.config_flags import config_flags as cf_impl  # pylint: disable=g-import-not-at-top
-    parser = cf_impl.ConfigFileFlagParser("config", lock_config=False)
-    config = parser.parse(config_arg)
-    for dotted, arg in _overrides(argv):
-      problem = _unknown_key(config, dotted)
-      if problem:
-        return f"{arg}: {problem}"
-  except Exception:  # pylint: disable=broad-except
-    pass
+  for dotted, arg in _overrides(argv):
+    problem = _unknown_key(config, dotted)
+    if problem:
+      return f"{arg}: {problem}"
   applied = " ".join(arg for _, arg in _overrides(argv)) or " ".join(argv[1:])
   return f"cannot apply {applied}: {_one_line(msg)}"

@@ -1,0 +1,1 @@
+"""Training configs: ``python train.py --config=configs/<name>.py --workdir=<dir>``."""

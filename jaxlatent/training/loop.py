@@ -1,0 +1,328 @@
+"""The generic training loop: ``train_and_evaluate(config, workdir)``.
+
+Read top to bottom, a run is:
+
+  1. validate the config (milliseconds; ConfigError/DataError naming the key);
+  2. start the multi-process runtime if asked (``config.distributed``), build the
+     1-D ``'data'`` mesh over all devices;
+  3. load the dataset, hold out ``fid_num_samples`` images for the FD metric;
+  4. create the state replicated on the mesh (``jax.jit(init, out_shardings=...)``),
+     or restore the latest checkpoint into ``jax.eval_shape(init)``;
+  5. loop: host batch -> global array -> jitted step (traced once, state donated) ->
+     NaN/Inf guard -> metrics, sample grids, FD, checkpoints.
+
+Everything a step depends on is a function of ``(config, step)``: the batch is
+``batch_indices(..., step)`` and the key ``fold_in(key, step)``, so a run resumed
+from a checkpoint ends with the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxlatent.errors import CheckpointError, DataError, TrainingError
+from jaxlatent.training import checkpoint as ckpt_lib
+from jaxlatent.training import metrics as metrics_lib
+from jaxlatent.training import sharding as shd
+from jaxlatent.training.validate import validate_config
+
+# Stream ids for jax.random.fold_in on the run's base key.
+_INIT, _TRAIN, _SAMPLES, _FD = 0, 1, 2, 3
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       trainer: Any = None, dataset: Any = None) -> Any:
+  """Trains ``config.model`` on ``config.data``, writing everything into ``workdir``.
+
+  Resumes from the latest checkpoint in ``workdir/checkpoints`` when there is one.
+
+  Args:
+    config: the run config (``configs/*.py``; fields documented in configs/dcgan_ct.py).
+    workdir: output folder (config.json, checkpoints/, metrics.jsonl, losses.png,
+      samples/).
+    trainer: a ``ModelTrainer``; ``None`` builds ``make_trainer(config)``.  Pass your
+      own to train a custom model with this loop.
+    dataset: an object with ``images [N, S, S, 1]`` in [-1, 1] (e.g. a SliceDataset);
+      ``None`` loads ``config.data``.
+
+  Returns:
+    The final train state (replicated on the mesh).
+
+  Raises:
+    ConfigError, DataError: bad config or data, before any compute.
+    CheckpointError: an unreadable checkpoint in ``workdir`` (left untouched).
+    TrainingError: a non-finite loss (the step and term are named; not saved).
+  """
+  validate_config(config)  # config-only checks, before touching any device
+  shd.maybe_initialize_distributed(config.distributed)
+  validate_config(config, device_count=jax.device_count(), process_count=jax.process_count())
+  is_chief = jax.process_index() == 0
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+
+  if trainer is None:
+    from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
+    trainer = make_trainer(config)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR),
+                               keep=config.keep_checkpoints)
+  try:
+    latest = ckpt.latest_step()
+    if latest is not None:
+      changed = ckpt_lib.check_same_architecture(workdir, config)  # before loading any data
+      if changed and is_chief:
+        print(f"resuming {workdir} from step {latest} with changed settings: "
+              f"{'; '.join(changed)}", flush=True)
+    if dataset is None:
+      from jaxlatent.data import load_dataset  # pylint: disable=g-import-not-at-top
+      cache_dir = config.data.cache_dir or os.path.join(workdir, "cache")
+      dataset = load_dataset(config.data, config.image_size, cache_dir)
+    return _train(config, workdir, trainer, dataset, ckpt, latest, is_chief)
+  finally:
+    ckpt.wait()  # an in-flight save of a good state completes even when we raise
+    ckpt.close()
+
+
+def split_holdout(num_examples: int, num_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Fixed (train, held-out) index split; both sorted, held-out drawn with ``seed``."""
+  if num_holdout == 0:
+    return np.arange(num_examples), np.zeros((0,), np.int64)
+  rng = np.random.default_rng([seed, 7919])  # a stream of its own, not the data order's
+  held = np.sort(rng.choice(num_examples, size=num_holdout, replace=False))
+  return np.setdiff1d(np.arange(num_examples), held), held
+
+
+def _read_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
+  """``images[idx]`` read in ascending order (fast on memmaps), returned in ``idx`` order."""
+  order = np.argsort(idx, kind="stable")
+  out = np.empty((len(idx), *images.shape[1:]), np.float32)
+  out[order] = images[idx[order]]
+  return out
+
+
+def host_batches(dataset: Any, train_idx: np.ndarray, batch_size: int, seed: int,
+                 start_step: int, rows: tuple[int, int],
+                 labels: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """This process's rows of the global batch of every step from ``start_step`` on.
+
+  The global batch of step ``t`` is ``train_idx[batch_indices(len(train_idx), B, seed,
+  t)]``, a pure function of the step (resume-exact).
+  """
+  from jaxlatent.data import batch_indices  # pylint: disable=g-import-not-at-top
+  step = start_step
+  while True:
+    idx = train_idx[batch_indices(len(train_idx), batch_size, seed, step)][rows[0]:rows[1]]
+    batch = {"image": _read_rows(dataset.images, idx)}  # [B_local, S, S, 1]
+    if labels is not None:
+      batch["label"] = labels[idx]
+    yield batch
+    step += 1
+
+
+def _prefetch(iterator: Iterator[Any], size: int = 2) -> Iterator[Any]:
+  """Runs ``iterator`` in a background thread, ``size`` items ahead."""
+  q: queue.Queue = queue.Queue(maxsize=size)
+  stop = threading.Event()
+
+  def worker():
+    try:
+      for item in iterator:
+        while not stop.is_set():
+          try:
+            q.put(("item", item), timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if stop.is_set():
+          return
+    except BaseException as e:  # pylint: disable=broad-except
+      q.put(("error", e))
+
+  thread = threading.Thread(target=worker, daemon=True)
+  thread.start()
+  try:
+    while True:
+      kind, item = q.get()
+      if kind == "error":
+        raise item
+      yield item
+  finally:
+    stop.set()
+
+
+def _progress(total: int, initial: int, enabled: bool):
+  """A tqdm bar with ETA on a terminal; ``None`` otherwise (log lines still print)."""
+  if not enabled or not sys.stderr.isatty():
+    return None
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _hms(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f"{h}:{m:02d}:{s:02d}"
+
+
+def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
+  total = int(config.steps)
+  num_images = int(dataset.images.shape[0])
+  if dataset.images.shape[1:] != (config.image_size, config.image_size, 1):
+    raise DataError(f"dataset images have shape {tuple(dataset.images.shape[1:])}, "
+                    f"expected ({config.image_size}, {config.image_size}, 1) from image_size")
+  fd_on = config.fid_every > 0
+  train_idx, held_idx = split_holdout(num_images, config.fid_num_samples if fd_on else 0,
+                                      config.seed)
+  if len(train_idx) < config.batch_size:
+    raise DataError(f"only {len(train_idx)} training images (of {num_images}, "
+                    f"{len(held_idx)} held out for FD) for batch_size={config.batch_size}")
+  labels = None
+  if config.data.get("label_column", "") and hasattr(dataset, "label_ids"):
+    labels = dataset.label_ids(config.data.label_column)[0]
+
+  mesh = shd.make_mesh()
+  repl, data_sharding = shd.replicated(mesh), shd.batch_sharding(mesh)
+  base_key = jax.random.PRNGKey(config.seed)
+  init_key = jax.random.fold_in(base_key, _INIT)
+  train_key = jax.random.fold_in(base_key, _TRAIN)
+
+  if latest is None:
+    state = jax.jit(trainer.init, out_shardings=repl)(init_key)
+    start = 0
+  else:
+    abstract = ckpt_lib.abstract_like(jax.eval_shape(trainer.init, init_key), repl)
+    state = ckpt.restore(latest, abstract)
+    start = int(latest)
+    if hasattr(state, "step") and int(shd.to_host(state.step)) != start:
+      raise CheckpointError(f"checkpoint {ckpt.path(latest)} holds a state of step "
+                            f"{int(shd.to_host(state.step))}, not {start}; it was not written "
+                            "by this run's loop (left untouched)")
+  metric_writer = metrics_lib.MetricWriter(os.path.join(workdir, "metrics.jsonl"), is_chief)
+  if is_chief:
+    ckpt_lib.save_run_config(workdir, config)
+    metric_writer.drop_after(start)
+  if start >= total:
+    print(f"{workdir}: already trained to step {start} >= steps={total}; nothing to do",
+          flush=True)
+    return state
+
+  def step_fn(state, batch, step):
+    return trainer.train_step(state, batch, jax.random.fold_in(train_key, step))
+
+  # Jitted once: shardings fixed here, the state's buffers donated to the new state.
+  train_step = jax.jit(step_fn, in_shardings=(repl, data_sharding, repl),
+                       out_shardings=(repl, repl), donate_argnums=(0,))
+
+  def render(state, key, n):
+    gen = trainer.generator(state)
+    return gen(gen.sample_latents(key, n))  # [n, S, S, 1]
+
+  render = jax.jit(render, static_argnums=(2,), out_shardings=repl)
+  sample_key = jax.random.fold_in(base_key, _SAMPLES)
+  fd = None
+  if fd_on and is_chief:
+    from jaxlatent.training.fid import RandomFeatureFD  # pylint: disable=g-import-not-at-top
+    fd = RandomFeatureFD(_read_rows(dataset.images, held_idx), config.fid_feature_seed)
+
+  def fd_value(state) -> float | None:
+    # Every process renders (a computation over the whole mesh); the chief scores.
+    n, chunk = config.fid_num_samples, min(config.fid_num_samples, 256)
+    fd_key = jax.random.fold_in(base_key, _FD)
+    parts = [shd.to_host(render(state, jax.random.fold_in(fd_key, i), chunk))
+             for i in range(-(-n // chunk))]
+    return fd(np.concatenate(parts)[:n]) if fd is not None else None
+
+  rows = shd.local_rows(data_sharding, config.batch_size)
+  batches = _prefetch(host_batches(dataset, train_idx, config.batch_size, config.seed, start,
+                                   rows, labels))
+  lr = config.optim.get("lr", None)
+  terms = tuple(trainer.loss_terms)
+  bar = _progress(total, start, is_chief)
+  say = (bar.write if bar is not None else lambda s: print(s, flush=True)) if is_chief \
+      else (lambda s: None)
+  say(f"training {getattr(trainer, 'name', '') or config.model.name} for steps "
+      f"{start}..{total} on {jax.device_count()} device(s), {jax.process_count()} "
+      f"process(es); workdir {workdir}")
+
+  def check(step: int, metrics: Any) -> dict[str, float]:
+    """NaN/Inf guard: host metrics of ``step``, or TrainingError naming step and term."""
+    host = {k: float(v) for k, v in shd.to_host(metrics).items()}
+    for term in terms:
+      if term not in host:
+        raise TrainingError(f"the trainer did not report loss term {term!r} "
+                            f"(got {sorted(host)})")
+      if not np.isfinite(host[term]):
+        last = ckpt.latest_step()
+        kept = (f"the last good checkpoint (step {last}) in {ckpt.directory} is kept"
+                if last is not None else "no checkpoint was written")
+        raise TrainingError(f"non-finite {term}={host[term]} at step {step}; training "
+                            f"stopped without saving this state ({kept}); try a lower "
+                            "optim.lr or another seed")
+    return host
+
+  t_start = t_log = time.time()
+  steps_since_log, history, eval_seconds = 0, [], 0.0  # eval: FD, samples, checkpoints
+  pending = None  # (step, device metrics) not checked yet: lets the host run ahead one step
+  try:  # pylint: disable=too-many-nested-blocks
+    for step in range(start, total):
+      batch = shd.global_batch(next(batches), data_sharding, config.batch_size)
+      state, metrics = train_step(state, batch, np.int32(step))
+      done = step + 1
+      if pending is not None:
+        history.append(check(*pending))
+      pending = (done, metrics)
+      steps_since_log += 1
+      if bar is not None:
+        bar.update(1)
+      is_last = done == total
+      log_now = done % config.log_every == 0 or is_last
+      ckpt_now = done % config.ckpt_every == 0 or is_last
+      sample_now = config.sample_every > 0 and (done % config.sample_every == 0 or is_last)
+      fd_now = fd_on and (done % config.fid_every == 0 or is_last)
+      if not (log_now or ckpt_now or sample_now or fd_now):
+        continue
+      history.append(check(*pending))  # this state is finite before it is used or saved
+      pending = None
+      t_eval, record = time.time(), {}
+      if log_now:
+        record = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
+        train_seconds = max(t_eval - t_log - eval_seconds, 1e-9)
+        record["images_per_sec"] = steps_since_log * config.batch_size / train_seconds
+        eta = (total - done) * train_seconds / steps_since_log
+        if lr is not None and "lr" not in record:
+          record["lr"] = float(lr)
+        t_log, steps_since_log, history, eval_seconds = t_eval, 0, [], 0.0
+      if fd_now:
+        value = fd_value(state)
+        if value is not None:
+          record["fd_random_features"] = value
+      if record:
+        record = {"step": done, **record, "elapsed": time.time() - t_start}
+        metric_writer.write(record)
+        line = metrics_lib.format_record(record, total, terms)
+        say(line + (f" | eta {_hms(eta)}" if log_now and not is_last else ""))
+      if sample_now:
+        images = shd.to_host(render(state, sample_key, config.num_samples))
+        if is_chief:
+          from jaxlatent.viz.grids import save_image_grid  # pylint: disable=g-import-not-at-top
+          save_image_grid(images, os.path.join(workdir, "samples", f"step_{done:06d}.png"))
+      if ckpt_now:
+        ckpt.save(done, state)
+      if is_chief and (sample_now or is_last):
+        metrics_lib.plot_losses(metrics_lib.read_metrics(metric_writer.path), terms,
+                                os.path.join(workdir, "losses.png"))
+      eval_seconds += time.time() - t_eval
+  finally:
+    batches.close()  # stops the prefetch thread
+    if bar is not None:
+      bar.close()
+  say(f"done: step {total}, {time.time() - t_start:.1f} s; outputs in {workdir}")
+  return state

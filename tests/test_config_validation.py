@@ -1,0 +1,116 @@
+"""Config files load, and every bad config fails early with a ConfigError naming the key."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from jaxlatent.config_cli import parse_config_flags  # noqa: E402
+from jaxlatent.errors import ConfigError, DataError  # noqa: E402
+from jaxlatent.training.validate import REQUIRED_KEYS, validate_config  # noqa: E402
+
+CONFIGS = ("dcgan_ct", "dcgan_tiny", "vae_ct", "vae_tiny", "stylegan_brain", "stylegan_tiny")
+
+
+def parse(name, *overrides):
+  argv = ["train.py", f"--config={ROOT}/configs/{name}.py", "--workdir=/tmp/unused", *overrides]
+  config, flag_values = parse_config_flags(argv, [("workdir", None, "output")])
+  return config, flag_values
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_are_valid_and_documented(name):
+  config, flag_values = parse(name)
+  validate_config(config, device_count=1)
+  assert flag_values["workdir"].value == "/tmp/unused"
+  assert set(REQUIRED_KEYS) <= set(config.keys())
+  module_doc = open(os.path.join(ROOT, "configs", f"{name}.py")).read()
+  assert f"python train.py --config=configs/{name}.py" in module_doc  # the exact command
+  size = config.image_size
+  assert size & (size - 1) == 0
+
+
+def test_paper_settings():
+  dcgan, _ = parse("dcgan_ct")
+  assert (dcgan.image_size, dcgan.model.latent_dim, dcgan.batch_size) == (128, 32, 128)
+  assert (dcgan.optim.lr, dcgan.optim.b1) == (2e-4, 0.5)
+  assert dcgan.data.modality == "ct" and tuple(dcgan.data.ct_window) == (-1000.0, 2000.0)
+  assert dcgan.steps == 50 * ((dcgan.data.num_images - dcgan.fid_num_samples) // 128)
+  style, _ = parse("stylegan_brain")
+  assert style.image_size == 256 and style.data.modality == "mr"
+  assert (style.optim.b1, style.optim.b2, style.model.r1_interval, style.model.pl_interval) \
+      == (0.0, 0.99, 16, 4)
+  tiny, _ = parse("stylegan_tiny")
+  assert tiny.model.num_mapping_layers == 2 and tiny.image_size == 32
+
+
+def test_override_changes_the_value_and_keeps_types():
+  config, _ = parse("dcgan_tiny", "--config.steps=7", "--config.data.source=phantom_brain",
+                    "--config.optim.lr=0.001")
+  assert (config.steps, config.data.source, config.optim.lr) == (7, "phantom_brain", 0.001)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["--config.foo=1"], r"unknown config key 'foo'"),
+    (["--config.model.nme=x"], r"'model.nme'.*did you mean 'model.name'"),
+    (["--config.steps=many"], r"--config.steps=many"),
+    (["--bogus=1"], r"unknown flag.*bogus"),
+])
+def test_command_line_errors_name_the_flag(overrides, match):
+  with pytest.raises(ConfigError, match=match) as info:
+    parse("dcgan_tiny", *overrides)
+  assert "\n" not in str(info.value)
+
+
+def test_missing_or_broken_config_file(tmp_path):
+  with pytest.raises(ConfigError, match="does not exist"):
+    parse_config_flags(["t", f"--config={tmp_path}/nope.py"])
+  with pytest.raises(ConfigError, match="no config given"):
+    parse_config_flags(["t"])
+  broken = tmp_path / "broken.py"
+  broken.write_text("def get_config():\n  raise RuntimeError('boom')\n")
+  with pytest.raises(ConfigError, match=r"broken.py.*failed to load.*RuntimeError: boom"):
+    parse_config_flags(["t", f"--config={broken}"])
+
+
+@pytest.mark.parametrize("overrides, error, match", [
+    (["--config.image_size=48"], ConfigError, r"image_size=48 must be a power of 2"),
+    (["--config.image_size=8"], ConfigError, r"image_size=8 must be >= 16"),
+    (["--config.steps=0"], ConfigError, r"steps=0 must be >= 1"),
+    (["--config.batch_size=0"], ConfigError, r"batch_size=0"),
+    (["--config.keep_checkpoints=0"], ConfigError, r"keep_checkpoints=0"),
+    (["--config.fid_num_samples=1"], ConfigError, r"fid_num_samples=1 must be >= 2"),
+    (["--config.distributed=maybe"], ConfigError, r"distributed='maybe'"),
+    (["--config.model.name=gan"], ConfigError, r"model.name='gan'"),
+    (["--config.optim.lr=-1.0"], ConfigError, r"optim.lr=-1.0"),
+    (["--config.data.source=nifti"], ConfigError, r"data.path is empty"),
+    (["--config.data.source=nifti", "--config.data.path=/no/such/dir"], DataError,
+     r"data.path='/no/such/dir' does not exist"),
+    (["--config.data.source=nifti", "--config.data.path=/no/such/*.nii.gz"], DataError,
+     r"matches no file"),
+])
+def test_bad_values_are_refused_before_compute(overrides, error, match):
+  config, _ = parse("dcgan_tiny", *overrides)
+  with pytest.raises(error, match=match):
+    validate_config(config, device_count=1)
+
+
+def test_batch_must_divide_over_devices_and_processes():
+  config, _ = parse("dcgan_tiny", "--config.batch_size=6")
+  with pytest.raises(ConfigError, match="batch_size=6 is not divisible by the 4 devices"):
+    validate_config(config, device_count=4)
+  with pytest.raises(ConfigError, match="batch_size=6 is not divisible by the 4 processes"):
+    validate_config(config, process_count=4)
+
+
+def test_missing_field_is_named():
+  config, _ = parse("dcgan_tiny")
+  with config.unlocked():
+    del config["ckpt_every"]
+  with pytest.raises(ConfigError, match="ckpt_every"):
+    validate_config(config)
