@@ -7,7 +7,7 @@ The config file (``get_config()`` returning an ml_collections ConfigDict) names 
 model, data and schedule; ``--config.<key>=<value>`` overrides any field.  Training
 resumes automatically from the latest checkpoint in ``--workdir``.  The same command
 runs on one CPU, a multi-GPU node, a SLURM job (one process per host, ``srun``) or a
-TPU pod slice (``--worker=all``): see notes/scaling_out.md.
+TPU pod slice (``--worker=all``): see "Scaling out" in README.md.
 
 Outputs in the workdir: config.json, checkpoints/<step>/, metrics.jsonl, losses.png,
 samples/step_XXXXXX.png.  User errors print one ``error:`` line and exit with status 2.

@@ -20,7 +20,7 @@ labels CSV with a diagnosis column for later InterFaceGAN directions):
     --config.data.source=nifti --config.data.path='/data/ms_t1/*.nii.gz' \
     --config.data.modality=mr
 
-Multi-GPU / multi-host: the same command (see notes/scaling_out.md); ``batch_size``
+Multi-GPU / multi-host: the same command (see "Scaling out" in README.md); ``batch_size``
 is global and must divide by the number of devices.
 """
 
