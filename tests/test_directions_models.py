@@ -57,3 +57,31 @@ def test_conv_reconstructors_shapes(module):
   logits, eps = jax.jit(module.apply)(params, x)
   assert logits.shape == (3, 5) and eps.shape == (3,)
   assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_voynov_on_a_phantom_trained_dcgan(tmp_path):
+  """Issue 5's end-to-end check: a DCGAN trained on thorax phantoms, then discovery."""
+  import os
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+  from configs import dcgan_tiny  # pylint: disable=g-import-not-at-top
+  from jaxlatent.training import train_and_evaluate
+  from jaxlatent.training.checkpoint import load_trained
+
+  c = dcgan_tiny.get_config()
+  c.image_size, c.batch_size, c.steps = 16, 32, 120
+  c.data.num_images = 256
+  c.model.latent_dim, c.model.gen_channels, c.model.disc_channels = 8, 32, 32
+  c.model.max_channels = 32
+  c.fid_every = c.sample_every = 0
+  c.ckpt_every, c.log_every = 120, 60
+  c.data.cache_dir = str(tmp_path / "cache")
+  train_and_evaluate(c, str(tmp_path / "run"))
+  _, trainer, state = load_trained(str(tmp_path / "run"))
+  gen = trainer.generator(state)
+  assert gen.latent_spec.shape == (8,)
+  cfg = VoynovConfig(num_directions=6, deformator="proj", reconstructor="mlp",
+                     reconstructor_width=64, steps=100, batch_size=32, learning_rate=3e-3,
+                     eval_every=50, eval_batches=2)
+  res = run_voynov(gen, cfg, jax.random.key(2))
+  assert res.rca > 3 * cfg.chance and not res.collapsed, res.rca
