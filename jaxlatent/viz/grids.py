@@ -1,16 +1,14 @@
-"""Image grids as PNG files, with no plotting library.
+"""Image grids as PNG files.
 
-``save_image_grid`` tiles ``images[N, H, W, 1]`` in [-1, 1] into one greyscale PNG.
-The PNG is written with ``zlib`` directly (no matplotlib import, a few ms per grid),
-so training loops and analysis reports can call it often.
+``save_image_grid`` tiles ``images[N, H, W, 1]`` in [-1, 1] into one greyscale PNG,
+written with Pillow (no matplotlib import, a few ms per grid), so training loops and
+analysis reports can call it often.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import struct as _struct
-import zlib
 
 import numpy as np
 
@@ -49,34 +47,24 @@ def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2,
 
 
 def write_png(pixels: np.ndarray, path: str | os.PathLike) -> None:
-  """Writes uint8 ``pixels[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]`` as an 8-bit PNG."""
+  """Writes uint8 ``pixels[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]`` as an 8-bit PNG (Pillow).
+
+  Written to a temporary name and renamed, so readers never see a half-written file.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
   pixels = np.asarray(pixels)
   if pixels.dtype != np.uint8:
     raise ValueError(f"write_png needs uint8 pixels, got {pixels.dtype}")
   if pixels.ndim == 3 and pixels.shape[-1] == 1:
     pixels = pixels[..., 0]
-  if pixels.ndim == 2:
-    color_type, channels = 0, 1  # greyscale
-  elif pixels.ndim == 3 and pixels.shape[-1] == 3:
-    color_type, channels = 2, 3  # RGB
-  else:
+  if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3)):
     raise ValueError(f"write_png needs [H, W], [H, W, 1] or [H, W, 3], got {pixels.shape}")
-  h, w = pixels.shape[:2]
-  # Each scanline is prefixed with filter type 0 (None).
-  raw = np.concatenate([np.zeros((h, 1), np.uint8), pixels.reshape(h, w * channels)], axis=1)
-
-  def chunk(tag: bytes, data: bytes) -> bytes:
-    return (_struct.pack(">I", len(data)) + tag + data
-            + _struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-
-  header = _struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-  png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-         + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))
+  path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp"
-  with open(tmp, "wb") as f:
-    f.write(png)
-  os.replace(tmp, path)  # readers never see a half-written PNG
+  Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG")
+  os.replace(tmp, path)
 
 
 def save_image_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None,
@@ -95,26 +83,10 @@ def save_image_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | Non
 
 
 def read_png(path: str | os.PathLike) -> np.ndarray:
-  """Reads a PNG written by :func:`write_png` (8-bit grey or RGB, no interlace) to uint8."""
-  with open(path, "rb") as f:
-    data = f.read()
-  if data[:8] != b"\x89PNG\r\n\x1a\n":
-    raise ValueError(f"{path} is not a PNG file")
-  pos, idat, header = 8, b"", None
-  while pos < len(data):
-    (length,) = _struct.unpack(">I", data[pos:pos + 4])
-    tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-    pos += 12 + length
-    if tag == b"IHDR":
-      header = _struct.unpack(">IIBBBBB", body)
-    elif tag == b"IDAT":
-      idat += body
-  w, h, depth, color_type = header[0], header[1], header[2], header[3]
-  if depth != 8 or color_type not in (0, 2):
-    raise ValueError(f"{path}: only 8-bit grey/RGB PNGs are supported")
-  channels = 1 if color_type == 0 else 3
-  raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)
-  if np.any(raw[:, 0] != 0):
-    raise ValueError(f"{path}: only unfiltered PNG scanlines are supported")
-  pixels = raw[:, 1:].reshape(h, w, channels)
-  return pixels[..., 0] if channels == 1 else pixels
+  """Reads an 8-bit grey or RGB PNG to uint8 ``[H, W]`` or ``[H, W, 3]`` (Pillow)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  with Image.open(path) as im:
+    if im.format != "PNG":
+      raise ValueError(f"{path} is not a PNG file")
+    return np.asarray(im.convert("L" if im.mode in ("L", "1", "P", "I;16") else "RGB"))
