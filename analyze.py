@@ -1,0 +1,54 @@
+"""Analyses a trained generator: directions, inversion, traversal eigen-analysis, report.
+
+  python analyze.py --config=configs/analyze_ct.py --workdir=runs/ct_dcgan \
+    [--out=runs/ct_dcgan/report] [--config.voynov.steps=1000 ...]
+
+``--workdir`` is a ``train.py`` workdir: its saved ``config.json`` and latest checkpoint
+give the generator.  The analysis config (``configs/analyze_*.py``) names the direction
+methods (voynov, sefa, ganspace, interfacegan), the images to invert (held-out phantom
+subjects or a NIfTI folder), the traversal schedule and the report contents;
+``--config.<key>=<value>`` overrides any field.  Outputs in ``--out`` (default
+``<workdir>/report``): index.html with its PNGs/GIF, metrics.json, directions/
+(.npz + .json), inversion/, nifti/ (per-subject component and subtraction maps).
+Re-running with the same ``--out`` re-uses finished stages (directions, inverted codes).
+Configs with a ``checkpoint`` field (configs/discover_*.py) name the train workdir
+there; ``--workdir`` is then the output folder.
+User errors print one ``error:`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# Let `from configs import ...` in config files work from any working directory.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from jaxlatent.config_cli import parse_config_flags  # pylint: disable=g-import-not-at-top
+from jaxlatent.errors import ConfigError, exit_on_user_error  # pylint: disable=g-import-not-at-top
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> int:
+  config, flag_values = parse_config_flags(argv, extra_flags=[
+      ("workdir", None, "train.py workdir holding config.json and checkpoints/"),
+      ("out", None, "report folder (default: <workdir>/report)"),
+  ])
+  workdir = flag_values["workdir"].value
+  if not workdir:
+    raise ConfigError("no --workdir given: pass --workdir=<train.py workdir>")
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)
+
+  from jaxlatent.pipeline import run_analysis  # pylint: disable=g-import-not-at-top
+  out = flag_values["out"].value
+  if config.get("checkpoint", ""):  # configs/discover_*.py style: --workdir is the output
+    workdir, out = config.checkpoint, out or workdir
+  path = run_analysis(config, workdir, out)
+  print(path, flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -1,0 +1,192 @@
+"""``make demo``: the whole chain on phantoms with the tiny configs, in one command.
+
+  python -m jaxlatent.demo --out runs/demo [--quick] [--paths=ct,ms]
+      [--ms-model=stylegan2|dcgan|vae|none]
+
+1. CT path (Schön et al.): train the tiny DCGAN on thorax phantoms
+   (configs/dcgan_tiny.py), then ``analyze`` it with configs/analyze_ct_tiny.py: Voynov +
+   SeFa + GANSpace directions named by factor alignment, inversion of held-out phantom
+   subjects, traversal eigen-analysis, per-subject NIfTI maps, HTML report.
+2. MS path (Güllmar et al.): train the tiny StyleGAN2 on brain phantoms
+   (configs/stylegan_tiny.py), project labelled held-out HC and MS subjects into W, fit
+   the InterFaceGAN HC -> MS direction, traverse healthy subjects with alpha 0..50,
+   eigen-analysis and the ground-truth check against the phantom's true difference map
+   (configs/analyze_ms_tiny.py).  ``--ms-model=dcgan|vae`` runs the same MS analysis on
+   a tiny DCGAN / VAE of brain phantoms (z inversion) instead; ``none`` skips it.
+
+Each stage writes into ``--out`` and a second run re-uses what is finished (training
+resumes from its checkpoints, directions and inverted codes are loaded).  ``--quick``
+cuts every step count to a few (a smoke test: the numbers mean nothing).  The paths of
+the HTML reports are printed at the end, with wall and CPU time per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+
+from jaxlatent.errors import ConfigError, exit_on_user_error
+
+# The tiny StyleGAN costs ~1 CPU-second per step on 2 cores: 200 steps keep the demo's
+# total near 10 minutes (configs/stylegan_tiny.py says 300).
+DEMO_STYLEGAN_STEPS = 200
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str):
+  """``configs/<name>.py``'s ``get_config()`` (the repo's configs/ folder)."""
+  folder = os.path.join(_REPO, "configs")
+  path = os.path.join(folder, f"{name}.py")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist (the demo needs the repository's "
+                      "configs/ folder)")
+  if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)  # configs that do `from configs import ...`
+  spec = importlib.util.spec_from_file_location(f"_demo_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def train_config(name: str, quick: bool, brain: bool = False):
+  """A tiny training config; ``quick``: a few steps on few images; ``brain``: brain phantoms."""
+  c = load_config(name)
+  if brain and c.data.source != "phantom_brain":
+    c.data.source, c.data.modality = "phantom_brain", "mr"
+  if quick:
+    c.steps, c.ckpt_every, c.sample_every, c.log_every = 4, 4, 4, 2
+    c.fid_every = 0
+    c.data.num_images = 96
+  else:
+    c.fid_every = 0  # the FD metric is a training diagnostic; the demo skips it
+    if c.model.name == "stylegan2":
+      c.steps = DEMO_STYLEGAN_STEPS
+  return c
+
+
+def analysis_config(name: str, quick: bool):
+  """A tiny analysis config; ``quick`` cuts every loop to a few steps."""
+  c = load_config(name)
+  if quick:
+    c.voynov.steps, c.voynov.eval_every, c.voynov.eval_batches = 10, 5, 1
+    c.voynov.batch_size = 8
+    c.voynov.reconstructor, c.voynov.reconstructor_width = "mlp", 16
+    c.ganspace_samples = 64
+    c.alignment.regressor_images, c.alignment.regressor_steps = 64, 5
+    c.alignment.num_latents = 2
+    c.images.num_images = 16 if "interfacegan" not in c.methods else 32
+    c.inversion.steps, c.inversion.restarts = 5, 1
+    c.inversion.w_avg_samples = 64
+    c.inversion.vae_refine_steps = 5
+    c.supervised.steps = 50
+    c.ground_truth.num_subjects = 2
+    c.traversal.alpha_num = 5
+    c.traversal.max_subjects = 1
+  return c
+
+
+class _Clock:
+  """Wall and CPU seconds per stage (CPU: this process, all threads, + children)."""
+
+  def __init__(self):
+    self.rows = []
+
+  @staticmethod
+  def _cpu():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+  def __call__(self, name, fn, *args, **kwargs):
+    w0, c0 = time.time(), self._cpu()
+    print(f"\n=== demo: {name} ===", flush=True)
+    out = fn(*args, **kwargs)
+    self.rows.append({"stage": name, "wall_s": round(time.time() - w0, 1),
+                      "cpu_s": round(self._cpu() - c0, 1)})
+    print(f"=== {name}: {self.rows[-1]['wall_s']} s wall, {self.rows[-1]['cpu_s']} s CPU ===",
+          flush=True)
+    return out
+
+
+def _ct_path(clock, reports, ct_dir, quick, run_analysis, train_and_evaluate):
+  clock("train tiny DCGAN on thorax phantoms", train_and_evaluate,
+        train_config("dcgan_tiny", quick), ct_dir)
+  reports.append(clock("analyse CT DCGAN (Voynov, SeFa, GANSpace)", run_analysis,
+                       analysis_config("analyze_ct_tiny", quick), ct_dir,
+                       os.path.join(ct_dir, "report")))
+
+
+def _ms_path(clock, reports, out, quick, ms_model, run_analysis, train_and_evaluate):
+  name = {"stylegan2": "stylegan_tiny", "dcgan": "dcgan_tiny", "vae": "vae_tiny"}[ms_model]
+  ms_dir = os.path.join(out, f"ms_{ms_model}")
+  clock(f"train tiny {ms_model} on brain phantoms", train_and_evaluate,
+        train_config(name, quick, brain=True), ms_dir)
+  ms_cfg = analysis_config("analyze_ms_tiny", quick)
+  if ms_model != "stylegan2":
+    ms_cfg.space = "z"  # DCGAN / VAE: Creswell & Bharath z inversion instead of W projection
+    ms_cfg.inversion.learning_rate = 0.05
+  reports.append(clock(f"analyse MS {ms_model} (InterFaceGAN HC->MS, ground truth)",
+                       run_analysis, ms_cfg, ms_dir, os.path.join(ms_dir, "report")))
+
+
+def run_demo(out: str, quick: bool = False, ms_model: str = "stylegan2",
+             paths: tuple[str, ...] = ("ct", "ms")) -> dict:
+  """Runs the chosen ``paths`` into ``out``; returns {"reports": [...], "timing": [...]}."""
+  from jaxlatent.pipeline import run_analysis  # pylint: disable=g-import-not-at-top
+  from jaxlatent.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
+
+  if ms_model not in ("stylegan2", "dcgan", "vae", "none"):
+    raise ConfigError(f"--ms-model={ms_model!r}: choose stylegan2, dcgan, vae or none")
+  bad = [p for p in paths if p not in ("ct", "ms")]
+  if bad or not paths:
+    raise ConfigError(f"--paths={','.join(paths)}: choose from ct, ms")
+  out = os.path.abspath(out)
+  os.makedirs(out, exist_ok=True)
+  clock = _Clock()
+  reports = []
+
+  if "ct" in paths:
+    _ct_path(clock, reports, os.path.join(out, "ct_dcgan"), quick, run_analysis,
+             train_and_evaluate)
+  if "ms" in paths and ms_model != "none":
+    _ms_path(clock, reports, out, quick, ms_model, run_analysis, train_and_evaluate)
+
+  total = {"stage": "total", "wall_s": round(sum(r["wall_s"] for r in clock.rows), 1),
+           "cpu_s": round(sum(r["cpu_s"] for r in clock.rows), 1)}
+  result = {"reports": reports, "timing": clock.rows + [total], "quick": quick,
+            "ms_model": ms_model}
+  with open(os.path.join(out, "demo_timing.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  return result
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m jaxlatent.demo", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", default="runs/demo", help="output folder (re-used if it exists)")
+  parser.add_argument("--quick", action="store_true", help="a few steps per stage (smoke test)")
+  parser.add_argument("--paths", default="ct,ms", help="which paths: ct, ms or ct,ms")
+  parser.add_argument("--ms-model", default="stylegan2",
+                      help="model of the MS path: stylegan2 (default), dcgan, vae or none")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.ERROR)
+  result = run_demo(args.out, quick=args.quick, ms_model=args.ms_model,
+                    paths=tuple(p.strip() for p in args.paths.split(",") if p.strip()))
+  print("\nstage timing (wall / CPU seconds):")
+  for r in result["timing"]:
+    print(f"  {r['stage']:<58} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f}")
+  print("\nHTML reports:")
+  for path in result["reports"]:
+    print(f"  {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,51 @@
+"""``python -m jaxlatent.demo --quick``: the MS path end to end with a few steps each.
+
+Within the test budget: the CT path is the same ``run_analysis`` that
+tests/test_analyze_cli.py runs through ``analyze.py``, so only the MS path runs here,
+on a tiny DCGAN of brain phantoms (``--ms-model=dcgan``): the same InterFaceGAN /
+eigen-analysis / ground-truth code as with StyleGAN, without StyleGAN's compile time
+(StyleGAN projection is covered by tests/test_inversion_stylegan.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from jaxlatent import demo
+
+
+def test_demo_quick_ms_path(tmp_path, capsys):
+  out = str(tmp_path / "demo")
+  assert demo.main(["--out", out, "--quick", "--paths", "ms", "--ms-model", "dcgan"]) == 0
+  printed = capsys.readouterr().out
+  ms_report = os.path.join(out, "ms_dcgan", "report", "index.html")
+  assert ms_report in printed and os.path.isfile(ms_report)
+  assert not os.path.exists(os.path.join(out, "ct_dcgan"))
+
+  ms = json.load(open(os.path.join(out, "ms_dcgan", "report", "metrics.json")))
+  gt = ms["ground_truth"]
+  for k in ("component2_corr_mean", "subtraction_corr_mean"):
+    assert gt[k] is not None and -1.0 <= gt[k] <= 1.0, k
+  assert gt["change"]["ventricle_size"] > 0  # HC -> MS enlarges the ventricles
+  sup = ms["interfacegan"]
+  assert sup["num_labelled"]["HC"] >= 2 and sup["num_labelled"]["MS"] >= 2
+  assert sup["alpha_unit"] > 0 and math.isfinite(sup["train_accuracy"])
+  html = open(ms_report).read()
+  assert "Ground truth on brain phantoms" in html and "component 2" in html
+
+  timing = json.load(open(os.path.join(out, "demo_timing.json")))
+  stages = [r["stage"] for r in timing["timing"]]
+  assert stages[-1] == "total" and len(stages) == 3
+  assert all(r["cpu_s"] >= 0 and r["wall_s"] >= 0 for r in timing["timing"])
+
+
+def test_demo_rejects_unknown_path(tmp_path, capsys):
+  try:
+    demo.main(["--out", str(tmp_path), "--paths", "xray"])
+  except SystemExit as e:
+    assert e.code == 2
+  else:
+    raise AssertionError("expected exit status 2")
+  assert "xray" in capsys.readouterr().err
