@@ -49,8 +49,16 @@ def _reference(images, mask, alphas):
   order = np.argsort(evals)[::-1]
   evals, evecs = evals[order], evecs[:, order]
   a = np.asarray(alphas, np.float64)
+  x = 2 * (a - a.min()) / (a.max() - a.min()) - 1
+  # Orthonormal polynomials of the schedule by Gram-Schmidt on 1, x, x^2, ...
+  poly = []
+  for d in range(t):
+    p = x ** d
+    for q in poly:
+      p = p - np.dot(p, q) * q
+    poly.append(p / np.linalg.norm(p))
   for c in range(t):
-    key = evecs[:, c].sum() if c == 0 else np.dot(a - a.mean(), evecs[:, c])
+    key = np.dot(poly[c], evecs[:, c])
     if key < 0:
       evecs[:, c] *= -1
   maps = np.zeros((t, mask.size))
@@ -257,3 +265,17 @@ def test_bad_options_raise():
   images = jnp.asarray(_random_traversal(7))
   with pytest.raises(ConfigError, match="center"):
     eigen_analysis(images, jnp.ones((H, W), bool), jnp.asarray(ALPHAS), center="mean")
+
+
+def test_sign_convention_follows_the_schedule_polynomials():
+  """Component c correlates positively with the degree-(c-1) polynomial of alpha,
+  so even-shaped components (e.g. 3, quadratic) get a reproducible sign too."""
+  from jaxlatent.analysis.eigen import schedule_polynomials, sign_fix
+  alphas = jnp.linspace(0.0, 50.0, 15)
+  poly = np.asarray(schedule_polynomials(alphas, 3))
+  np.testing.assert_allclose(poly.T @ poly, np.eye(4), atol=1e-5)
+  assert np.all(np.diff(poly[:, 1]) > 0)  # degree 1 increases with alpha
+  rng = np.random.default_rng(0)
+  flips = np.where(rng.random(4) < 0.5, -1.0, 1.0)
+  fixed = np.asarray(sign_fix(jnp.asarray(poly * flips), alphas))
+  np.testing.assert_allclose(fixed, poly, atol=1e-6)  # every flip undone

@@ -21,11 +21,13 @@ Conventions (fixed here, used everywhere in jaxlatent):
     foreground values (``project='raw'``); ``project='centered'`` projects the
     centred matrix instead (then ``sum(map_c**2) == (V - 1) * lambda_c``).  Maps are
     zero outside the mask.  Centring only shifts a map by a constant inside the mask.
-  * Sign: eigenvectors have no intrinsic sign.  Component 1 is flipped so that
-    ``sum(v_1) >= 0``; every other component so that ``cov(v_c, alpha) >= 0`` (so
-    a positive component-2 map means "increases with alpha"); an exact tie falls back
-    to ``sum(v_c) >= 0``.  ``corr_alpha[c]`` is the Pearson correlation of ``v_c``
-    with alpha after the flip, so ``corr_alpha[1] = |corr(v_2, alpha)|``.
+  * Sign: eigenvectors have no intrinsic sign.  The eigenvectors look like a
+    polynomial series in alpha, so component c is flipped to correlate positively
+    with the degree-(c-1) orthonormal polynomial of the schedule: ``sum(v_1) >= 0``,
+    ``cov(v_2, alpha) >= 0`` (a positive component-2 map means "increases with
+    alpha"), component 3 positive on the quadratic, and so on; an exact tie falls
+    back to ``sum(v_c) >= 0``.  ``corr_alpha[c]`` is the Pearson correlation of
+    ``v_c`` with alpha after the flip, so ``corr_alpha[1] = |corr(v_2, alpha)|``.
   * Masks are fixed-size arrays multiplied in (no boolean indexing), so everything
     jits and vmaps; ``V = mask.sum()`` (times the number of channels).
 
@@ -99,13 +101,31 @@ def _pearson(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.where(den > 0, jnp.sum(a * b) / jnp.where(den > 0, den, 1.0), 0.0)
 
 
+def schedule_polynomials(alphas: jax.Array, degree: int) -> jax.Array:
+  """Orthonormal polynomials of the schedule, ``[T, degree + 1]``; column d has degree d.
+
+  Gram-Schmidt (QR) of the Vandermonde matrix of alpha rescaled to [-1, 1], with each
+  column's sign chosen so that its leading coefficient is positive.
+  """
+  a = jnp.asarray(alphas)
+  span = jnp.maximum(a.max() - a.min(), jnp.finfo(a.dtype).tiny)
+  x = 2.0 * (a - a.min()) / span - 1.0
+  vander = x[:, None] ** jnp.arange(degree + 1)[None, :]  # [T, degree + 1]
+  q, r = jnp.linalg.qr(vander)
+  return q * jnp.where(jnp.diag(r) < 0, -1.0, 1.0)[None, :]
+
+
 def sign_fix(eigenvectors: jax.Array, alphas: jax.Array) -> jax.Array:
   """Applies the sign convention (module doc) to eigenvector columns ``[T, K]``."""
+  t, k = eigenvectors.shape
   alphas = jnp.asarray(alphas, eigenvectors.dtype)
-  cov = jnp.sum((alphas - alphas.mean())[:, None] * eigenvectors, axis=0)  # [K]
+  degree = min(k, t) - 1
+  poly = schedule_polynomials(alphas, degree)  # [T, min(K, T)]
+  proj = jnp.sum(poly * eigenvectors[:, :degree + 1], axis=0)  # [min(K, T)]
+  proj = jnp.concatenate([proj, jnp.zeros((k - proj.shape[0],), proj.dtype)])
   tot = jnp.sum(eigenvectors, axis=0)  # [K]
-  first = jnp.arange(eigenvectors.shape[1]) == 0
-  key = jnp.where(first | (cov == 0), tot, cov)
+  scale = jnp.finfo(eigenvectors.dtype).eps * 16
+  key = jnp.where(jnp.abs(proj) <= scale, tot, proj)
   sign = jnp.where(key < 0, -1.0, 1.0).astype(eigenvectors.dtype)
   return eigenvectors * sign[None, :]
 
