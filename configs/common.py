@@ -49,3 +49,21 @@ def base_config(model_name: str) -> ml_collections.ConfigDict:
   c.optim = default_optim_config(model_name)
   c.distributed = "auto"
   return c
+
+
+def tiny_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The schedule every ``*_tiny.py`` training config shares: 32x32 phantoms, 300 steps.
+
+  Minutes on 2 CPU cores; each tiny config then shrinks its own model's channels.
+  """
+  c.image_size = 32
+  c.batch_size = 32
+  c.steps = 300
+  c.data.num_images = 512
+  c.log_every = 10
+  c.ckpt_every = 100
+  c.sample_every = 100
+  c.num_samples = 36
+  c.fid_every = 150
+  c.fid_num_samples = 128
+  return c

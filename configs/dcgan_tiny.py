@@ -8,22 +8,13 @@ channels, 32x32 slices.  For tests and for trying the tool:
 
 from __future__ import annotations
 
+from configs import common
 from configs import dcgan_ct
 
 
 def get_config():
-  c = dcgan_ct.get_config()
-  c.image_size = 32
-  c.batch_size = 32
-  c.steps = 300
-  c.data.num_images = 512
+  c = common.tiny_schedule(dcgan_ct.get_config())
   c.model.gen_channels = 128
   c.model.disc_channels = 128
   c.model.max_channels = 128
-  c.log_every = 10
-  c.ckpt_every = 100
-  c.sample_every = 100
-  c.num_samples = 36
-  c.fid_every = 150
-  c.fid_num_samples = 128
   return c

@@ -5,22 +5,13 @@
 
 from __future__ import annotations
 
+from configs import common
 from configs import ssdaae_brain
 
 
 def get_config():
-  c = ssdaae_brain.get_config()
-  c.image_size = 32
-  c.batch_size = 32
-  c.steps = 300
-  c.data.num_images = 512
+  c = common.tiny_schedule(ssdaae_brain.get_config())
   c.model.channels = 32
   c.model.max_channels = 32
   c.model.disc_hidden = (64, 64)
-  c.log_every = 10
-  c.ckpt_every = 100
-  c.sample_every = 100
-  c.num_samples = 36
-  c.fid_every = 150
-  c.fid_num_samples = 128
   return c

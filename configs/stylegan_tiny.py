@@ -9,15 +9,13 @@ still runs, at the paper's intervals.
 
 from __future__ import annotations
 
+from configs import common
 from configs import stylegan_brain
 
 
 def get_config():
-  c = stylegan_brain.get_config()
-  c.image_size = 32
+  c = common.tiny_schedule(stylegan_brain.get_config())
   c.batch_size = 16
-  c.steps = 300
-  c.data.num_images = 512
   c.model.latent_dim = 32
   c.model.w_dim = 32
   c.model.num_mapping_layers = 2
@@ -25,11 +23,5 @@ def get_config():
   c.model.channel_max = 64
   c.model.mbstd_group_size = 4
   c.model.ema_half_life_images = 500
-  c.log_every = 10
-  c.ckpt_every = 100
   c.keep_checkpoints = 2
-  c.sample_every = 100
-  c.num_samples = 36
-  c.fid_every = 150
-  c.fid_num_samples = 128
   return c
