@@ -1,0 +1,198 @@
+"""Case 1: one DCGAN train step (D + G), JAX vs the PyTorch reference, images/s.
+
+Benched: the library's step (``jaxlatent.training.trainers.make_trainer``, jitted once
+with the state donated, as ``training/loop.py`` does) with its default sub-pixel /
+space-to-depth resampling and with ``upsample='transpose'``/``downsample='strided'``;
+candidate changes on the bench-local model (``jax_dcgan.py``: one G forward reused
+through ``jax.vjp``, bf16 compute); the PyTorch reference (``torch_refs.DCGANStep``,
+ConvTranspose2d / strided Conv2d, NCHW as a user writes it, and channels_last).
+All variants of one size run round-robin in one process, so their ratios share the
+machine's load.
+
+Widths: ``gen_channels = disc_channels = C`` at 4x4, halved per doubling
+(jaxlatent's schedule).  The default C = 512 is the PyTorch DCGAN example's 64x64
+network (ngf = ndf = 64); the paper's C = 2048 is ``--dcgan-channels 2048``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import common
+
+
+def _widths(size: int, c4: int) -> tuple[list[int], list[int]]:
+  """G widths at 4, 8, ..., size/2 and D widths at size/2, ..., 4 (jaxlatent's schedule)."""
+  g, res = [], 4
+  while res < size:
+    g.append(max(1, c4 * 4 // res))
+    res *= 2
+  return g, list(reversed(g))
+
+
+def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = "batch"):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxlatent.models import default_model_config, default_optim_config  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict()
+  c.image_size = size
+  c.model = default_model_config("dcgan")
+  c.model.gen_channels = c4
+  c.model.disc_channels = c4
+  c.model.max_channels = max(c4, 2048)
+  c.model.upsample = upsample
+  c.model.downsample = downsample
+  c.model.norm = norm
+  c.optim = default_optim_config("dcgan")
+  return c
+
+
+def lib_step(size: int, batch: int, c4: int, upsample="subpixel",
+             downsample="space_to_depth", precision: str | None = None, norm="batch",
+             donate: bool = True):
+  """(call, stats) for the library's jitted, donated DCGAN step."""
+  from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
+  trainer = make_trainer(_lib_config(size, c4, upsample, downsample, norm))
+  state = jax.jit(trainer.init)(jax.random.key(0))  # as training/loop.py: distinct buffers
+  batch_ = {"image": jax.random.uniform(jax.random.key(1), (batch, size, size, 1),
+                                        jnp.float32, -1, 1)}
+  key = jax.random.key(2)
+  donate_argnums = (0,) if donate else ()
+  if precision:
+    with jax.default_matmul_precision(precision):
+      compiled, stats = common.compile_stats(trainer.train_step, state, batch_, key,
+                                             donate_argnums=donate_argnums)
+  else:
+    compiled, stats = common.compile_stats(trainer.train_step, state, batch_, key,
+                                           donate_argnums=donate_argnums)
+  box = [state]
+
+  def call():
+    box[0], metrics = compiled(box[0], batch_, key)
+    return metrics["g_loss"]
+
+  return call, stats
+
+
+def bench_step(size: int, batch: int, c4: int, **knobs):
+  """(call, stats) for a candidate on the bench-local JAX DCGAN (jax_dcgan.py)."""
+  import jax_dcgan  # pylint: disable=g-import-not-at-top
+  gw, dw = _widths(size, c4)
+  init, step = jax_dcgan.make_step(size, 32, gw, dw, batch, **knobs)
+  state = init(jax.random.key(0))
+  real = jax.random.uniform(jax.random.key(1), (batch, size, size, 1), jnp.float32, -1, 1)
+  key = jax.random.key(2)
+  compiled, stats = common.compile_stats(step, state, real, key, donate_argnums=(0,))
+  box = [state]
+
+  def call():
+    box[0], loss = compiled(box[0], real, key)
+    return loss
+
+  return call, stats
+
+
+def torch_step(size: int, batch: int, c4: int, channels_last: bool = False,
+               reuse_fake: bool = False):
+  """A call running one step of the PyTorch reference (same widths as the library)."""
+  import torch_refs  # pylint: disable=g-import-not-at-top
+  gw, dw = _widths(size, c4)
+  return torch_refs.DCGANStep(size, 32, gw, dw, batch, channels_last=channels_last,
+                              project="dense", head="dense", reuse_fake=reuse_fake)
+
+
+VARIANTS = {
+    # name: (kind, kwargs, description)
+    "jax_subpixel": ("lib", {}, "library default: sub-pixel up, space-to-depth down"),
+    "jax_transpose": ("lib", {"upsample": "transpose", "downsample": "strided"},
+                      "library, nn.ConvTranspose up / 4x4 stride-2 conv down"),
+    "jax_resize": ("lib", {"upsample": "resize", "downsample": "space_to_depth"},
+                   "library, nearest resize + 3x3 conv up (2.25x the up-conv FLOPs)"),
+    "jax_no_donate": ("lib", {"donate": False},
+                      "library default without donating the state buffers"),
+    "jax_prec_bf16": ("lib", {"precision": "bfloat16"},
+                      "library default under jax.default_matmul_precision('bfloat16')"),
+    "cand_reuse_fake": ("bench", {"reuse_fake": True},
+                        "candidate: one G forward, reused for the G update via jax.vjp"),
+    "cand_two_g": ("bench", {"reuse_fake": False},
+                   "candidate model, two G forwards (as the library step)"),
+    "cand_bf16": ("bench", {"reuse_fake": True, "dtype": jnp.bfloat16},
+                  "candidate + bf16 convs/matmuls (f32 params)"),
+    "cand_im2col": ("bench", {"reuse_fake": True, "impl": "im2col"},
+                    "candidate + 2x2 convs as one matmul on 4 shifted views"),
+    "cand_nonorm": ("bench", {"reuse_fake": True, "norm": False},
+                    "diagnostic: candidate without BatchNorm (not the same network)"),
+    "jax_nonorm": ("lib", {"norm": "none"},
+                   "diagnostic: library with model.norm='none' (conv biases instead)"),
+    "torch_nchw": ("torch", {}, "PyTorch reference, NCHW (default memory format)"),
+    "torch_reuse_fake": ("torch", {"reuse_fake": True},
+                         "PyTorch DCGAN-example loop: G(z) rendered once (fewer FLOPs)"),
+    "torch_channels_last": ("torch", {"channels_last": True},
+                            "PyTorch reference, channels_last"),
+}
+DEFAULT_VARIANTS = ("jax_subpixel", "jax_transpose", "cand_reuse_fake", "cand_bf16",
+                    "torch_nchw", "torch_channels_last")
+QUICK_VARIANTS = ("jax_subpixel", "torch_nchw")
+
+
+def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
+  """Rows for every (size, variant); ratios are vs torch_nchw of the same round."""
+  quick = ctx["quick"]
+  sizes = ctx.get("dcgan_sizes") or ([16] if quick else [64, 128])
+  batch = ctx.get("dcgan_batch") or (8 if quick else 64)
+  c4 = ctx.get("dcgan_channels") or (32 if quick else 512)
+  names = ctx.get("dcgan_variants") or (QUICK_VARIANTS if quick else DEFAULT_VARIANTS)
+  have_torch = ctx["torch"] is not None
+  rows = []
+  for size in sizes:
+    calls, stats, missing = {}, {}, {}
+    for name in names:
+      kind, kw, _ = VARIANTS[name]
+      if name == "jax_transpose" and size > ctx.get("transpose_max_size", 64):
+        missing[name] = f"skipped at {size} (minutes per step; --transpose-max-size)"
+        continue
+      try:
+        if kind == "lib":
+          calls[name], stats[name] = lib_step(size, batch, c4, **kw)
+        elif kind == "bench":
+          calls[name], stats[name] = bench_step(size, batch, c4, **kw)
+        elif have_torch:
+          calls[name], stats[name] = torch_step(size, batch, c4, **kw), {}
+        else:
+          missing[name] = "not available: torch not installed (pip install -e .[bench])"
+      except ImportError as e:
+        missing[name] = f"not available: {e}"
+    # The transposed conv is ~20x slower: time it in its own rounds so it does not
+    # stretch every round; it is paired with torch_nchw again.
+    slow = {k: calls.pop(k) for k in list(calls) if k == "jax_transpose"}
+    timings = common.time_interleaved(calls, repeats=ctx["repeats"], warmup=ctx["warmup"])
+    if slow:
+      pair = {**slow}
+      if "torch_nchw" in calls:
+        pair["torch_nchw_b"] = calls["torch_nchw"]
+      t2 = common.time_interleaved(pair, repeats=ctx["repeats"], warmup=1)
+      timings.update(t2)
+    ref = timings.get("torch_nchw")
+    for name in names:
+      shape = f"{size}x{size} b{batch} C{c4}"
+      if name in missing:
+        rows.append({"case": "dcgan", "variant": name, "shape": shape,
+                     **common.not_available(missing[name])})
+        continue
+      t = timings[name]
+      ref_t = timings.get("torch_nchw_b") if name == "jax_transpose" else ref
+      st = stats.get(name, {})
+      row = {"case": "dcgan", "variant": name, "shape": shape,
+             "what": VARIANTS[name][2], **t.as_dict(),
+             "images_per_s": batch / t.median,
+             "compile_s": st.get("compile_s"), "flops": st.get("flops"),
+             "flops_per_s": (st["flops"] / t.median) if st.get("flops") else None}
+      if ref_t is not None and name != "torch_nchw":
+        row["speedup_vs_torch_nchw"] = common.paired_ratio(ref_t, t)
+      if "torch_channels_last" in timings and name.startswith(("jax", "cand")):
+        row["speedup_vs_torch_channels_last"] = common.paired_ratio(
+            timings["torch_channels_last"], t)
+      rows.append(row)
+  return rows

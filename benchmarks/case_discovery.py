@@ -1,0 +1,119 @@
+"""Case 3: Voynov-Babenko discovery step, and N vmapped restarts vs N sequential runs.
+
+Step: ``jaxlatent.directions.voynov.make_train_step`` (frozen DCGAN in eval mode, proj
+deformator, LeNet reconstructor, K = 100, batch 128) vs ``torch_refs.DiscoveryStep``,
+a loop written like GANLatentDiscovery's ``Trainer.train`` with the same networks.
+Both sides render G(z) and G(z + shift) and back-propagate through G to the shift.
+The frozen DCGAN is case 1's schedule at 64x64 with C = 128 at 4x4 (G's FLOPs / 16 of
+case 1's C = 512; on 2 shared CPU cores the C = 512 step takes tens of seconds).
+
+Restarts: ``run_voynov_restarts(keys[N])`` (one vmapped program) vs N calls of
+``run_voynov`` (same config: ``steps`` steps then one held-out RCA evaluation).  The
+speedup is ``N * t_single / t_vmapped``-style: sequential time / vmapped time; the
+target is >= 0.8 N.  On a compute-bound CPU a vmapped program does the same FLOPs as
+the sequential runs, so expect ~1x there; the gain comes from filling an accelerator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import common
+
+
+def _generator(size: int, c4: int):
+  import case_dcgan  # pylint: disable=g-import-not-at-top
+  from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
+  trainer = make_trainer(case_dcgan._lib_config(size, c4, "subpixel", "space_to_depth"))  # pylint: disable=protected-access
+  return trainer.generator(trainer.init(jax.random.key(0)))
+
+
+def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
+  from jaxlatent.directions import voynov  # pylint: disable=g-import-not-at-top
+  quick = ctx["quick"]
+  size, c4 = (16, 32) if quick else (64, 128)
+  batch = 8 if quick else 128
+  k = 10 if quick else 100
+  gen = _generator(size, c4)
+  cfg = voynov.VoynovConfig(num_directions=k, deformator="proj", reconstructor="lenet",
+                            batch_size=batch, steps=1, eval_every=1)
+  step = voynov.make_train_step(gen, cfg)
+  state = jax.jit(voynov.init_state, static_argnames=("config",))(
+      gen, jax.random.key(1), config=cfg)
+  # make_train_step's jitted function takes the config as a static keyword.
+  lowered = step.jitted.lower(gen, state, jax.random.key(2), config=cfg)
+  import time  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  stats = {"compile_s": time.perf_counter() - t0, **common.cost_of(compiled)}
+  box = [state]
+
+  def jax_call():
+    box[0], metrics = compiled(gen, box[0], jax.random.key(3))
+    return metrics["loss"]
+
+  calls = {"jax_step": jax_call}
+  shape = f"DCGAN {size}x{size} C{c4}, K{k}, batch {batch}"
+  if ctx["torch"] is not None:
+    import case_dcgan  # pylint: disable=g-import-not-at-top
+    import torch_refs  # pylint: disable=g-import-not-at-top
+    gw, _ = case_dcgan._widths(size, c4)  # pylint: disable=protected-access
+    tg = torch_refs.DCGANGenerator(32, gw, 1, project="dense")
+    calls["torch_step"] = torch_refs.DiscoveryStep(tg, 32, k, batch, size)
+  t = common.time_interleaved(calls, repeats=ctx["repeats"], warmup=ctx["warmup"])
+  rows = [{"case": "discovery", "variant": "jax_step", "shape": shape,
+           "what": "voynov.make_train_step (jitted)", **t["jax_step"].as_dict(),
+           "steps_per_s": 1 / t["jax_step"].median, "compile_s": stats.get("compile_s"),
+           "flops": stats.get("flops"),
+           "flops_per_s": stats["flops"] / t["jax_step"].median if stats.get("flops") else None}]
+  if "torch_step" in t:
+    rows[0]["speedup"] = common.paired_ratio(t["torch_step"], t["jax_step"])
+    rows.append({"case": "discovery", "variant": "torch_step", "shape": shape,
+                 "what": "GANLatentDiscovery-style loop, same networks",
+                 **t["torch_step"].as_dict(), "steps_per_s": 1 / t["torch_step"].median})
+  else:
+    rows.append({"case": "discovery", "variant": "torch_step", "shape": shape,
+                 **common.not_available("torch not installed")})
+  rows += _restarts(ctx, gen, voynov, size, c4, k)
+  return rows
+
+
+def _restarts(ctx, gen, voynov, size, c4, k) -> list[dict[str, Any]]:
+  """N vmapped restarts vs N sequential runs (each: ``steps`` steps + one RCA eval)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  quick = ctx["quick"]
+  n = 2 if quick else 4
+  rows = []
+  # Two workloads: the paper's batch (compute-bound) and a small one (overhead-bound).
+  for batch, steps in ([(8, 2)] if quick else [(128, 2), (16, 4)]):
+    cfg = voynov.VoynovConfig(num_directions=k, deformator="proj", reconstructor="lenet",
+                              batch_size=batch, steps=steps, eval_every=steps,
+                              eval_batches=1)
+    keys = jax.random.split(jax.random.key(4), n)
+
+    def sequential():
+      out = None
+      for i in range(n):
+        out = voynov.run_voynov(gen, cfg, keys[i]).state.params
+      return out
+
+    def vmapped():
+      return voynov.run_voynov_restarts(gen, cfg, keys).state.params
+
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # collapse warnings: a few steps never train
+      t = common.time_interleaved({"seq": sequential, "vmap": vmapped},
+                                  repeats=ctx["repeats"], warmup=1)
+    sp = common.paired_ratio(t["seq"], t["vmap"])
+    shape = f"N={n}, batch {batch}, {steps} steps + 1 eval, K{k}"
+    rows.append({"case": "discovery", "variant": f"restarts_sequential_b{batch}",
+                 "shape": shape, "what": f"{n} x run_voynov", **t["seq"].as_dict()})
+    rows.append({"case": "discovery", "variant": f"restarts_vmapped_b{batch}", "shape": shape,
+                 "what": "run_voynov_restarts (one vmapped program)", **t["vmap"].as_dict(),
+                 "speedup_vs_sequential": sp,
+                 "target_speedup": 0.8 * n,
+                 "speedup_over_N": sp["median"] / n})
+  return rows

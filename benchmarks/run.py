@@ -1,0 +1,254 @@
+"""Runs jaxlatent's benchmarks, writes ``benchmarks/results/<host>-<date>.json``, prints a table.
+
+  python benchmarks/run.py                        # every case, full shapes
+  python benchmarks/run.py --cases dcgan,eigen    # some cases
+  python benchmarks/run.py --quick                # tiny shapes, seconds (smoke test)
+
+Cases: dcgan, stylegan, discovery, eigen, inversion, flops (see the case_*.py
+docstrings).  The PyTorch references need the optional extra (``pip install -e
+.[bench]``); without torch those rows say 'not available'.  A case whose library code
+is missing is recorded as 'not available: <reason>' instead of failing the run.
+
+XLA_FLAGS can only be set before jax starts, so ``--xla-variants`` re-runs the DCGAN
+case in one subprocess per flag set (each pairs JAX with the PyTorch reference in its
+own process, so the JAX/PyTorch ratio is comparable across flag sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+ALL_CASES = ("dcgan", "stylegan", "discovery", "eigen", "inversion", "flops")
+
+# Named XLA_FLAGS sets tried for the DCGAN step (each in its own subprocess).
+XLA_VARIANTS = {
+    "onednn": "--xla_cpu_use_onednn=true",
+    "onednn_fusion": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot,eltwise",
+    "xnn_fusion": "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce",
+    "xnn_graph": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    "vector512": "--xla_cpu_prefer_vector_width=512",
+    "fast_math": "--xla_cpu_enable_fast_math=true",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--cases", default=",".join(ALL_CASES),
+                 help=f"comma-separated subset of {','.join(ALL_CASES)}")
+  p.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run of the harness, not a measurement")
+  p.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (>= 5)")
+  p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+  p.add_argument("--out", default=str(HERE / "results"), help="folder of the JSON result")
+  p.add_argument("--json-out", default=None, help="exact JSON path (overrides --out)")
+  p.add_argument("--torch-threads", type=int, default=0,
+                 help="torch.set_num_threads (0: every core this process may use, as XLA)")
+  p.add_argument("--dcgan-sizes", default="", help="e.g. 64,128")
+  p.add_argument("--dcgan-batch", type=int, default=0)
+  p.add_argument("--dcgan-channels", type=int, default=0,
+                 help="channels at 4x4 (default 512; the paper: 2048)")
+  p.add_argument("--dcgan-variants", default="", help="comma list (case_dcgan.VARIANTS)")
+  p.add_argument("--transpose-max-size", type=int, default=64)
+  p.add_argument("--xla-variants", default="",
+                 help=f"comma list of {','.join(XLA_VARIANTS)} (or 'all'): DCGAN per flag set")
+  p.add_argument("--no-table", action="store_true")
+  return p.parse_args(argv)
+
+
+def make_ctx(args) -> dict[str, Any]:
+  torch = None
+  try:
+    import torch as torch_mod  # pylint: disable=g-import-not-at-top
+    import torch_refs  # pylint: disable=g-import-not-at-top
+    torch = torch_mod
+    torch_refs.set_threads(args.torch_threads or len(os.sched_getaffinity(0)))
+  except ImportError:
+    pass
+  ints = lambda s: [int(x) for x in s.split(",") if x]
+  return {
+      "quick": args.quick, "repeats": max(5, args.repeats), "warmup": max(1, args.warmup),
+      "torch": torch,
+      "dcgan_sizes": ints(args.dcgan_sizes), "dcgan_batch": args.dcgan_batch,
+      "dcgan_channels": args.dcgan_channels,
+      "dcgan_variants": tuple(x for x in args.dcgan_variants.split(",") if x),
+      "transpose_max_size": args.transpose_max_size,
+  }
+
+
+def run_case(name: str, ctx: dict[str, Any]) -> list[dict[str, Any]]:
+  """Runs one case; a missing library piece or a crash becomes a row, not an abort."""
+  t0 = time.perf_counter()
+  try:
+    module = __import__(f"case_{name}")
+    rows = module.run(ctx)
+  except ImportError as e:
+    rows = [{"case": name, "status": "not available", "reason": f"{type(e).__name__}: {e}"}]
+  except Exception as e:  # pylint: disable=broad-except
+    rows = [{"case": name, "status": "error", "reason": f"{type(e).__name__}: {e}",
+             "traceback": traceback.format_exc(limit=6)}]
+  for r in rows:
+    r.setdefault("case", name)
+  print(f"[{name}] {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+  return rows
+
+
+def xla_variant_rows(args, names: list[str]) -> list[dict[str, Any]]:
+  """DCGAN jax_subpixel vs torch_nchw under each XLA_FLAGS set, one subprocess each."""
+  rows = []
+  sizes = args.dcgan_sizes or ("16" if args.quick else "64")
+  for name in ["baseline", *names]:
+    flags = "" if name == "baseline" else XLA_VARIANTS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+      out = pathlib.Path(tmp) / "r.json"
+      cmd = [sys.executable, str(HERE / "run.py"), "--cases", "dcgan", "--no-table",
+             "--dcgan-sizes", sizes, "--dcgan-variants", "jax_subpixel,torch_nchw",
+             "--json-out", str(out), "--repeats", str(args.repeats)]
+      if args.quick:
+        cmd.append("--quick")
+      if args.dcgan_channels:
+        cmd += ["--dcgan-channels", str(args.dcgan_channels)]
+      if args.dcgan_batch:
+        cmd += ["--dcgan-batch", str(args.dcgan_batch)]
+      env = {**os.environ, "XLA_FLAGS": flags}
+      proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+      if proc.returncode != 0 or not out.exists():
+        rows.append({"case": "dcgan_xla_flags", "variant": name, "XLA_FLAGS": flags,
+                     "status": "error", "reason": proc.stderr.strip()[-400:]})
+        continue
+      for r in json.loads(out.read_text())["rows"]:
+        if r.get("variant") == "jax_subpixel":
+          r.update(case="dcgan_xla_flags", variant=f"jax_subpixel[{name}]", XLA_FLAGS=flags)
+          rows.append(r)
+  return rows
+
+
+def add_peak_fractions(rows: list[dict[str, Any]]) -> None:
+  """Achieved FLOP/s of every JAX row as a fraction of the measured matmul peak."""
+  peak = next((r.get("flops_per_s") for r in rows
+               if r.get("case") == "flops" and r.get("variant") == "peak_matmul_f32"), None)
+  if not peak:
+    return
+  for r in rows:
+    # Rows from XLA_FLAGS subprocesses ran at another time under another load: no.
+    if (r.get("flops_per_s") and r.get("variant") != "peak_matmul_f32"
+        and "XLA_FLAGS" not in r):
+      r["fraction_of_peak"] = r["flops_per_s"] / peak
+
+
+def fmt(x, spec=".3g"):
+  return "-" if x is None else format(x, spec)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+  head = f"{'case':<16} {'variant':<34} {'shape':<22} {'median':>9} {'min':>8} {'max':>8} {'compile':>8} {'thru':>16} {'speedup':>14} {'GF/s':>7} {'%pk':>5}"
+  print(head)
+  print("-" * len(head))
+  for r in rows:
+    if r.get("case") == "eigen_memory":
+      mem = {k: v for k, v in r.items() if k.endswith("_bytes") and v is not None}
+      print(f"{r['case']:<16} {r['variant']:<34} {r.get('shape', ''):<22} " +
+            ", ".join(f"{k.replace('_bytes', '')}={v / 2**20:.2f} MiB" for k, v in mem.items()))
+      continue
+    if "median_s" not in r:
+      print(f"{r.get('case', ''):<16} {r.get('variant', ''):<34} {r.get('shape', ''):<22} "
+            f"{r.get('status', '')}: {r.get('reason', '')[:120]}")
+      continue
+    thru = ""
+    for k in ("images_per_s", "steps_per_s", "items_per_s"):
+      if r.get(k):
+        thru = f"{r[k]:.3g} {k.split('_per')[0][:5]}/s"
+        break
+    sp = ""
+    for k in ("speedup_vs_torch_nchw", "speedup", "speedup_vs_numpy", "speedup_vs_sequential",
+              "speedup_vs_one_at_a_time"):
+      if isinstance(r.get(k), dict):
+        sp = f"{r[k]['median']:.2f}x"
+        break
+      if isinstance(r.get(k), (int, float)):
+        sp = f"{r[k]:.2f}x"
+        break
+    gf = r["flops_per_s"] / 1e9 if r.get("flops_per_s") else None
+    pk = 100 * r["fraction_of_peak"] if r.get("fraction_of_peak") else None
+    print(f"{r.get('case', ''):<16} {r.get('variant', ''):<34} {r.get('shape', ''):<22} "
+          f"{r['median_s']:>9.4f} {r['min_s']:>8.4f} {r['max_s']:>8.4f} "
+          f"{fmt(r.get('compile_s'), '.1f'):>8} {thru:>16} {sp:>14} {fmt(gf, '.1f'):>7} "
+          f"{fmt(pk, '.0f'):>5}")
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  t_start = time.perf_counter()
+  cases = [c for c in args.cases.split(",") if c]
+  unknown = [c for c in cases if c not in ALL_CASES]
+  if unknown:
+    print(f"error: unknown case(s) {unknown}; expected some of {ALL_CASES}", file=sys.stderr)
+    return 2
+  import common  # pylint: disable=g-import-not-at-top
+  ctx = make_ctx(args)
+  env = common.environment()
+  if ctx["torch"] is not None:
+    env["torch_threads"] = ctx["torch"].get_num_threads()
+  rows: list[dict[str, Any]] = []
+  result = {"command": " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]]),
+            "environment": env, "quick": args.quick, "rows": rows}
+  path = result_path(args)
+  # The peak first, so every case's achieved FLOP/s can be set against it.  The JSON
+  # is rewritten after every case, so a long run that is cut short keeps its figures.
+  for name in sorted(cases, key=lambda c: c != "flops"):
+    rows += run_case(name, ctx)
+    write(path, result, common, t_start, partial=True)
+  if args.xla_variants:
+    names = list(XLA_VARIANTS) if args.xla_variants == "all" else [
+        x for x in args.xla_variants.split(",") if x]
+    rows += xla_variant_rows(args, names)
+  add_peak_fractions(rows)
+  write(path, result, common, t_start, partial=False)
+  if not args.no_table:
+    print(f"# {env['cpu_model']} x{env['cpu_count']} ({env['device_kind']}), jax "
+          f"{env['jax']}, torch {env['torch']}, XLA_FLAGS='{env['XLA_FLAGS']}', load "
+          f"{env['load_average_start']} -> {env['load_average_end']}")
+    print_table(rows)
+    print(f"# wrote {path}")
+  return 0
+
+
+def write(path: pathlib.Path, result: dict[str, Any], common, t_start: float,
+          partial: bool) -> None:
+  env = result["environment"]
+  env["load_average_end"] = common._loadavg()  # pylint: disable=protected-access
+  env["wall_s"] = round(time.perf_counter() - t_start, 1)
+  result["partial"] = partial
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(result, indent=1, default=str))
+
+
+def result_path(args) -> pathlib.Path:
+  """--json-out, or <out>/<host>-<date>[-quick].json (a time suffix if that exists)."""
+  if args.json_out:
+    path = pathlib.Path(args.json_out)
+  else:
+    day = datetime.date.today().isoformat()
+    stamp = datetime.datetime.now().strftime("%H%M%S")
+    suffix = "-quick" if args.quick else ""
+    path = pathlib.Path(args.out) / f"{socket.gethostname()}-{day}{suffix}.json"
+    if path.exists():  # keep earlier runs of the same day
+      path = path.with_name(f"{path.stem}-{stamp}.json")
+  return path
+
+
+if __name__ == "__main__":
+  sys.exit(main())
