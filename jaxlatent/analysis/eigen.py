@@ -318,8 +318,9 @@ def eigen_analysis_chunked(
 ) -> EigenResult:
   """:func:`eigen_analysis` with ``lax.scan`` over chunks of the flattened voxel axis.
 
-  The working set per scan step is O(T^2 + chunk_size * T); the inputs and the
-  returned maps are of course full size.  Works for any voxel grid: images
+  The working set per scan step is O(T^2 + chunk_size * T) and no transposed or
+  padded copy of the input is made (the last chunk is shifted back to fit and its
+  overlap masked); the inputs and the returned maps are of course full size.  Works for any voxel grid: images
   [T, *voxel_dims] (e.g. [T, H, W, C] or a 3D traversal [T, X, Y, Z]) with a mask
   broadcastable to ``voxel_dims``.  Same result as :func:`eigen_analysis`.
   """
@@ -328,25 +329,37 @@ def eigen_analysis_chunked(
   k = t if n_components is None else min(int(n_components), t)
   vshape = images.shape[1:]
   m_full = jnp.broadcast_to(_expand_mask(mask, vshape), vshape).astype(jnp.float32)
-  mat = images.reshape(t, -1).T  # [V_all, T]
+  flat = images.reshape(t, -1)  # [T, V_all], a view: no transposed or padded copy
   m = m_full.reshape(-1)
-  v_all = mat.shape[0]
-  n_chunks = -(-v_all // chunk_size)
-  pad = n_chunks * chunk_size - v_all
-  mat_p = jnp.pad(mat, ((0, pad), (0, 0))).reshape(n_chunks, chunk_size, t)
-  m_p = jnp.pad(m, (0, pad)).reshape(n_chunks, chunk_size)
+  v_all = flat.shape[1]
+  chunk = min(int(chunk_size), v_all)
+  n_chunks = -(-v_all // chunk)
 
-  def acc(mom, xs):
-    x, mm = xs
+  def chunk_at(i):
+    """Chunk i as [chunk, T]; the last one is shifted back to fit, its overlap masked."""
+    start = jnp.minimum(i * chunk, v_all - chunk)
+    x = jax.lax.dynamic_slice_in_dim(flat, start, chunk, axis=1).T
+    mm = jax.lax.dynamic_slice_in_dim(m, start, chunk)
+    fresh = (start + jnp.arange(chunk)) >= i * chunk  # voxels no earlier chunk counted
+    return start, x, mm * fresh
+
+  def acc(mom, i):
+    _, x, mm = chunk_at(i)
     return _combine(mom, _chunk_moments(x, mm, center), center), None
 
-  mom, _ = jax.lax.scan(acc, _zero_moments(t), (mat_p, m_p))
+  mom, _ = jax.lax.scan(acc, _zero_moments(t), jnp.arange(n_chunks))
   cov = mom.scatter / jnp.maximum(mom.n - 1.0, 1.0)
   evals, ratio, evecs, corr = _decompose(cov, alphas)
   vk = evecs[:, :k]
-  maps = jax.lax.map(lambda xs: _project_chunk(xs[0], xs[1], mom.mean, vk, center, project),
-                     (mat_p, m_p))  # [n_chunks, chunk, K]
-  maps = maps.reshape(-1, k)[:v_all].T.reshape((k,) + vshape)
+
+  def write(i, maps):
+    start, x, _ = chunk_at(i)
+    mm = jax.lax.dynamic_slice_in_dim(m, start, chunk)  # overlap rewrites equal values
+    part = _project_chunk(x, mm, mom.mean, vk, center, project)  # [chunk, K]
+    return jax.lax.dynamic_update_slice_in_dim(maps, part.T, start, axis=1)
+
+  maps = jax.lax.fori_loop(0, n_chunks, write, jnp.zeros((k, v_all), jnp.float32))
+  maps = maps.reshape((k,) + vshape)
   sub = (images - images[:1]).astype(jnp.float32) * m_full[None]
   return EigenResult(evals, ratio, evecs, corr, maps, sub, mom.mean, mom.n)
 
