@@ -71,9 +71,12 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
   first = workdir / "checkpoints" / str(CKPT_EVERY)
   script = SCRIPT.format(root=ROOT, tests=os.path.dirname(__file__), size=SIZE,
                          workdir=str(workdir), gate=str(first))
-  # The subprocess gets as many (CPU) devices as this process, which resumes its run.
-  env = dict(os.environ,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={jax.device_count()}")
+  # The subprocess gets as many (CPU) devices as this process, which resumes its run,
+  # and the same XLA flags (the same compiled numerics: resume must be bit-exact).
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                   if "xla_force_host_platform_device_count" not in f)
+  env = dict(os.environ, XLA_FLAGS=(
+      f"{flags} --xla_force_host_platform_device_count={jax.device_count()}").strip())
   proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True,
                           env=env)
