@@ -244,22 +244,34 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def build(config: ml_collections.ConfigDict) -> IFcVAEGAN:
-  """The networks for ``config`` (``config.model`` + ``config.image_size``)."""
-  m = config.model
-  size = layers.check_image_size(config.image_size, 8)
+def check_attribute_model(m: ml_collections.ConfigDict, default_z_dim: int,
+                          weights: tuple[str, ...]) -> tuple[int, int]:
+  """Validates the fields the attribute models share; returns (num_classes, z_dim).
+
+  Checks fields of ``config.model``: ``num_classes >= 2``,
+  ``z_dim >= 1``, the resample modes, and that every loss weight in ``weights`` is >= 0.
+  """
   layers.check_resample_modes(m.get("upsample", "subpixel"), m.get("downsample", "space_to_depth"))
   k = int(m.get("num_classes", 2))
   if k < 2:
     raise ConfigError(f"model.num_classes={k}: must be >= 2")
-  z_dim = int(m.get("z_dim", 32))
+  z_dim = int(m.get("z_dim", default_z_dim))
   if z_dim < 1:
     raise ConfigError(f"model.z_dim={z_dim}: must be >= 1")
-  if m.get("recon_y", "label") not in ("label", "predicted"):
-    raise ConfigError(f"model.recon_y={m.recon_y!r}: expected 'label' or 'predicted'")
-  for w in ("recon_weight", "kl_weight", "class_weight", "aux_weight", "gan_weight"):
+  for w in weights:
     if float(m.get(w, 0.0)) < 0:
       raise ConfigError(f"model.{w}={m.get(w)}: must be >= 0")
+  return k, z_dim
+
+
+def build(config: ml_collections.ConfigDict) -> IFcVAEGAN:
+  """The networks for ``config`` (``config.model`` + ``config.image_size``)."""
+  m = config.model
+  size = layers.check_image_size(config.image_size, 8)
+  k, z_dim = check_attribute_model(
+      m, 32, ("recon_weight", "kl_weight", "class_weight", "aux_weight", "gan_weight"))
+  if m.get("recon_y", "label") not in ("label", "predicted"):
+    raise ConfigError(f"model.recon_y={m.recon_y!r}: expected 'label' or 'predicted'")
   common = dict(num_res_blocks=int(m.get("num_res_blocks", 1)),
                 subpixel_kernel=int(m.get("subpixel_kernel", 2)))
   down = m.get("downsample", "space_to_depth")

@@ -32,7 +32,7 @@ import numpy as np
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator, LatentSpec
 from jaxlatent.models import layers
-from jaxlatent.models.ifcvae_gan import ConvTrunk
+from jaxlatent.models.ifcvae_gan import ConvTrunk, check_attribute_model
 from jaxlatent.models.vae import Decoder
 
 
@@ -172,21 +172,13 @@ def build(config: ml_collections.ConfigDict) -> SSDAAE:
   """The networks for ``config`` (``config.model`` + ``config.image_size``)."""
   m = config.model
   size = layers.check_image_size(config.image_size, 8)
-  layers.check_resample_modes(m.get("upsample", "subpixel"), m.get("downsample", "space_to_depth"))
-  k = int(m.get("num_classes", 2))
-  if k < 2:
-    raise ConfigError(f"model.num_classes={k}: must be >= 2")
-  z_dim = int(m.get("z_dim", 16))
-  if z_dim < 1:
-    raise ConfigError(f"model.z_dim={z_dim}: must be >= 1")
+  k, z_dim = check_attribute_model(
+      m, 16, ("noise_std", "recon_weight", "adv_weight", "cat_adv_weight", "class_weight"))
   frac = float(m.get("labelled_fraction", 0.1))
   if not 0.0 <= frac <= 1.0:
     raise ConfigError(f"model.labelled_fraction={frac}: must be in [0, 1]")
   if not 0.0 <= float(m.get("dropout", 0.0)) < 1.0:
     raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
-  for w in ("noise_std", "recon_weight", "adv_weight", "cat_adv_weight", "class_weight"):
-    if float(m.get(w, 0.0)) < 0:
-      raise ConfigError(f"model.{w}={m.get(w)}: must be >= 0")
   common = dict(num_res_blocks=int(m.get("num_res_blocks", 1)),
                 subpixel_kernel=int(m.get("subpixel_kernel", 2)))
   trunk = ConvTrunk(size, m.get("channels", 256), m.get("max_channels", 256),
