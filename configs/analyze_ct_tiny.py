@@ -11,12 +11,11 @@ regressor.
 
 from __future__ import annotations
 
-import importlib.util
-import os
+from configs import analyze_ct
 
 
 def get_config():
-  c = _load("analyze_ct").get_config()
+  c = analyze_ct.get_config()
   c.voynov.num_directions = 8
   c.voynov.reconstructor = "lenet"  # paper: resnet
   c.voynov.steps = 300
@@ -44,12 +43,3 @@ def get_config():
   c.report.num_samples = 16
   c.report.grid_directions = 8
   return c
-
-
-def _load(name):
-  """A sibling config module, loaded from this file's folder (any working directory)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module

@@ -10,12 +10,11 @@ HC -> MS, alpha 0..50 in 15 steps, eigen-analysis, ground-truth check), smaller:
 
 from __future__ import annotations
 
-import importlib.util
-import os
+from configs import analyze_ms
 
 
 def get_config():
-  c = _load("analyze_ms").get_config()
+  c = analyze_ms.get_config()
   c.images.num_images = 48
   c.inversion.steps = 100
   c.inversion.w_avg_samples = 2000
@@ -24,12 +23,3 @@ def get_config():
   c.ground_truth.num_subjects = 4
   c.report.num_samples = 16
   return c
-
-
-def _load(name):
-  """A sibling config module, loaded from this file's folder (any working directory)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module

@@ -6,12 +6,13 @@ For tests and a quick look on a laptop; same method, smaller everything.
       --config.checkpoint=runs/tiny_dcgan
 """
 
-import importlib.util
-import os
+from __future__ import annotations
+
+from configs import discover_ct
 
 
 def get_config():
-  config = _base()
+  config = discover_ct.get_config()
   config.image_size = 32
   config.voynov.num_directions = 8
   config.voynov.reconstructor = "lenet"
@@ -25,12 +26,3 @@ def get_config():
   config.sefa_components = 8
   config.alignment_latents = 4
   return config
-
-
-def _base():
-  """``discover_ct.get_config()``, loaded from this file's folder (configs/ is no package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "discover_ct.py")
-  spec = importlib.util.spec_from_file_location("discover_ct", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from typing import Any, Sequence
 
 from absl import flags
@@ -62,6 +63,28 @@ def parse_config_flags(
   if config is None:
     raise ConfigError(f"config file {path!r}: get_config() returned None")
   return config, fv
+
+
+def config_from_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+  """``get_config()`` of the config file ``path`` (``configs/x.py`` or ``x.py:arg``), unlocked.
+
+  The file's repository (the parent of its folder) is put on ``sys.path`` so that
+  configs doing ``from configs import common`` load from any working directory.
+
+  Raises:
+    ConfigError: the file is missing, fails to load, or ``get_config()`` returns None.
+  """
+  config_arg = os.fspath(path)
+  file_path = config_arg.split(":", 1)[0]
+  if not os.path.isfile(file_path):
+    raise ConfigError(f"config file {file_path!r} does not exist")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(file_path)))
+  if repo not in sys.path:
+    sys.path.insert(0, repo)
+  config = _load_config_file(config_arg)
+  if config is None:
+    raise ConfigError(f"config file {file_path!r}: get_config() returned None")
+  return config
 
 
 def _config_argument(argv: Sequence[str]) -> str | None:

@@ -23,13 +23,13 @@ the HTML reports are printed at the end, with wall and CPU time per stage.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
 import sys
 import time
 
+from jaxlatent.config_cli import config_from_file
 from jaxlatent.errors import ConfigError, exit_on_user_error
 
 # The tiny StyleGAN costs ~1 CPU-second per step on 2 cores: 200 steps keep the demo's
@@ -41,17 +41,11 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_config(name: str):
   """``configs/<name>.py``'s ``get_config()`` (the repo's configs/ folder)."""
-  folder = os.path.join(_REPO, "configs")
-  path = os.path.join(folder, f"{name}.py")
+  path = os.path.join(_REPO, "configs", f"{name}.py")
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist (the demo needs the repository's "
                       "configs/ folder)")
-  if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)  # configs that do `from configs import ...`
-  spec = importlib.util.spec_from_file_location(f"_demo_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_from_file(path)
 
 
 def train_config(name: str, quick: bool, brain: bool = False):

@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from jaxlatent.config_cli import parse_config_flags  # noqa: E402
+from jaxlatent.config_cli import config_from_file, parse_config_flags  # noqa: E402
 from jaxlatent.errors import ConfigError, DataError  # noqa: E402
 from jaxlatent.training.validate import REQUIRED_KEYS, validate_config  # noqa: E402
 
@@ -76,6 +76,19 @@ def test_missing_or_broken_config_file(tmp_path):
   broken.write_text("def get_config():\n  raise RuntimeError('boom')\n")
   with pytest.raises(ConfigError, match=r"broken.py.*failed to load.*RuntimeError: boom"):
     parse_config_flags(["t", f"--config={broken}"])
+
+
+def test_config_from_file_any_cwd_and_errors(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # configs doing `from configs import ...` load from anywhere
+  tiny = config_from_file(os.path.join(ROOT, "configs", "analyze_ct_tiny.py"))
+  assert tiny.voynov.num_directions == 8 and tiny.inversion.steps == 150
+  tiny.voynov.steps = 1  # unlocked: callers adjust it
+  with pytest.raises(ConfigError, match="nope.py' does not exist"):
+    config_from_file(tmp_path / "nope.py")
+  none = tmp_path / "none.py"
+  none.write_text("def get_config():\n  return None\n")
+  with pytest.raises(ConfigError, match="returned None"):
+    config_from_file(none)
 
 
 @pytest.mark.parametrize("overrides, error, match", [

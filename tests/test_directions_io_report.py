@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxlatent import DataError, TrainingError
+from jaxlatent.config_cli import config_from_file
 from jaxlatent.directions import (Directions, load_directions, markdown_table, save_directions,
                                   save_rca_curve, save_traversal_grid, summary_rows,
                                   traversal_grid, write_table)
@@ -114,12 +115,7 @@ def test_summary_table(tmp_path):
 
 
 def _load_config(name):
-  import importlib.util
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py"))
 
 
 def test_configs_hold_the_paper_settings():
