@@ -43,6 +43,7 @@ class DCGANGenerator(nn.Module):
     upsample: 'subpixel' | 'resize' | 'transpose' (see layers.Upsample).
     subpixel_kernel: conv kernel of sub-pixel up-sampling.
     norm: 'batch' (DCGAN) or 'none'.
+    conv_grad: how the 2x2 resampling convs back-propagate (layers.Conv2x2).
   """
 
   image_size: int
@@ -52,6 +53,7 @@ class DCGANGenerator(nn.Module):
   upsample: str = "subpixel"
   subpixel_kernel: int = 2
   norm: str = "batch"
+  conv_grad: str = "auto"
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
@@ -65,9 +67,10 @@ class DCGANGenerator(nn.Module):
     while res < self.image_size // 2:
       res *= 2
       x = layers.Upsample(ch(res), self.upsample, self.subpixel_kernel, use_bias=bias,
-                          name=f"up{res}")(x)  # [B, res, res, C_res]
+                          conv_grad=self.conv_grad, name=f"up{res}")(x)  # [B, res, res, C_res]
       x = nn.relu(_norm(self.norm, train, f"norm{res}")(x))
-    x = layers.Upsample(1, self.upsample, self.subpixel_kernel, name="to_image")(x)
+    x = layers.Upsample(1, self.upsample, self.subpixel_kernel, conv_grad=self.conv_grad,
+                        name="to_image")(x)
     return jnp.tanh(x)  # [B, S, S, 1]
 
 
@@ -89,18 +92,20 @@ class DCGANDiscriminator(nn.Module):
   downsample: str = "space_to_depth"
   subpixel_kernel: int = 2
   norm: str = "batch"
+  conv_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     ch = lambda res: layers.channels_at(res, self.disc_channels, self.max_channels)
     bias = self.norm == "none"
     res = self.image_size // 2
-    x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel, name=f"down{res}")(x)
+    x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel,
+                          conv_grad=self.conv_grad, name=f"down{res}")(x)
     x = nn.leaky_relu(x, 0.2)  # [B, S/2, S/2, C]
     while res > 4:
       res //= 2
       x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel, use_bias=bias,
-                            name=f"down{res}")(x)
+                            conv_grad=self.conv_grad, name=f"down{res}")(x)
       x = nn.leaky_relu(_norm(self.norm, train, f"norm{res}")(x), 0.2)
     x = x.reshape(x.shape[0], -1)  # [B, 16*C4]
     return nn.Dense(1, name="logit")(x)[:, 0]  # [B]
@@ -118,6 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.downsample = "space_to_depth"  # 'space_to_depth' | 'strided' | 'avgpool'
   c.subpixel_kernel = 2
   c.norm = "batch"  # 'batch' | 'none' (G and D)
+  c.conv_grad = "auto"  # 2x2 conv gradients: 'auto' (GEMMs on CPU) | 'xla' | 'gemm'
   return c
 
 
@@ -127,6 +133,7 @@ def _model_cfg(config: ml_collections.ConfigDict) -> tuple[ml_collections.Config
   layers.check_resample_modes(m.get("upsample", "subpixel"), m.get("downsample", "space_to_depth"))
   if m.get("norm", "batch") not in NORMS:
     raise ConfigError(f"model.norm={m.norm!r}: expected one of {NORMS}")
+  layers.use_gemm_grad(m.get("conv_grad", "auto"), 0)  # validates the name
   return m, size
 
 
@@ -137,7 +144,7 @@ def build_generator(config: ml_collections.ConfigDict) -> DCGANGenerator:
       image_size=size, latent_dim=m.get("latent_dim", 32),
       gen_channels=m.get("gen_channels", 2048), max_channels=m.get("max_channels", 2048),
       upsample=m.get("upsample", "subpixel"), subpixel_kernel=m.get("subpixel_kernel", 2),
-      norm=m.get("norm", "batch"))
+      norm=m.get("norm", "batch"), conv_grad=m.get("conv_grad", "auto"))
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> DCGANDiscriminator:
@@ -146,7 +153,8 @@ def build_discriminator(config: ml_collections.ConfigDict) -> DCGANDiscriminator
   return DCGANDiscriminator(
       image_size=size, disc_channels=m.get("disc_channels", 2048),
       max_channels=m.get("max_channels", 2048), downsample=m.get("downsample", "space_to_depth"),
-      subpixel_kernel=m.get("subpixel_kernel", 2), norm=m.get("norm", "batch"))
+      subpixel_kernel=m.get("subpixel_kernel", 2), norm=m.get("norm", "batch"),
+      conv_grad=m.get("conv_grad", "auto"))
 
 
 def init_generator(config: ml_collections.ConfigDict, key: jax.Array) -> dict[str, Any]:

@@ -5,6 +5,10 @@ DESIGN.md, "Performance notes"), so the default up-sampling is *sub-pixel*:
 a conv to ``4 * C`` channels followed by depth-to-space (the same FLOPs as a
 4x4 stride-2 transposed conv with a 2x2 kernel), and the default down-sampling is
 space-to-depth followed by a conv.  The other modes are kept for comparison.
+
+Those 2x2 convs back-propagate through GEMMs on CPU (:func:`conv2x2_gemm_grad`):
+XLA:CPU's own input- and kernel-gradient convolutions are slower than its forward
+conv at these shapes (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Literal
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxlatent.errors import ConfigError
 
@@ -64,6 +69,87 @@ def check_image_size(image_size: int, minimum: int = 16, key: str = "image_size"
   return s
 
 
+CONV_GRADS = ("auto", "xla", "gemm")
+# Below this many input channels the kernel-gradient GEMM is too thin to beat XLA's
+# conv (the first discriminator layer sees 4 channels after space-to-depth).
+GEMM_GRAD_MIN_CHANNELS = 16
+
+
+def _conv2x2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """2x2 'SAME' conv, NHWC / HWIO, as ``nn.Conv`` pads it: 0 before, 1 after."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((0, 1), (0, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def conv2x2_gemm_grad(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`_conv2x2` (XLA's forward conv) whose gradients are two GEMMs.
+
+  With ``dP[b, h, w, (i, j), f] = dy[b, h - i, w - j, f]`` (zero outside), the kernel
+  gradient is ``x^T dP`` (``[C, N] @ [N, 4F]``, N = B H W) and the input gradient
+  ``dP W^T`` (``[N, 4F] @ [4F, C]``).  On XLA:CPU these run 10-25% faster than the
+  autodiff convolutions (benchmarks/RESULTS.md); same values up to float rounding.
+  """
+  return _conv2x2(x, kernel)
+
+
+def _conv2x2_fwd(x, kernel):
+  return _conv2x2(x, kernel), (x, kernel)
+
+
+def _conv2x2_bwd(res, dy):
+  x, kernel = res
+  b, h, w, c = x.shape
+  f = kernel.shape[-1]
+  dyp = jnp.pad(dy, ((0, 0), (1, 0), (1, 0), (0, 0)))
+  taps = [dyp[:, 1 - i:1 - i + h, 1 - j:1 - j + w] for i in range(2) for j in range(2)]
+  dp = jnp.stack(taps, axis=3).reshape(b * h * w, 4 * f)  # [N, (i, j, F)]
+  dk = jnp.matmul(x.reshape(-1, c).T, dp, precision=jax.lax.Precision.HIGHEST)  # [C, 4F]
+  dk = dk.reshape(c, 2, 2, f).transpose(1, 2, 0, 3)  # [2, 2, C, F]
+  w_t = kernel.transpose(0, 1, 3, 2).reshape(4 * f, c)  # [(i, j, F), C]
+  dx = jnp.matmul(dp, w_t, precision=jax.lax.Precision.HIGHEST).reshape(b, h, w, c)
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+conv2x2_gemm_grad.defvjp(_conv2x2_fwd, _conv2x2_bwd)
+
+
+def use_gemm_grad(conv_grad: str, in_channels: int) -> bool:
+  """Whether a 2x2 conv back-propagates through GEMMs (``conv_grad`` 'auto': on CPU)."""
+  if conv_grad not in CONV_GRADS:
+    raise ConfigError(f"model.conv_grad={conv_grad!r}: expected one of {CONV_GRADS}")
+  if conv_grad == "auto":
+    return jax.default_backend() == "cpu" and in_channels >= GEMM_GRAD_MIN_CHANNELS
+  return conv_grad == "gemm"
+
+
+class Conv2x2(nn.Module):
+  """``nn.Conv(features, (2, 2), padding='SAME')`` with the same parameters (names,
+  shapes, initialisers), back-propagating through GEMMs where :func:`use_gemm_grad`."""
+
+  features: int
+  use_bias: bool = True
+  conv_grad: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, c, self.features))
+    conv = conv2x2_gemm_grad if use_gemm_grad(self.conv_grad, c) else _conv2x2
+    y = conv(x, kernel.astype(x.dtype))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+    return y
+
+
+def _resample_conv(features: int, kernel_size: int, use_bias: bool, conv_grad: str):
+  """The conv of 'subpixel' / 'space_to_depth' (named 'conv' in either form)."""
+  if kernel_size == 2:
+    return Conv2x2(features, use_bias=use_bias, conv_grad=conv_grad, name="conv")
+  return nn.Conv(features, (kernel_size, kernel_size), padding="SAME", use_bias=use_bias,
+                 name="conv")
+
+
 class Upsample(nn.Module):
   """Doubles the spatial size and maps to ``features`` channels.
 
@@ -73,20 +159,21 @@ class Upsample(nn.Module):
       resize, then 3x3 conv) or 'transpose' (4x4 stride-2 ``nn.ConvTranspose``).
     kernel_size: the conv kernel of 'subpixel' (2: same FLOPs as the transposed conv).
     use_bias: whether the conv has a bias (False before a BatchNorm).
+    conv_grad: gradient of the 2x2 conv: 'auto' (GEMMs on CPU), 'xla' or 'gemm'.
   """
 
   features: int
   mode: str = "subpixel"
   kernel_size: int = 2
   use_bias: bool = True
+  conv_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, _ = x.shape
     if self.mode == "subpixel":
-      k = self.kernel_size
-      x = nn.Conv(4 * self.features, (k, k), padding="SAME", use_bias=self.use_bias,
-                  name="conv")(x)  # [B, H, W, 4F]
+      x = _resample_conv(4 * self.features, self.kernel_size, self.use_bias,
+                         self.conv_grad)(x)  # [B, H, W, 4F]
       return depth_to_space(x, 2)  # [B, 2H, 2W, F]
     if self.mode == "resize":
       x = jax.image.resize(x, (b, 2 * h, 2 * w, x.shape[-1]), "nearest")
@@ -107,20 +194,20 @@ class Downsample(nn.Module):
       (4x4 stride-2 conv, padding 1: the DCGAN layer) or 'avgpool' (2x2 mean, 3x3 conv).
     kernel_size: the conv kernel of 'space_to_depth' (2: same FLOPs as 'strided').
     use_bias: whether the conv has a bias.
+    conv_grad: gradient of the 2x2 conv: 'auto' (GEMMs on CPU), 'xla' or 'gemm'.
   """
 
   features: int
   mode: str = "space_to_depth"
   kernel_size: int = 2
   use_bias: bool = True
+  conv_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.mode == "space_to_depth":
-      k = self.kernel_size
       x = space_to_depth(x, 2)  # [B, H/2, W/2, 4C]
-      return nn.Conv(self.features, (k, k), padding="SAME", use_bias=self.use_bias,
-                     name="conv")(x)
+      return _resample_conv(self.features, self.kernel_size, self.use_bias, self.conv_grad)(x)
     if self.mode == "strided":
       return nn.Conv(self.features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
                      use_bias=self.use_bias, name="conv")(x)
