@@ -33,7 +33,8 @@ def _widths(size: int, c4: int) -> tuple[list[int], list[int]]:
   return g, list(reversed(g))
 
 
-def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = "batch"):
+def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = "batch",
+                conv_grad: str = "auto"):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from jaxlatent.models import default_model_config, default_optim_config  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
@@ -45,16 +46,17 @@ def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = 
   c.model.upsample = upsample
   c.model.downsample = downsample
   c.model.norm = norm
+  c.model.conv_grad = conv_grad
   c.optim = default_optim_config("dcgan")
   return c
 
 
 def lib_step(size: int, batch: int, c4: int, upsample="subpixel",
              downsample="space_to_depth", precision: str | None = None, norm="batch",
-             donate: bool = True):
+             donate: bool = True, conv_grad: str = "auto"):
   """(call, stats) for the library's jitted, donated DCGAN step."""
   from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
-  trainer = make_trainer(_lib_config(size, c4, upsample, downsample, norm))
+  trainer = make_trainer(_lib_config(size, c4, upsample, downsample, norm, conv_grad))
   state = jax.jit(trainer.init)(jax.random.key(0))  # as training/loop.py: distinct buffers
   batch_ = {"image": jax.random.uniform(jax.random.key(1), (batch, size, size, 1),
                                         jnp.float32, -1, 1)}
@@ -95,7 +97,7 @@ def bench_step(size: int, batch: int, c4: int, **knobs):
 
 
 def torch_step(size: int, batch: int, c4: int, channels_last: bool = False,
-               reuse_fake: bool = False):
+               reuse_fake: bool = True):
   """A call running one step of the PyTorch reference (same widths as the library)."""
   import torch_refs  # pylint: disable=g-import-not-at-top
   gw, dw = _widths(size, c4)
@@ -106,6 +108,8 @@ def torch_step(size: int, batch: int, c4: int, channels_last: bool = False,
 VARIANTS = {
     # name: (kind, kwargs, description)
     "jax_subpixel": ("lib", {}, "library default: sub-pixel up, space-to-depth down"),
+    "jax_xla_grad": ("lib", {"conv_grad": "xla"},
+                     "library default, but XLA's autodiff convs for the 2x2 conv gradients"),
     "jax_transpose": ("lib", {"upsample": "transpose", "downsample": "strided"},
                       "library, nn.ConvTranspose up / 4x4 stride-2 conv down"),
     "jax_resize": ("lib", {"upsample": "resize", "downsample": "space_to_depth"},
@@ -122,15 +126,18 @@ VARIANTS = {
                   "candidate + bf16 convs/matmuls (f32 params)"),
     "cand_im2col": ("bench", {"reuse_fake": True, "impl": "im2col"},
                     "candidate + 2x2 convs as one matmul on 4 shifted views"),
+    "cand_shift": ("bench", {"reuse_fake": True, "impl": "shift"},
+                   "candidate + 2x2 convs as one GEMM to 4 taps + shifted sum"),
     "cand_nonorm": ("bench", {"reuse_fake": True, "norm": False},
                     "diagnostic: candidate without BatchNorm (not the same network)"),
     "jax_nonorm": ("lib", {"norm": "none"},
                    "diagnostic: library with model.norm='none' (conv biases instead)"),
-    "torch_nchw": ("torch", {}, "PyTorch reference, NCHW (default memory format)"),
-    "torch_reuse_fake": ("torch", {"reuse_fake": True},
-                         "PyTorch DCGAN-example loop: G(z) rendered once (fewer FLOPs)"),
+    "torch_nchw": ("torch", {},
+                   "PyTorch DCGAN-example loop (G(z) rendered once, as the library), NCHW"),
     "torch_channels_last": ("torch", {"channels_last": True},
-                            "PyTorch reference, channels_last"),
+                            "the same PyTorch loop, channels_last"),
+    "torch_two_g": ("torch", {"reuse_fake": False},
+                    "PyTorch with a second G forward for the G update (as cand_two_g)"),
 }
 DEFAULT_VARIANTS = ("jax_subpixel", "jax_transpose", "cand_reuse_fake", "cand_bf16",
                     "torch_nchw", "torch_channels_last")
@@ -191,8 +198,12 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
              "flops_per_s": (st["flops"] / t.median) if st.get("flops") else None}
       if ref_t is not None and name != "torch_nchw":
         row["speedup_vs_torch_nchw"] = common.paired_ratio(ref_t, t)
+        if ref_t.cpu_times and t.cpu_times:  # steadier under load when pinned to 1 core
+          row["cpu_speedup_vs_torch_nchw"] = common.paired_ratio(ref_t.cpu(), t.cpu())
       if "torch_channels_last" in timings and name.startswith(("jax", "cand")):
         row["speedup_vs_torch_channels_last"] = common.paired_ratio(
             timings["torch_channels_last"], t)
+        row["cpu_speedup_vs_torch_channels_last"] = common.paired_ratio(
+            timings["torch_channels_last"].cpu(), t.cpu())
       rows.append(row)
   return rows

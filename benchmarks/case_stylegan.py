@@ -1,4 +1,4 @@
-"""Case 2: StyleGAN2 train step at 64x64, lazy R1 / path-length amortised (JAX only).
+"""Case 2: StyleGAN2 train step at 64x64, lazy R1 / path-length amortised, JAX vs PyTorch.
 
 The library's step (``make_trainer`` with ``model.name='stylegan2'``), jitted once
 with the state donated.  One timed repeat = 16 consecutive steps starting at a
@@ -11,8 +11,13 @@ TFLOP per batch-32 step), minutes per step on 2 CPU cores; the CPU default here 
 narrower network (``channel_base=2048, channel_max=128``, 8 mapping layers, z = w =
 256, batch 16).  ``ctx['stylegan_full']`` (``--full`` on a GPU) runs the ada defaults.
 
-No PyTorch reference yet: stylegan2-ada's ``networks.py`` + ``loss.py`` would be the
-fair baseline; the figures are JAX-only absolute numbers.
+PyTorch reference: ``torch_stylegan.StyleGAN2Step``, the same network and step
+written by us in PyTorch (NCHW; see its docstring for what matches and what differs),
+built from the same config.  Its 16-step periods alternate round-robin with the JAX
+ones (``common.time_interleaved``); ``speedup_vs_torch`` on the JAX rows is the
+per-round paired ratio PyTorch / JAX (> 1: JAX is faster).  Without torch the
+PyTorch rows say 'not available'.  stylegan2-ada's own ``networks.py`` + ``loss.py``
+(FIR filters, custom CUDA ops) are not what is timed here.
 """
 
 from __future__ import annotations
@@ -43,6 +48,28 @@ def _config(size: int, quick: bool, full: bool):
   return c
 
 
+def _period_call(step_once, period: int, periods: list[list[float]]):
+  """A call running ``period`` steps, each timed; appends the step times to ``periods``."""
+
+  def call():
+    out, times = None, []
+    for i in range(period):
+      t0 = time.perf_counter()
+      out = step_once(i)
+      times.append(time.perf_counter() - t0)
+    periods.append(times)
+    return out
+
+  return call
+
+
+def _split(periods: list[list[float]], pl_interval: int) -> tuple[list[float], list[float]]:
+  """(R1 + PL step times, plain step times) of the timed periods, in round order."""
+  reg = [p[0] for p in periods]  # step % 16 == 0: R1 and path length
+  plain = [t for p in periods for i, t in enumerate(p) if i % pl_interval != 0]
+  return reg, plain
+
+
 def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
   from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
   quick, full = ctx["quick"], ctx.get("stylegan_full", False)
@@ -51,6 +78,7 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
   cfg = _config(size, quick, full)
   m = cfg.model
   period = int(m.r1_interval)  # 16: covers one R1 and period / pl_interval PL steps
+  pl_interval = int(m.pl_interval)
   trainer = make_trainer(cfg)
   state = jax.jit(trainer.init)(jax.random.key(0))  # as training/loop.py: distinct buffers
   batch_ = {"image": jax.random.uniform(jax.random.key(1), (batch, size, size, 1),
@@ -58,45 +86,75 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
   compiled, stats = common.compile_stats(trainer.train_step, state, batch_,
                                          jax.random.key(2), donate_argnums=(0,))
   box = [state]
-  reg_times, plain_times = [], []
 
-  def period_call():
-    """16 steps, each blocked and timed, from a step count that is a multiple of 16."""
-    out = None
-    for i in range(period):
-      t0 = time.perf_counter()
-      box[0], metrics = compiled(box[0], batch_, jax.random.key(i))
-      out = jax.block_until_ready(metrics["g_loss"])
-      dt = time.perf_counter() - t0
-      if i == 0:
-        reg_times.append(dt)  # step % 16 == 0: R1 and path length
-      elif i % int(m.pl_interval) != 0:
-        plain_times.append(dt)  # neither
-    return out
+  def jax_step(i):
+    box[0], metrics = compiled(box[0], batch_, jax.random.key(i))
+    return jax.block_until_ready(metrics["g_loss"])
 
-  # The warm-up period leaves the step count at 16, so every timed period holds the
-  # same phases (1 R1 + 4 PL steps).
-  t = common.time_calls(period_call, repeats=ctx["repeats"], warmup=1)
-  n_plain = sum(1 for i in range(1, period) if i % int(m.pl_interval) != 0)
-  reg_times, plain_times = reg_times[1:], plain_times[n_plain:]  # drop the warm-up
-  amort = common.Timing([x / period for x in t.times], t.warmup)
+  periods: dict[str, list[list[float]]] = {"jax": [], "torch": []}
+  calls = {"jax": _period_call(jax_step, period, periods["jax"])}
+  torch_missing = None
+  if ctx["torch"] is not None:
+    try:
+      import torch_stylegan  # pylint: disable=g-import-not-at-top
+      torch_step = torch_stylegan.StyleGAN2Step.from_config(cfg, batch)
+      calls["torch"] = _period_call(lambda i: torch_step(), period, periods["torch"])
+    except ImportError as e:
+      torch_missing = f"not available: {e}"
+  else:
+    torch_missing = "not available: torch not installed (pip install -e .[bench])"
+
+  # Both start at step 0; each warm-up period leaves the step count at a multiple of
+  # 16, so every timed period holds the same phases (1 R1 + 4 PL steps).  JAX and
+  # PyTorch periods alternate round-robin, so their per-round ratios share the load.
+  warmup = max(1, ctx["warmup"])
+  t = common.time_interleaved(calls, repeats=ctx["repeats"], warmup=warmup)
+  timed = {k: v[warmup:] for k, v in periods.items() if k in calls}
   shape = (f"{size}x{size} b{batch} cb{m.channel_base} cmax{m.channel_max} "
-           f"z{m.latent_dim}")
+           f"z{m.latent_dim} map{m.num_mapping_layers}")
   flops = stats.get("flops")
   note = ("flops: XLA's count for the whole program, which holds the R1 and PL "
           "lax.cond branches; not divided by a time (branches run 1/16 and 1/4 of steps)")
-  rows = [
-      {"case": "stylegan", "variant": "jax_step_amortised_16", "shape": shape,
-       "what": "mean step over 16 steps (1 R1 + 4 PL)", **amort.as_dict(),
-       "images_per_s": batch / amort.median, "compile_s": stats.get("compile_s"),
-       "flops": flops, "note": note, "torch": "not written (JAX-only figures)"},
-      {"case": "stylegan", "variant": "jax_step_plain", "shape": shape,
-       "what": "a step without regularisation (step % 4 != 0)",
-       **common.Timing(plain_times, 0).as_dict(),
-       "images_per_s": batch / common.Timing(plain_times, 0).median},
-      {"case": "stylegan", "variant": "jax_step_r1_pl", "shape": shape,
-       "what": "the step with both R1 and path length (step % 16 == 0)",
-       **common.Timing(reg_times, 0).as_dict(),
-       "images_per_s": batch / common.Timing(reg_times, 0).median},
-  ]
+  rows = []
+  split = {k: _split(v, pl_interval) for k, v in timed.items()}
+  amort = {k: common.Timing([x / period for x in t[k].times], warmup) for k in calls}
+  for k in calls:  # process CPU time per period, where common.Timing records it
+    cpu = getattr(t[k], "cpu_times", None)
+    if cpu:
+      amort[k].cpu_times = [x / period for x in cpu]
+  for name in ("jax", "torch"):
+    label = "JAX (jaxlatent)" if name == "jax" else "PyTorch reference (torch_stylegan.py)"
+    if name not in calls:
+      for variant in ("step_amortised_16", "step_plain", "step_r1_pl"):
+        rows.append({"case": "stylegan", "variant": f"{name}_{variant}", "shape": shape,
+                     **common.not_available(torch_missing or "not run")})
+      continue
+    reg, plain = split[name]
+    reg_t, plain_t = common.Timing(reg, warmup), common.Timing(plain, warmup)
+    rows += [
+        {"case": "stylegan", "variant": f"{name}_step_amortised_16", "shape": shape,
+         "what": f"{label}: mean step over 16 steps (1 R1 + 4 PL)", **amort[name].as_dict(),
+         "images_per_s": batch / amort[name].median},
+        {"case": "stylegan", "variant": f"{name}_step_plain", "shape": shape,
+         "what": f"{label}: a step without regularisation (step % 4 != 0)",
+         **plain_t.as_dict(), "images_per_s": batch / plain_t.median},
+        {"case": "stylegan", "variant": f"{name}_step_r1_pl", "shape": shape,
+         "what": f"{label}: the step with both R1 and path length (step % 16 == 0)",
+         **reg_t.as_dict(), "images_per_s": batch / reg_t.median},
+    ]
+  jax_rows = {r["variant"]: r for r in rows if r["variant"].startswith("jax_")}
+  jax_rows["jax_step_amortised_16"].update(compile_s=stats.get("compile_s"), flops=flops,
+                                           note=note)
+  if "torch" in calls:
+    # Paired per round: the amortised step is the period time / 16 on both sides; the
+    # plain and R1 + PL steps pair step i of round r with step i of the same round.
+    jax_rows["jax_step_amortised_16"]["speedup_vs_torch"] = common.paired_ratio(
+        amort["torch"], amort["jax"])
+    if getattr(amort["jax"], "cpu_times", None) and getattr(amort["torch"], "cpu_times", None):
+      # Steadier than wall time on a loaded machine (see common.Timing).
+      jax_rows["jax_step_amortised_16"]["cpu_speedup_vs_torch"] = common.paired_ratio(
+          amort["torch"].cpu(), amort["jax"].cpu())
+    for variant, idx in (("jax_step_plain", 1), ("jax_step_r1_pl", 0)):
+      jax_rows[variant]["speedup_vs_torch"] = common.paired_ratio(
+          common.Timing(split["torch"][idx], warmup), common.Timing(split["jax"][idx], warmup))
   return rows

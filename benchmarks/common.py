@@ -31,10 +31,18 @@ import numpy as np
 
 @dataclasses.dataclass
 class Timing:
-  """Wall times of ``repeats`` timed calls (seconds), after ``warmup`` untimed ones."""
+  """Wall times of ``repeats`` timed calls (seconds), after ``warmup`` untimed ones.
+
+  ``cpu_times``: this process's CPU time (user + system, all threads) over each call.
+  On a shared machine the wall time swings with other jobs' load while the CPU time
+  of a process pinned to one core (``taskset -c 1``, torch with 1 thread) counts only
+  its own work, so the CPU-time ratio is the steadier comparison there.  With several
+  threads it also counts spin-waiting (PyTorch's OpenMP spins at barriers).
+  """
 
   times: list[float]
   warmup: int
+  cpu_times: list[float] = dataclasses.field(default_factory=list)
 
   @property
   def median(self) -> float:
@@ -53,7 +61,13 @@ class Timing:
         "median_s": self.median, "min_s": self.min, "max_s": self.max,
         "repeats": len(self.times), "warmup": self.warmup,
         "times_s": [round(t, 6) for t in self.times],
+        **({"cpu_median_s": float(statistics.median(self.cpu_times)),
+            "cpu_times_s": [round(t, 6) for t in self.cpu_times]} if self.cpu_times else {}),
     }
+
+  def cpu(self) -> "Timing":
+    """The CPU times as a Timing (for :func:`paired_ratio` on CPU time)."""
+    return Timing(list(self.cpu_times), self.warmup)
 
 
 def time_calls(call: Callable[[], Any], *, repeats: int = 5, warmup: int = 2,
@@ -69,14 +83,15 @@ def time_calls(call: Callable[[], Any], *, repeats: int = 5, warmup: int = 2,
     out = call()
     if block:
       jax.block_until_ready(out)
-  times = []
+  times, cpu = [], []
   for _ in range(max(1, repeats)):
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     out = call()
     if block:
       jax.block_until_ready(out)
     times.append(time.perf_counter() - t0)
-  return Timing(times, warmup)
+    cpu.append(time.process_time() - c0)
+  return Timing(times, warmup, cpu)
 
 
 def compile_stats(fn: Callable, *args, static_argnums=(), donate_argnums=(),
@@ -241,12 +256,14 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, repeats: int = 5,
     for call in calls.values():
       jax.block_until_ready(call())
   times: dict[str, list[float]] = {k: [] for k in calls}
+  cpu: dict[str, list[float]] = {k: [] for k in calls}
   for _ in range(max(1, repeats)):
     for name, call in calls.items():
-      t0 = time.perf_counter()
+      c0, t0 = time.process_time(), time.perf_counter()
       jax.block_until_ready(call())
       times[name].append(time.perf_counter() - t0)
-  return {k: Timing(v, warmup) for k, v in times.items()}
+      cpu[name].append(time.process_time() - c0)
+  return {k: Timing(v, warmup, cpu[k]) for k, v in times.items()}
 
 
 def paired_ratio(slow: Timing, fast: Timing) -> dict[str, float]:

@@ -65,9 +65,36 @@ class Conv2x2(nn.Module):
     return y
 
 
+class Conv2x2Shift(nn.Module):
+  """A 2x2 'SAME' conv as ONE matmul to the 4 taps' outputs, summed over shifted views.
+
+  ``P = x @ W[C, 4F]`` (``[B, H, W, 4, F]``), then ``y[h, w] = sum_ij P[h+i, w+j, ij]``
+  (zero past the border).  Forward, input gradient and kernel gradient are each one
+  GEMM plus an elementwise shift-sum; no im2col copy of the input.  Same FLOPs.
+  """
+  features: int
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    f = self.features
+    k = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, c, f))
+    taps = k.transpose(2, 0, 1, 3).reshape(c, 4 * f).astype(self.dtype)  # [C, (i, j, F)]
+    p = jnp.dot(x.astype(self.dtype).reshape(-1, c), taps).reshape(b, h, w, 4, f)
+    p = jnp.pad(p, ((0, 0), (0, 1), (0, 1), (0, 0), (0, 0)))
+    y = sum(p[:, i:i + h, j:j + w, 2 * i + j] for i in range(2) for j in range(2))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (f,)).astype(self.dtype)
+    return y
+
+
 def _conv2x2(features, use_bias, dtype, impl):
   if impl == "im2col":
     return Conv2x2(features, use_bias, dtype)
+  if impl == "shift":
+    return Conv2x2Shift(features, use_bias, dtype)
   return nn.Conv(features, (2, 2), padding="SAME", use_bias=use_bias, dtype=dtype)
 
 

@@ -10,7 +10,7 @@ import sys
 
 
 def _speedup(r: dict) -> str:
-  for k in ("speedup_vs_torch_nchw", "speedup", "speedup_vs_sequential"):
+  for k in ("speedup_vs_torch_nchw", "speedup_vs_torch", "speedup", "speedup_vs_sequential"):
     v = r.get(k)
     if isinstance(v, dict):
       return f"{v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})"

@@ -173,8 +173,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         thru = f"{r[k]:.3g} {k.split('_per')[0][:5]}/s"
         break
     sp = ""
-    for k in ("speedup_vs_torch_nchw", "speedup", "speedup_vs_numpy", "speedup_vs_sequential",
-              "speedup_vs_one_at_a_time"):
+    for k in ("speedup_vs_torch_nchw", "speedup_vs_torch", "speedup", "speedup_vs_numpy",
+              "speedup_vs_sequential", "speedup_vs_one_at_a_time"):
       if isinstance(r.get(k), dict):
         sp = f"{r[k]['median']:.2f}x"
         break

@@ -93,16 +93,16 @@ class DCGANDiscriminator(nn.Module):
 class DCGANStep:
   """One D+G step (BCE / non-saturating, Adam 2e-4, beta1 0.5), as jaxlatent's step.
 
-  ``reuse_fake=False`` (default, the same FLOPs as ``jaxlatent``'s DCGAN step): D is
-  updated on G(z1) detached, then G on D(G(z2)) with a fresh z2 (a second G forward).
-  ``reuse_fake=True``: the PyTorch DCGAN example's loop, which renders G(z) once and
-  feeds it to D again (after the D update) for G's loss.
+  ``reuse_fake=True`` (default; the PyTorch DCGAN example's loop and the same FLOPs
+  as ``jaxlatent``'s DCGAN step, which keeps G's VJP): G(z) is rendered once, D is
+  updated on it detached, then G's loss is D(G(z)) through the updated D.
+  ``reuse_fake=False``: G is updated on D(G(z2)) with a fresh z2 (a second G forward).
   """
 
   def __init__(self, image_size: int, z_dim: int, g_widths: Sequence[int],
                d_widths: Sequence[int], batch: int, channels: int = 1,
                channels_last: bool = False, seed: int = 0, project: str = "convt",
-               head: str = "conv", reuse_fake: bool = False):
+               head: str = "conv", reuse_fake: bool = True):
     torch.manual_seed(seed)
     self.reuse_fake = reuse_fake
     self.g = DCGANGenerator(z_dim, g_widths, channels, project)
