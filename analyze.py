@@ -1,7 +1,7 @@
 """Analyses a trained generator: directions, inversion, traversal eigen-analysis, report.
 
-  python analyze.py --config=configs/analyze_ct.py --workdir=runs/ct_dcgan \
-    [--out=runs/ct_dcgan/report] [--config.voynov.steps=1000 ...]
+  python analyze.py --config=configs/analyze_ct.py --workdir=runs/dcgan_ct \
+    [--out=runs/dcgan_ct/report] [--config.voynov.steps=1000 ...]
 
 ``--workdir`` is a ``train.py`` workdir: its saved ``config.json`` and latest checkpoint
 give the generator.  The analysis config (``configs/analyze_*.py``) names the direction
@@ -12,7 +12,14 @@ subjects or a NIfTI folder), the traversal schedule and the report contents;
 (.npz + .json), inversion/, nifti/ (per-subject component and subtraction maps).
 Re-running with the same ``--out`` re-uses finished stages (directions, inverted codes).
 Configs with a ``checkpoint`` field (configs/discover_*.py) name the train workdir
-there; ``--workdir`` is then the output folder.
+there; ``--workdir`` is then the output folder.  Configs with a ``task`` field run a
+study over several runs named in the config, writing into ``--out``:
+
+  python analyze.py --config=configs/compare_edits.py --out=runs/compare_edits
+      (attribute edits of IFcVAE-GAN, SS-DAAE, StyleGAN + InterFaceGAN and DCGAN +
+       discovered direction on the same held-out phantom subjects: one table)
+  python analyze.py --config=configs/label_fraction_brain.py --out=runs/label_fraction
+      (SS-DAAE classification accuracy vs the fraction of labelled images)
 User errors print one ``error:`` line and exit with status 2.
 """
 
@@ -36,13 +43,29 @@ def main(argv: list[str]) -> int:
       ("out", None, "report folder (default: <workdir>/report)"),
   ])
   workdir = flag_values["workdir"].value
-  if not workdir:
-    raise ConfigError("no --workdir given: pass --workdir=<train.py workdir>")
+  out = flag_values["out"].value
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
+  task = config.get("task", "analysis")
+  if task != "analysis":
+    out = out or workdir
+    if not out:
+      raise ConfigError(f"config.task={task!r} writes into --out: pass --out=<folder>")
+    # pylint: disable=g-import-not-at-top
+    if task == "compare_edits":
+      from jaxlatent.edit_comparison import run_edit_comparison as run_task
+    elif task == "label_fraction":
+      from jaxlatent.analysis.label_fraction import run_label_fraction as run_task
+    else:
+      raise ConfigError(f"config.task={task!r}: expected 'compare_edits' or 'label_fraction' "
+                        "(or no task field: the analysis of --workdir)")
+    # pylint: enable=g-import-not-at-top
+    print(run_task(config, out), flush=True)
+    return 0
+  if not workdir:
+    raise ConfigError("no --workdir given: pass --workdir=<train.py workdir>")
 
   from jaxlatent.pipeline import run_analysis  # pylint: disable=g-import-not-at-top
-  out = flag_values["out"].value
   if config.get("checkpoint", ""):  # configs/discover_*.py style: --workdir is the output
     workdir, out = config.checkpoint, out or workdir
   path = run_analysis(config, workdir, out)

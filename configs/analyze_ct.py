@@ -8,8 +8,8 @@ inverted into z (Creswell & Bharath: RMSprop on MSE + a normal prior, 4 restarts
 every direction is traversed from them for the eigen-analysis (alpha 0..18 in 15
 steps: the paper's largest shift on unit directions in z).
 
-  python train.py --config=configs/dcgan_ct.py --workdir=runs/ct_dcgan
-  python analyze.py --config=configs/analyze_ct.py --workdir=runs/ct_dcgan
+  python train.py --config=configs/dcgan_ct.py --workdir=runs/dcgan_ct
+  python analyze.py --config=configs/analyze_ct.py --workdir=runs/dcgan_ct
 
 The VAE decoder works the same way (the paper's second model; its encoder mean,
 refined by the same optimizer, is the inversion):

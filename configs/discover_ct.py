@@ -7,7 +7,7 @@ eps = 6 * U[-1, 1] with |eps| >= 0.5, loss 1.0 * CE(k) + 0.25 * L1(eps); travers
 +-6 and +-18.  Reconstructor: ResNet (the reference code's choice for 128 px GANs).
 
   python analyze.py --config=configs/discover_ct.py --workdir=runs/ct_directions \
-      --config.checkpoint=runs/ct_dcgan
+      --config.checkpoint=runs/dcgan_ct
 
 (``analyze.py`` is the library's analysis driver; the ``voynov`` block is
 ``jaxlatent.directions.VoynovConfig.from_config(config.voynov)``.)

@@ -157,3 +157,19 @@ def test_cli_subprocess_one_line_error(tmp_path):
   assert proc.returncode == 2
   lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
   assert lines[-1].startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_task_configs_route_to_their_study_and_need_out(tmp_path, capsys):
+  """configs with ``task`` run a study over the runs they name, writing into --out."""
+  cfg = "--config=" + os.path.join(REPO, "configs", "compare_edits_tiny.py")
+  assert _run([cfg]) == 2
+  assert "--out" in _one_error_line(capsys)
+  # Routed to the edit comparison: its own check names the missing run's field.
+  missing = str(tmp_path / "no_run")
+  assert _run([cfg, f"--out={tmp_path / 'cmp'}", f"--config.brain.ifcvae_gan={missing}"]) == 2
+  line = _one_error_line(capsys)
+  assert "brain.ifcvae_gan" in line and "no_run" in line
+  assert not (tmp_path / "cmp" / "edit_comparison.md").exists()
+  assert _run(["--config=" + os.path.join(REPO, "configs", "label_fraction_brain_tiny.py"),
+               f"--out={tmp_path / 'lf'}", "--config.task=fit"]) == 2
+  assert "task='fit'" in _one_error_line(capsys)
