@@ -1,6 +1,6 @@
 """``make demo``: the whole chain on phantoms with the tiny configs, in one command.
 
-  python -m jaxlatent.demo --out runs/demo [--quick] [--paths=ct,ms]
+  python -m jaxlatent.demo --out runs/demo [--quick] [--paths=ct,ms,edits]
       [--ms-model=stylegan2|dcgan|vae|none]
 
 1. CT path (Schön et al.): train the tiny DCGAN on thorax phantoms
@@ -13,6 +13,11 @@
    eigen-analysis and the ground-truth check against the phantom's true difference map
    (configs/analyze_ms_tiny.py).  ``--ms-model=dcgan|vae`` runs the same MS analysis on
    a tiny DCGAN / VAE of brain phantoms (z inversion) instead; ``none`` skips it.
+3. Attribute edits (Creswell et al.): train the tiny IFcVAE-GAN on brain (HC/MS) and
+   thorax (large breast) phantoms and the tiny SS-DAAE on brain phantoms, then score
+   their attribute edits beside the StyleGAN's InterFaceGAN direction and the DCGAN's
+   discovered breast-size direction (paths 1 and 2) on the same held-out subjects
+   against the phantom's true change: one table (configs/compare_edits_tiny.py).
 
 Each stage writes into ``--out`` and a second run re-uses what is finished (training
 resumes from its checkpoints, directions and inverted codes are loaded).  ``--quick``
@@ -128,27 +133,62 @@ def _ms_path(clock, reports, out, quick, ms_model, run_analysis, train_and_evalu
                        run_analysis, ms_cfg, ms_dir, os.path.join(ms_dir, "report")))
 
 
+def comparison_config(quick: bool, ct_dir: str | None, stylegan_dir: str | None,
+                      attr_dirs: dict[str, str]):
+  """configs/compare_edits_tiny.py on the demo's runs (a path not run is left out)."""
+  c = load_config("compare_edits_tiny")
+  c.brain.ifcvae_gan, c.brain.ssdaae = attr_dirs["ifcvae_brain"], attr_dirs["ssdaae_brain"]
+  c.thorax.ifcvae_gan = attr_dirs["ifcvae_thorax"]
+  c.brain.stylegan = stylegan_dir or ""
+  c.thorax.dcgan = ct_dir or ""
+  if quick:
+    c.subjects.num_subjects, c.steps = 2, 3
+    for kind in ("brain", "thorax"):
+      c[kind].inversion.steps, c[kind].inversion.restarts = 5, 1
+      c[kind].inversion.w_avg_samples = 64
+  return c
+
+
+def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, train_and_evaluate):
+  from jaxlatent.edit_comparison import run_edit_comparison  # pylint: disable=g-import-not-at-top
+  attr_dirs = {}
+  for name, what in (("ifcvae_brain", "IFcVAE-GAN on brain phantoms (HC/MS)"),
+                     ("ssdaae_brain", "SS-DAAE on brain phantoms (10% labels)"),
+                     ("ifcvae_thorax", "IFcVAE-GAN on thorax phantoms (large breast)")):
+    attr_dirs[name] = os.path.join(out, name)
+    clock(f"train tiny {what}", train_and_evaluate, train_config(f"{name}_tiny", quick),
+          attr_dirs[name])
+  reports.append(clock("compare attribute edits (one table, same subjects)",
+                       run_edit_comparison,
+                       comparison_config(quick, ct_dir, stylegan_dir, attr_dirs),
+                       os.path.join(out, "edit_comparison")))
+
+
 def run_demo(out: str, quick: bool = False, ms_model: str = "stylegan2",
-             paths: tuple[str, ...] = ("ct", "ms")) -> dict:
+             paths: tuple[str, ...] = ("ct", "ms", "edits")) -> dict:
   """Runs the chosen ``paths`` into ``out``; returns {"reports": [...], "timing": [...]}."""
   from jaxlatent.pipeline import run_analysis  # pylint: disable=g-import-not-at-top
   from jaxlatent.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
 
   if ms_model not in ("stylegan2", "dcgan", "vae", "none"):
     raise ConfigError(f"--ms-model={ms_model!r}: choose stylegan2, dcgan, vae or none")
-  bad = [p for p in paths if p not in ("ct", "ms")]
+  bad = [p for p in paths if p not in ("ct", "ms", "edits")]
   if bad or not paths:
-    raise ConfigError(f"--paths={','.join(paths)}: choose from ct, ms")
+    raise ConfigError(f"--paths={','.join(paths)}: choose from ct, ms, edits")
   out = os.path.abspath(out)
   os.makedirs(out, exist_ok=True)
   clock = _Clock()
   reports = []
 
-  if "ct" in paths:
-    _ct_path(clock, reports, os.path.join(out, "ct_dcgan"), quick, run_analysis,
-             train_and_evaluate)
+  ct_dir = os.path.join(out, "ct_dcgan") if "ct" in paths else None
+  if ct_dir:
+    _ct_path(clock, reports, ct_dir, quick, run_analysis, train_and_evaluate)
   if "ms" in paths and ms_model != "none":
     _ms_path(clock, reports, out, quick, ms_model, run_analysis, train_and_evaluate)
+  if "edits" in paths:
+    stylegan_dir = (os.path.join(out, "ms_stylegan2")
+                    if "ms" in paths and ms_model == "stylegan2" else None)
+    _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, train_and_evaluate)
 
   total = {"stage": "total", "wall_s": round(sum(r["wall_s"] for r in clock.rows), 1),
            "cpu_s": round(sum(r["cpu_s"] for r in clock.rows), 1)}
@@ -165,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", default="runs/demo", help="output folder (re-used if it exists)")
   parser.add_argument("--quick", action="store_true", help="a few steps per stage (smoke test)")
-  parser.add_argument("--paths", default="ct,ms", help="which paths: ct, ms or ct,ms")
+  parser.add_argument("--paths", default="ct,ms,edits",
+                      help="comma list of paths: ct, ms, edits (default: all three)")
   parser.add_argument("--ms-model", default="stylegan2",
                       help="model of the MS path: stylegan2 (default), dcgan, vae or none")
   args = parser.parse_args(argv)
@@ -176,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
   print("\nstage timing (wall / CPU seconds):")
   for r in result["timing"]:
     print(f"  {r['stage']:<58} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f}")
-  print("\nHTML reports:")
+  print("\nReports:")
   for path in result["reports"]:
     print(f"  {path}")
   return 0

@@ -49,3 +49,18 @@ def test_demo_rejects_unknown_path(tmp_path, capsys):
   else:
     raise AssertionError("expected exit status 2")
   assert "xray" in capsys.readouterr().err
+
+
+
+def test_demo_edits_path_config_names_the_demo_runs(tmp_path):
+  """Path 3 reads the runs of paths 1 and 2 and its own attribute models."""
+  attr = {n: str(tmp_path / n) for n in ("ifcvae_brain", "ssdaae_brain", "ifcvae_thorax")}
+  c = demo.comparison_config(True, str(tmp_path / "ct_dcgan"), None, attr)
+  assert c.task == "compare_edits" and c.brain.stylegan == ""  # no MS StyleGAN run
+  assert c.thorax.dcgan == str(tmp_path / "ct_dcgan")
+  assert (c.brain.ifcvae_gan, c.brain.ssdaae, c.thorax.ifcvae_gan) == (
+      attr["ifcvae_brain"], attr["ssdaae_brain"], attr["ifcvae_thorax"])
+  assert c.subjects.num_subjects == 2 and c.thorax.inversion.steps == 5
+  full = demo.comparison_config(False, None, str(tmp_path / "ms"), attr)
+  assert full.thorax.dcgan == "" and full.brain.stylegan == str(tmp_path / "ms")
+  assert full.steps == 15 and full.subjects.num_subjects == 8
