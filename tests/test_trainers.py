@@ -151,3 +151,19 @@ def test_stylegan2_steps_with_the_batch_sharded_over_two_devices(tmp_path):
   out = subprocess.run([sys.executable, str(script), here], capture_output=True, text=True,
                        timeout=900)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_stylegan2_static_phases_equal_the_lax_cond_step():
+  """trainer.phase(step) as a static argument (the loop's way, fast on CPU) runs the
+  same computation as the one-program lax.cond step."""
+  config = _tiny("stylegan2")  # intervals of 2: step 0 runs PL + R1, step 1 neither
+  trainer = make_trainer(config)
+  assert [trainer.phase(i) for i in range(3)] == [(True, True), (False, False), (True, True)]
+  state = trainer.init(jax.random.key(0))
+  batch, key = _batch(config.image_size), jax.random.key(100)
+  a, ma = jax.jit(trainer.train_step)(state, batch, key)  # step 0: both conds taken
+  b, mb = jax.jit(trainer.train_step, static_argnames=("phase",))(
+      state, batch, key, phase=trainer.phase(0))
+  assert float(ma["r1"]) > 0 and float(ma["pl"]) > 0  # both regularisers ran
+  chex.assert_trees_all_close(ma, mb, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(a.params, b.params, rtol=1e-4, atol=1e-5)

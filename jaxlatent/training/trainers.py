@@ -63,13 +63,20 @@ class ModelTrainer:
     generator: ``state -> Generator`` used for samples and FID (EMA for StyleGAN2).
     loss_terms: metric names that must stay finite.
     name: the model name.
+    phase: optional ``step (int) -> hashable``, the phase of a step for models whose
+      steps differ (StyleGAN2: whether the lazy path-length / R1 regularisers run).
+      The loop calls ``train_step(state, batch, key, phase=phase(step))`` with ``phase``
+      static, one compiled program per phase: XLA:CPU runs a ``lax.cond`` branch ~35x
+      slower than the same code outside a conditional (benchmarks/RESULTS.md).
+      Called without ``phase``, the step decides with ``lax.cond`` on ``state.step``.
   """
 
   init: Callable[[jax.Array], Any]
-  train_step: Callable[[Any, dict, jax.Array], tuple[Any, dict]]
+  train_step: Callable[..., tuple[Any, dict]]
   generator: Callable[[Any], Generator]
   loss_terms: tuple[str, ...]
   name: str = ""
+  phase: Callable[[int], Any] | None = None
 
 
 def make_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
@@ -270,8 +277,10 @@ def _stylegan2_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
   """Non-saturating logistic loss with lazy R1 and path-length regularisation.
 
   One step = the four stylegan2-ada phases, G main, G reg (every ``pl_interval``
-  steps), D main, D reg (every ``r1_interval`` steps), then the G EMA update.  The reg
-  phases are ``lax.cond``s on ``state.step``, so the step traces once.  Each network
+  steps), D main, D reg (every ``r1_interval`` steps), then the G EMA update.  With
+  ``phase=(pl_now, r1_now)`` (static; ``trainer.phase(step)``, what the loop passes)
+  the reg phases are Python branches, one program per phase; without it they are
+  ``lax.cond``s on ``state.step`` (one program, ~35x slower reg phases on CPU).  Each network
   has one Adam whose lr and betas are rescaled by c / (c + 1) (lazy regularisation);
   reg losses are multiplied by their interval.
   """
@@ -332,9 +341,20 @@ def _stylegan2_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
   def run_d(dp, x):
     return D.apply({"params": dp}, x)
 
-  def train_step(state, batch, key):
+  def reg_phase(step: int) -> tuple[bool, bool]:
+    """(path-length step?, R1 step?) of the Python step number ``step``."""
+    return (do_pl and step % pl_interval == 0, do_r1 and step % r1_interval == 0)
+
+  def maybe(now: bool | None, pred, branch, skip, operand):
+    """``branch(operand)`` where due: static ``now`` if given, else ``lax.cond(pred)``."""
+    if now is None:
+      return jax.lax.cond(pred, branch, skip, operand)
+    return branch(operand) if now else skip(operand)
+
+  def train_step(state, batch, key, phase=None):
     real = batch["image"]  # [B, R, R, 1]
     b = real.shape[0]
+    pl_now, r1_now = (None, None) if phase is None else (bool(phase[0]), bool(phase[1]))
     ks = jax.random.split(key, 9)
     gp, dp = state.params["generator"], state.params["discriminator"]
     g_opt, d_opt = state.opt_state["generator"], state.opt_state["discriminator"]
@@ -372,8 +392,9 @@ def _stylegan2_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
 
     pl_mean, pl_penalty = ms["pl_mean"], ms["pl"]
     if do_pl:
-      gp, g_opt, pl_mean, pl_penalty = jax.lax.cond(
-          state.step % pl_interval == 0, g_reg, lambda o: (*o, ms["pl"]), (gp, g_opt, pl_mean))
+      gp, g_opt, pl_mean, pl_penalty = maybe(
+          pl_now, state.step % pl_interval == 0, g_reg, lambda o: (*o, ms["pl"]),
+          (gp, g_opt, pl_mean))
 
     # D main: softplus(D(G(z))) + softplus(-D(x)).
     z_d = jax.random.normal(ks[7], (b, z_dim), jnp.float32)
@@ -403,8 +424,8 @@ def _stylegan2_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
 
     r1 = ms["r1"]
     if do_r1:
-      dp, d_opt, r1 = jax.lax.cond(state.step % r1_interval == 0, d_reg,
-                                   lambda o: (*o, ms["r1"]), (dp, d_opt))
+      dp, d_opt, r1 = maybe(r1_now, state.step % r1_interval == 0, d_reg,
+                            lambda o: (*o, ms["r1"]), (dp, d_opt))
 
     # G EMA with a half-life in images (ramped up early on).
     beta = losses.ema_beta(state.step, b, ema_images, ema_rampup)
@@ -429,4 +450,5 @@ def _stylegan2_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
     return sg.make_generator(v, config, "z")
 
   return ModelTrainer(init=init, train_step=train_step, generator=generator,
-                      loss_terms=("g_loss", "d_loss", "r1", "pl"), name="stylegan2")
+                      loss_terms=("g_loss", "d_loss", "r1", "pl"), name="stylegan2",
+                      phase=reg_phase)
