@@ -3,8 +3,10 @@
 The generic loop (checkpoints, sharding, metrics) only sees ``init(key) -> state``,
 ``train_step(state, batch, key) -> (state, metrics)`` (pure, not jitted: the loop
 jits it once with shardings and donation), ``generator(state) -> Generator`` and
-``loss_terms``.  Every step is written so that it traces once: periodic work (lazy
-regularisation) is a ``lax.cond`` on ``state.step``, and nothing depends on the
+``loss_terms``, and optionally ``phase(step)``: periodic work (StyleGAN2's lazy
+regularisation) is a static phase argument, one compiled program per phase, because
+XLA:CPU runs ``lax.cond`` branches far slower (called without a phase, the step falls
+back to ``lax.cond`` on ``state.step`` and traces once).  Nothing depends on the
 number of devices.
 
 State layout (:class:`TrainState`, a pytree):
