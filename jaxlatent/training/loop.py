@@ -110,11 +110,14 @@ def _read_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def host_batches(dataset: Any, train_idx: np.ndarray, batch_size: int, seed: int,
                  start_step: int, rows: tuple[int, int],
-                 labels: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+                 labels: np.ndarray | None = None,
+                 with_index: bool = False) -> Iterator[dict[str, np.ndarray]]:
   """This process's rows of the global batch of every step from ``start_step`` on.
 
   The global batch of step ``t`` is ``train_idx[batch_indices(len(train_idx), B, seed,
-  t)]``, a pure function of the step (resume-exact).
+  t)]``, a pure function of the step (resume-exact).  ``with_index`` adds ``'index'``:
+  int32 dataset indices of the rows (for trainers with ``needs_index``, e.g. the
+  semi-supervised DAAE's per-example labelled subset).
   """
   from jaxlatent.data import batch_indices  # pylint: disable=g-import-not-at-top
   step = start_step
@@ -123,6 +126,8 @@ def host_batches(dataset: Any, train_idx: np.ndarray, batch_size: int, seed: int
     batch = {"image": _read_rows(dataset.images, idx)}  # [B_local, S, S, 1]
     if labels is not None:
       batch["label"] = labels[idx]
+    if with_index:
+      batch["index"] = idx.astype(np.int32)  # [B_local], sharded like the images
     yield batch
     step += 1
 
@@ -214,12 +219,15 @@ def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
           flush=True)
     return state
 
-  def step_fn(state, batch, step):
-    return trainer.train_step(state, batch, jax.random.fold_in(train_key, step))
+  phase_of = getattr(trainer, "phase", None) or (lambda step: None)
 
-  # Jitted once: shardings fixed here, the state's buffers donated to the new state.
+  def step_fn(state, batch, step, phase):
+    kw = {} if phase is None else {"phase": phase}  # static: one program per phase
+    return trainer.train_step(state, batch, jax.random.fold_in(train_key, step), **kw)
+
+  # Jitted once (per phase): shardings fixed here, the state's buffers donated.
   train_step = jax.jit(step_fn, in_shardings=(repl, data_sharding, repl),
-                       out_shardings=(repl, repl), donate_argnums=(0,))
+                       out_shardings=(repl, repl), donate_argnums=(0,), static_argnums=(3,))
 
   def render(state, key, n):
     gen = trainer.generator(state)
@@ -241,8 +249,9 @@ def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
     return fd(np.concatenate(parts)[:n]) if fd is not None else None
 
   rows = shd.local_rows(data_sharding, config.batch_size)
+  # Only trainers that ask for it get 'index', so other models' steps are unchanged.
   batches = _prefetch(host_batches(dataset, train_idx, config.batch_size, config.seed, start,
-                                   rows, labels))
+                                   rows, labels, bool(getattr(trainer, "needs_index", False))))
   lr = config.optim.get("lr", None)
   terms = tuple(trainer.loss_terms)
   bar = _progress(total, start, is_chief)
@@ -274,7 +283,7 @@ def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
   try:  # pylint: disable=too-many-nested-blocks
     for step in range(start, total):
       batch = shd.global_batch(next(batches), data_sharding, config.batch_size)
-      state, metrics = train_step(state, batch, np.int32(step))
+      state, metrics = train_step(state, batch, np.int32(step), phase_of(step))
       done = step + 1
       if pending is not None:
         history.append(check(*pending))

@@ -15,13 +15,16 @@ State layout (:class:`~jaxlatent.training.trainers.TrainState`):
 The semi-supervised model's labelled subset is fixed per example
 (:func:`jaxlatent.models.ssdaae.batch_labelled`): ``batch['labelled']`` (bool [B])
 when given, else a seeded Bernoulli(``labelled_fraction``) draw per dataset index
-from ``batch['index']``, else per image content (the training loop's batches carry
-no index), so a resumed run uses the same labelled examples.
+from ``batch['index']`` (its trainer sets ``needs_index``, so the training loop
+adds the global dataset index to each batch), else per image content; either way a
+resumed run uses the same labelled examples.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +59,18 @@ def default_optim_config_attr(name: str) -> ml_collections.ConfigDict:
   o.lr, o.b1, o.b2, o.eps = 2e-4, 0.5, 0.999, 1e-8
   o.grad_clip = 0.0  # global-norm clipping; 0 = off
   return o
+
+
+@dataclasses.dataclass(frozen=True)
+class AttrTrainer(ModelTrainer):
+  """A :class:`ModelTrainer` that may ask the loop for ``batch['index']``.
+
+  Attributes:
+    needs_index: the step reads ``batch['index']`` (int32 [B] global dataset
+      indices, sharded like the images); the loop adds it only then.
+  """
+
+  needs_index: bool = False
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -113,16 +128,20 @@ def _labels(batch: dict, name: str) -> jax.Array:
 # ----------------------------------------------------------------------------- IFcVAE-GAN
 
 
-def make_ifcvae_gan_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
+def make_ifcvae_gan_trainer(config: ml_collections.ConfigDict) -> AttrTrainer:
   """The IFcVAE-GAN step (Creswell et al. 2017); three updates per step.
 
   One encoder/decoder pass gives ``z ~ q(z|x)``, ``x_rec = Dec(z, y)`` and
-  ``x_prior = Dec(z', y')`` (``z' ~ N(0, I)``, ``y'`` a random class); then
+  ``x_prior = Dec(z', y')`` (``z' ~ N(0, I)``, ``y'`` a random class); A reads
+  ``c = mean`` of q(z|x) (``model.aux_input='mean'``) or the sample z; then
   1. encoder + decoder: ``recon_weight * MSE(x_rec, x) + kl_weight * KL
-     + class_weight * CE(y_hat, label) + aux_weight * CE_uniform(A(z))
+     + class_weight * CE(y_hat, label) + aux_weight * CE_uniform(A(c))
+     + mean_gap_weight * class_explained_variance(c)
      + gan_weight * (softplus(-D(x_rec)) + softplus(-D(x_prior))) / 2``, against
-     the current A and D; ``CE_uniform`` is zero when A's prediction is uninformative;
-  2. A (auxiliary classifier): CE of ``A(z)`` against the label (z detached);
+     the current A and D; ``CE_uniform`` is zero when A's prediction is uninformative
+     (``model.aux_objective='maximise'``: ``-CE(A(c), label)`` instead);
+  2. A (auxiliary classifier): ``model.aux_steps`` Adam steps on the CE of ``A(c)``
+     against the label (c detached);
   3. D (image discriminator): ``softplus(-D(x)) + (softplus(D(x_rec)) +
      softplus(D(x_prior))) / 2`` (images detached).
 
@@ -136,7 +155,11 @@ def make_ifcvae_gan_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
   w_rec, w_kl = float(m.get("recon_weight", 1.0)), float(m.get("kl_weight", 0.005))
   w_cls, w_aux = float(m.get("class_weight", 1.0)), float(m.get("aux_weight", 1.0))
   w_gan = float(m.get("gan_weight", 0.05))
+  w_gap = float(m.get("mean_gap_weight", 0.0))
   recon_y = m.get("recon_y", "label")
+  aux_on_mean = m.get("aux_input", "sample") == "mean"
+  aux_steps = int(m.get("aux_steps", 1))
+  maximise = m.get("aux_objective", "uniform") == "maximise"
   vae_tx, aux_tx, d_tx = _optim(config, "g"), _optim(config, "aux"), _optim(config, "d")
 
   def init(key):
@@ -162,6 +185,12 @@ def make_ifcvae_gan_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
     x_prior = dec(vae_params["decoder"], code)
     return z, mean, logvar, y_logits, x_rec, x_prior
 
+  def encoder_aux_loss(aux_logits, labels):
+    """The encoder's adversarial term ``[B]``: A's output towards uniform, or -CE."""
+    if maximise:
+      return -ifc.y_cross_entropy(aux_logits, labels, k)
+    return ifc.uniform_cross_entropy(aux_logits, k)
+
   def train_step(state, batch, key):
     x = batch["image"]  # [B, S, S, 1]
     labels = _labels(batch, "ifcvae_gan")  # [B]
@@ -173,31 +202,40 @@ def make_ifcvae_gan_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
     # detached, are then the inputs of the A and D updates).
     def vae_loss_fn(vp):
       z, mean, logvar, y_logits, x_rec, x_prior = forward(vp, x, labels, k_eps, k_prior)
+      z_aux = mean if aux_on_mean else z  # what A reads
       recon = jnp.mean(jnp.square(x_rec - x))
       kl = jnp.mean(losses.gaussian_kl(mean, logvar))
       class_loss = jnp.mean(ifc.y_cross_entropy(y_logits, labels, k))
-      aux_uniform = jnp.mean(ifc.uniform_cross_entropy(aux(p["aux"], z), k))
+      aux_uniform = jnp.mean(encoder_aux_loss(aux(p["aux"], z_aux), labels))
       g_gan = 0.5 * (losses.g_nonsaturating_loss(disc(p["discriminator"], x_rec))
                      + losses.g_nonsaturating_loss(disc(p["discriminator"], x_prior)))
+      mean_gap = ifc.class_explained_variance(z_aux, labels, k)
       loss = (w_rec * recon + w_kl * kl + w_cls * class_loss + w_aux * aux_uniform
-              + w_gan * g_gan)
+              + w_gan * g_gan + w_gap * mean_gap)
       parts = {"recon": recon, "kl": kl, "class_loss": class_loss,
-               "aux_uniform": aux_uniform, "g_gan": g_gan,
+               "aux_uniform": aux_uniform, "g_gan": g_gan, "mean_gap": mean_gap,
                "class_acc": jnp.mean(ifc.y_predict(y_logits, k) == labels)}
-      return loss, (parts, (z, x_rec, x_prior))
+      return loss, (parts, (z_aux, x_rec, x_prior))
 
     (loss, (parts, outs)), vae_grads = jax.value_and_grad(vae_loss_fn, has_aux=True)(vae_params)
     vae_params, vae_opt = _apply(vae_tx, vae_params, o["vae"], vae_grads)
-    z, x_rec, x_prior = jax.lax.stop_gradient(outs)
+    z_aux, x_rec, x_prior = jax.lax.stop_gradient(outs)
 
-    # Auxiliary classifier: reads y from z (the encoder's adversary).
+    # Auxiliary classifier: reads y from z (the encoder's adversary); ``aux_steps``
+    # updates on this step's codes.
     def aux_loss_fn(ap):
-      logits = aux(ap, z)
+      logits = aux(ap, z_aux)
       return jnp.mean(ifc.y_cross_entropy(logits, labels, k)), logits
 
-    (aux_loss, aux_logits), aux_grads = jax.value_and_grad(aux_loss_fn, has_aux=True)(p["aux"])
-    ap, aux_opt = _apply(aux_tx, p["aux"], o["aux"], aux_grads)
-    aux_acc = jnp.mean(ifc.y_predict(aux_logits, k) == labels)  # before the update
+    def aux_update(carry, _):
+      ap, ao = carry
+      (aux_loss, aux_logits), aux_grads = jax.value_and_grad(aux_loss_fn, has_aux=True)(ap)
+      return _apply(aux_tx, ap, ao, aux_grads), (aux_loss, aux_logits)
+
+    (ap, aux_opt), (aux_losses, aux_logits) = jax.lax.scan(
+        aux_update, (p["aux"], o["aux"]), None, length=aux_steps)
+    aux_loss = aux_losses[0]  # before this step's updates, like aux_acc
+    aux_acc = jnp.mean(ifc.y_predict(aux_logits[0], k) == labels)
 
     # Image discriminator: real vs reconstructions and prior samples.
     def d_loss_fn(dp):
@@ -224,15 +262,15 @@ def make_ifcvae_gan_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
   def generator(state):
     return ifc.make_decoder_generator(state.params, config)
 
-  return ModelTrainer(init=init, train_step=train_step, generator=generator,
-                      loss_terms=("loss", "recon", "kl", "class_loss", "aux_loss", "d_loss"),
-                      name="ifcvae_gan")
+  return AttrTrainer(init=init, train_step=train_step, generator=generator,
+                     loss_terms=("loss", "recon", "kl", "class_loss", "aux_loss", "d_loss"),
+                     name="ifcvae_gan")
 
 
 # ----------------------------------------------------------------------------- SS-DAAE
 
 
-def make_ssdaae_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
+def make_ssdaae_trainer(config: ml_collections.ConfigDict) -> AttrTrainer:
   """The semi-supervised denoising AAE step; two phases per step.
 
   1. Latent discriminators: ``D_z``: N(0, I) samples vs ``z = Enc_z(C(x))``;
@@ -242,8 +280,11 @@ def make_ssdaae_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
      + class_weight * CE(y_logits, label)`` averaged over the labelled examples
      of the batch only (0 when none is labelled).
 
-  Metrics include ``labelled_acc`` (head accuracy on the labelled examples) and
-  ``batch_acc`` (on every example of the batch: monitoring only, no gradient).
+  Metrics include ``labelled_acc`` (head accuracy on the labelled examples),
+  ``batch_acc`` (on every example of the batch: monitoring only, no gradient) and
+  ``num_labelled`` / ``labelled_frac`` (labelled examples in the batch).  The trainer
+  sets ``needs_index``: the loop's batches carry ``'index'``, so the labelled subset
+  is the per-index draw of :func:`jaxlatent.models.ssdaae.labelled_mask`.
   """
   _check_config(config, "ssdaae")
   net = ssd.build(config)
@@ -318,18 +359,19 @@ def make_ssdaae_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
         params={"encoder": ae["encoder"], "decoder": ae["decoder"], "disc_z": dzp, "disc_y": dyp},
         opt_state={"ae": ae_opt, "disc_z": dz_opt, "disc_y": dy_opt})
     metrics = {"loss": loss, **parts, "d_z_loss": dz_loss, "d_y_loss": dy_loss,
-               "labelled_frac": jnp.mean(labelled), "ae_grad_norm": optax.tree.norm(ae_grads)}
+               "labelled_frac": jnp.mean(labelled), "num_labelled": jnp.sum(labelled),
+               "ae_grad_norm": optax.tree.norm(ae_grads)}
     return new_state, jax.tree.map(_f32, metrics)
 
   def generator(state):
     return ssd.make_decoder_generator(state.params, config)
 
-  return ModelTrainer(init=init, train_step=train_step, generator=generator,
-                      loss_terms=("loss", "recon", "class_loss", "d_z_loss", "d_y_loss"),
-                      name="ssdaae")
+  return AttrTrainer(init=init, train_step=train_step, generator=generator,
+                     loss_terms=("loss", "recon", "class_loss", "d_z_loss", "d_y_loss"),
+                     name="ssdaae", needs_index=True)
 
 
-def make_attr_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
+def make_attr_trainer(config: ml_collections.ConfigDict) -> AttrTrainer:
   """``make_ifcvae_gan_trainer`` or ``make_ssdaae_trainer`` by ``config.model.name``."""
   name = config.model.get("name", None)
   if name == "ifcvae_gan":
@@ -337,6 +379,57 @@ def make_attr_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
   if name == "ssdaae":
     return make_ssdaae_trainer(config)
   raise ConfigError(f"model.name={name!r}: expected one of {ATTR_MODEL_NAMES}")
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def probe_attribute(z_train: jax.Array, y_train: jax.Array, z_test: jax.Array,
+                    y_test: jax.Array, key: jax.Array, *, num_classes: int = 2,
+                    steps: int = 300, learning_rate: float = 0.05,
+                    l2: float = 1e-3) -> jax.Array:
+  """Held-out accuracy (f32 scalar) of a FRESH logistic-regression probe of y from z.
+
+  Measures how much attribute information a code still carries, whatever an
+  adversary saw during training: a multinomial logistic regression (weights drawn
+  from ``key``, features standardised with the training codes' mean and std, L2
+  penalty ``l2``) is fitted by full-batch Adam for ``steps`` steps on
+  ``(z_train [N, D], y_train int [N])`` and scored on ``(z_test [M, D], y_test [M])``.
+  Pure and jittable (``num_classes``, ``steps`` static); vmap it over runs or seeds.
+  Compare with the majority-class rate (:func:`majority_rate`), not 1 / K.
+  """
+  z_train, z_test = _f32(z_train), _f32(z_test)
+  y_train = jnp.asarray(y_train).astype(jnp.int32)
+  y_test = jnp.asarray(y_test).astype(jnp.int32)
+  mean = jnp.mean(z_train, axis=0)
+  scale = jnp.std(z_train, axis=0) + 1e-6
+  x_train, x_test = (z_train - mean) / scale, (z_test - mean) / scale  # [N, D], [M, D]
+  d, k = z_train.shape[-1], int(num_classes)
+  params = {"w": 0.01 * jax.random.normal(key, (d, k), jnp.float32),
+            "b": jnp.zeros((k,), jnp.float32)}
+  tx = optax.adam(learning_rate)
+
+  def loss_fn(p):
+    logp = jax.nn.log_softmax(x_train @ p["w"] + p["b"], axis=-1)  # [N, K]
+    ce = -jnp.mean(jnp.take_along_axis(logp, y_train[:, None], axis=-1))
+    return ce + l2 * jnp.sum(jnp.square(p["w"]))
+
+  def update(carry, _):
+    p, opt_state = carry
+    grads = jax.grad(loss_fn)(p)
+    return _apply(tx, p, opt_state, grads), None
+
+  (params, _), _ = jax.lax.scan(update, (params, tx.init(params)), None, length=int(steps))
+  pred = jnp.argmax(x_test @ params["w"] + params["b"], axis=-1)
+  return jnp.mean((pred == y_test).astype(jnp.float32))
+
+
+def majority_rate(labels: Any) -> float:
+  """Chance level of a classifier: the frequency of the most common class in ``labels``."""
+  labels = np.asarray(labels).astype(np.int64).ravel()
+  if labels.size == 0:
+    raise DataError("majority_rate: no labels")
+  return float(np.bincount(labels).max() / labels.size)
 
 
 # ----------------------------------------------------------------------------- label fraction
@@ -365,6 +458,7 @@ def accuracy_vs_label_fraction(
     fractions: Sequence[float] = (0.05, 0.1, 0.5, 1.0),
     steps: int | None = None,
     jit_options: dict[str, Any] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
   """Classification accuracy of the semi-supervised head vs the fraction of labels.
 
@@ -381,10 +475,12 @@ def accuracy_vs_label_fraction(
     steps: training steps per run (default ``config.steps``).
     jit_options: extra ``jax.jit`` arguments (e.g. ``{'compiler_options':
       {'xla_backend_optimization_level': 0}}`` for fast compiles of tiny models).
+    on_row: called with each row as soon as its run is scored (progress reports).
 
   Returns:
-    One row per fraction: ``{'fraction', 'num_labelled', 'accuracy', 'chance'}``
-    (chance = the majority-class rate of the test labels).
+    One row per fraction: ``{'fraction', 'num_labelled', 'accuracy', 'chance',
+    'seconds'}`` (chance = the majority-class rate of the test labels; seconds = the
+    run's wall time, the first including the step's compilation).
   """
   if config.model.get("name", None) != "ssdaae":
     raise ConfigError("accuracy_vs_label_fraction needs an 'ssdaae' config")
@@ -407,13 +503,18 @@ def accuracy_vs_label_fraction(
   for frac in fractions:
     if not 0.0 <= float(frac) <= 1.0:
       raise ConfigError(f"labelled fraction {frac} must be in [0, 1]")
+  for frac in fractions:
+    t_run = time.time()
     labelled = ssd.labelled_mask(len(train_images), float(frac), label_seed)
     state = _fit(step_fn, init_fn, train_images, train_labels, labelled, steps,
                  int(config.batch_size), seed)
     pred = np.concatenate([np.asarray(classify(state.params, jnp.asarray(test_images[i:i + 256])))
                            for i in range(0, len(test_images), 256)])
     rows.append({"fraction": float(frac), "num_labelled": int(labelled.sum()),
-                 "accuracy": float(np.mean(pred == test_labels)), "chance": chance})
+                 "accuracy": float(np.mean(pred == test_labels)), "chance": chance,
+                 "seconds": time.time() - t_run})
+    if on_row is not None:
+      on_row(rows[-1])
   return rows
 
 
