@@ -103,12 +103,15 @@ def make_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _optim(config: ml_collections.ConfigDict, which: str | None = None) -> dict[str, float]:
-  """Adam settings from ``config.optim`` over the model's defaults.
+def _optim(config: ml_collections.ConfigDict, which: str | None = None,
+           defaults: ml_collections.ConfigDict | None = None) -> dict[str, float]:
+  """Adam settings from ``config.optim`` over ``defaults`` (the model's, by default).
 
-  ``which`` ('g' | 'd') lets ``optim.g_lr`` / ``optim.d_lr`` override ``optim.lr``.
+  ``which`` ('g' | 'd' | 'aux') lets ``optim.<which>_lr`` override ``optim.lr``.
   """
-  o = default_optim_config(config.model.name).to_dict()
+  if defaults is None:
+    defaults = default_optim_config(config.model.name)
+  o = defaults.to_dict()
   user = config.get("optim", None)
   if user is not None:
     for k in ("lr", "b1", "b2", "eps", "grad_clip"):

@@ -36,6 +36,7 @@ from jaxlatent.errors import ConfigError, DataError
 from jaxlatent.models import ifcvae_gan as ifc
 from jaxlatent.models import ssdaae as ssd
 from jaxlatent.training import losses
+from jaxlatent.training import trainers
 from jaxlatent.training.trainers import ModelTrainer, TrainState
 
 ATTR_MODEL_NAMES = ("ifcvae_gan", "ssdaae")
@@ -83,20 +84,8 @@ def _optim(config: ml_collections.ConfigDict, which: str | None = None
   ``which``: 'g' (encoder + decoder), 'd' (image / latent discriminators) or 'aux'
   (the IFcVAE-GAN's auxiliary classifier).
   """
-  o = default_optim_config_attr(config.model.name).to_dict()
-  user = config.get("optim", None)
-  if user is not None:
-    for k in ("lr", "b1", "b2", "eps", "grad_clip"):
-      if k in user and user[k] is not None:
-        o[k] = float(user[k])
-    if which is not None and f"{which}_lr" in user and user[f"{which}_lr"] is not None:
-      o["lr"] = float(user[f"{which}_lr"])
-  if o["lr"] <= 0:
-    raise ConfigError(f"optim.lr={o['lr']}: must be > 0")
-  tx = optax.adam(o["lr"], b1=o["b1"], b2=o["b2"], eps=o["eps"])
-  if o["grad_clip"] > 0:
-    tx = optax.chain(optax.clip_by_global_norm(o["grad_clip"]), tx)
-  return tx
+  return trainers._adam(trainers._optim(  # pylint: disable=protected-access
+      config, which, default_optim_config_attr(config.model.name)))
 
 
 def _apply(tx, params, opt_state, grads):
