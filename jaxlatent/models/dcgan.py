@@ -133,7 +133,7 @@ def _model_cfg(config: ml_collections.ConfigDict) -> tuple[ml_collections.Config
   layers.check_resample_modes(m.get("upsample", "subpixel"), m.get("downsample", "space_to_depth"))
   if m.get("norm", "batch") not in NORMS:
     raise ConfigError(f"model.norm={m.norm!r}: expected one of {NORMS}")
-  layers.use_gemm_grad(m.get("conv_grad", "auto"), 0)  # validates the name
+  layers.check_conv_grad(m.get("conv_grad", "auto"))
   return m, size
 
 

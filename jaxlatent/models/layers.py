@@ -114,10 +114,15 @@ def _conv2x2_bwd(res, dy):
 conv2x2_gemm_grad.defvjp(_conv2x2_fwd, _conv2x2_bwd)
 
 
-def use_gemm_grad(conv_grad: str, in_channels: int) -> bool:
-  """Whether a 2x2 conv back-propagates through GEMMs (``conv_grad`` 'auto': on CPU)."""
+def check_conv_grad(conv_grad: str) -> None:
+  """Raises ConfigError naming ``model.conv_grad`` when it is not one of CONV_GRADS."""
   if conv_grad not in CONV_GRADS:
     raise ConfigError(f"model.conv_grad={conv_grad!r}: expected one of {CONV_GRADS}")
+
+
+def use_gemm_grad(conv_grad: str, in_channels: int) -> bool:
+  """Whether a 2x2 conv back-propagates through GEMMs (``conv_grad`` 'auto': on CPU)."""
+  check_conv_grad(conv_grad)
   if conv_grad == "auto":
     return jax.default_backend() == "cpu" and in_channels >= GEMM_GRAD_MIN_CHANNELS
   return conv_grad == "gemm"
