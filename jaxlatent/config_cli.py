@@ -51,17 +51,12 @@ def parse_config_flags(
   config_arg = _config_argument(argv)
   if config_arg is None:
     raise ConfigError("no config given: pass --config=configs/<name>.py")
-  path = config_arg.split(":", 1)[0]
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file {path!r} does not exist")
-  plain = _load_config_file(config_arg)  # the file alone first: its own errors, named
+  plain = config_from_file(config_arg)  # the file alone first: its own errors, named
   try:
     fv(argv)
     config = fv["config"].value
   except Exception as e:  # pylint: disable=broad-except
     raise ConfigError(_explain(e, argv, plain)) from None
-  if config is None:
-    raise ConfigError(f"config file {path!r}: get_config() returned None")
   return config, fv
 
 
@@ -80,11 +75,32 @@ def config_from_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     raise ConfigError(f"config file {file_path!r} does not exist")
   repo = os.path.dirname(os.path.dirname(os.path.abspath(file_path)))
   if repo not in sys.path:
-    sys.path.insert(0, repo)
+    sys.path.append(repo)  # last: never shadows an installed package
   config = _load_config_file(config_arg)
   if config is None:
     raise ConfigError(f"config file {file_path!r}: get_config() returned None")
   return config
+
+
+def over_defaults(defaults: ml_collections.ConfigDict,
+                  config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config``'s fields written over ``defaults`` (changed in place and returned).
+
+  Nested ConfigDicts merge field by field, so a config that omits fields (an older
+  config, a partial one in a test) gets the defaults for them; values replace the
+  default whatever their type.
+  """
+  for k in config.keys():
+    v = config[k]
+    if isinstance(v, ml_collections.ConfigDict) and isinstance(defaults.get(k),
+                                                                ml_collections.ConfigDict):
+      over_defaults(defaults[k], v)
+    elif isinstance(v, ml_collections.ConfigDict):
+      defaults[k] = ml_collections.ConfigDict(v.to_dict())
+    else:
+      with defaults.ignore_type():
+        defaults[k] = v
+  return defaults
 
 
 def _config_argument(argv: Sequence[str]) -> str | None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any
@@ -46,10 +45,11 @@ import numpy as np
 from jaxlatent import phantoms
 from jaxlatent.analysis.attribute_edit import (BRAIN_HC_TO_MS, phantom_edit_subjects,
                                                score_edits, score_encoder_edits)
+from jaxlatent.config_cli import over_defaults
 from jaxlatent.directions import load_directions
 from jaxlatent.errors import ConfigError, DataError, JaxlatentError
-from jaxlatent.pipeline import (build_generator, default_analysis_config, invert_batched,
-                                make_inverter)
+from jaxlatent.pipeline import (build_generator, default_analysis_config, finite_or_none,
+                                invert_batched, json_clean, make_inverter)
 from jaxlatent.training.checkpoint import CHECKPOINT_DIR, load_run_config, load_trained
 
 KINDS = ("brain", "thorax")
@@ -158,18 +158,7 @@ def default_comparison_config() -> ml_collections.ConfigDict:
 
 def complete_comparison_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``config`` over :func:`default_comparison_config` (missing fields take defaults)."""
-  def merge(base, over):
-    for k in over.keys():
-      v = over[k]
-      if isinstance(v, ml_collections.ConfigDict) and isinstance(base.get(k),
-                                                                  ml_collections.ConfigDict):
-        merge(base[k], v)
-      else:
-        with base.ignore_type():
-          base[k] = v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
-    return base
-
-  return merge(default_comparison_config(), config)
+  return over_defaults(default_comparison_config(), config)
 
 
 def validate_comparison_config(config: ml_collections.ConfigDict) -> None:
@@ -217,11 +206,6 @@ def validate_comparison_config(config: ml_collections.ConfigDict) -> None:
 
 def _log(msg: str) -> None:
   print(f"[compare_edits {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _finite(x) -> float | None:
-  x = float(x)
-  return x if math.isfinite(x) else None
 
 
 @dataclasses.dataclass
@@ -387,15 +371,16 @@ def _check_directions(config, entry: ModelEntry) -> None:
                         "positive='MS') or 'MS->HC'")
     entry.direction_index, entry.direction_sign = 0, sign
     unit = float(d.meta.get("alpha_unit", 1.0))
+    val_accuracy = finite_or_none(d.scores.get("val_accuracy", float("nan")))
     entry.direction_info = {"method": d.method, "name": name, "alpha_unit": unit,
-                            "val_accuracy": _finite(d.scores.get("val_accuracy", float("nan")))}
+                            "val_accuracy": val_accuracy}
   else:
     if d.space != "z":
       raise ConfigError(f"{where}: directions in {d.space!r}; the DCGAN has only z")
     index, sign, row = select_aligned_direction(d, str(config.thorax.factor), where)
     entry.direction_index, entry.direction_sign = index, sign
     entry.direction_info = {"method": d.method, "name": d.names[index], "index": index,
-                            "alignment": _finite(row.get("alignment", float("nan"))),
+                            "alignment": finite_or_none(row.get("alignment", float("nan"))),
                             "best_factor": row.get("best_factor"),
                             "slope": float(row[f"slope[{config.thorax.factor}]"]),
                             "alpha_unit": 1.0}
@@ -506,19 +491,19 @@ def _score_model(config, entry: ModelEntry, subjects, key) -> dict:
       "schedule": [float(a) for a in schedule],
       "subject_ids": [str(s) for s in subjects.subject_id],
       "per_subject": {
-          "edit_corr": [_finite(v) for v in scores.edit_corr],
-          "component2_corr": [_finite(v) for v in scores.component2_corr],
-          "edit_magnitude": [_finite(v) for v in scores.edit_magnitude],
-          "reconstruction_mse": [_finite(v) for v in recon],
+          "edit_corr": [finite_or_none(v) for v in scores.edit_corr],
+          "component2_corr": [finite_or_none(v) for v in scores.component2_corr],
+          "edit_magnitude": [finite_or_none(v) for v in scores.edit_magnitude],
+          "reconstruction_mse": [finite_or_none(v) for v in recon],
           "inversion_error": (None if inversion_errors is None
-                              else [_finite(v) for v in inversion_errors])},
-      "summary": {**{k: _finite(v) for k, v in scores.summary().items()},
-                  "reconstruction_mse_mean": _finite(recon.mean()),
-                  "reconstruction_mse_std": _finite(recon.std()),
+                              else [finite_or_none(v) for v in inversion_errors])},
+      "summary": {**{k: finite_or_none(v) for k, v in scores.summary().items()},
+                  "reconstruction_mse_mean": finite_or_none(recon.mean()),
+                  "reconstruction_mse_std": finite_or_none(recon.std()),
                   "inversion_error_mean": (None if inversion_errors is None
-                                           else _finite(inversion_errors.mean())),
+                                           else finite_or_none(inversion_errors.mean())),
                   "inversion_error_std": (None if inversion_errors is None
-                                          else _finite(inversion_errors.std()))},
+                                          else finite_or_none(inversion_errors.std()))},
       "seconds": round(time.time() - t0, 2)})
   row["_images"] = images  # dropped before JSON: [B, T, S, S, 1]
   return row
@@ -701,23 +686,6 @@ def run_edit_comparison(config: ml_collections.ConfigDict, out_dir: str) -> str:
             "config": json.loads(config.to_json_best_effort()),
             "seconds": round(time.time() - t_start, 2)}
   with open(os.path.join(out, "edit_comparison.json"), "w") as f:
-    json.dump(_json_clean(record), f, indent=2, allow_nan=False)
+    json.dump(json_clean(record), f, indent=2, allow_nan=False)
   _log(f"table: {md_path}")
   return md_path
-
-
-def _json_clean(x):
-  """NaN/inf -> None, NumPy scalars and arrays -> Python (strict JSON)."""
-  if isinstance(x, dict):
-    return {str(k): _json_clean(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_json_clean(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return _json_clean(x.tolist())
-  if isinstance(x, (bool, np.bool_)):
-    return bool(x)
-  if isinstance(x, (np.integer,)):
-    return int(x)
-  if isinstance(x, (float, np.floating)):
-    return _finite(x)
-  return x

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxlatent.config_cli import over_defaults
 from jaxlatent.errors import ConfigError, DataError
 
 UNSUPERVISED = ("voynov", "sefa", "ganspace")
@@ -161,21 +162,7 @@ def complete_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
   Lets older discovery configs (configs/discover_*.py) drive ``analyze.py`` too.
   """
-  def merge(base, over):
-    for k in over.keys():
-      v = over[k]
-      cd = ml_collections.ConfigDict
-      if isinstance(v, cd) and isinstance(base.get(k), cd):
-        merge(base[k], v)
-      elif isinstance(v, ml_collections.ConfigDict):
-        base[k] = ml_collections.ConfigDict(v.to_dict())
-      else:
-        with base.ignore_type():
-          base[k] = v
-    return base
-
-  out = default_analysis_config()
-  return merge(out, config)
+  return over_defaults(default_analysis_config(), config)
 
 
 def validate_analysis_config(config: ml_collections.ConfigDict) -> None:
@@ -218,7 +205,8 @@ def _safe(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-") or "d"
 
 
-def _finite(x) -> float | None:
+def finite_or_none(x) -> float | None:
+  """``float(x)``, or None where it is NaN / inf (strict JSON has neither)."""
   x = float(x)
   return x if math.isfinite(x) else None
 
@@ -590,7 +578,7 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
     m = {"num_directions": d.num_directions}
     if method == "voynov":
       curve = d.scores.get("rca_curve")
-      m.update(rca=_finite(d.scores.get("rca", float("nan"))), collapsed=d.collapsed,
+      m.update(rca=finite_or_none(d.scores.get("rca", float("nan"))), collapsed=d.collapsed,
                chance=1.0 / d.num_directions)
       if curve:
         dreport.save_rca_curve(os.path.join(out, "rca_curve"),
@@ -604,7 +592,7 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
              "further." if d.collapsed else "."))
     if "alignment_summary" in d.meta:
       s = d.meta["alignment_summary"]
-      m["alignment"] = {k: _finite(v) for k, v in s.items() if isinstance(v, (int, float))}
+      m["alignment"] = {k: finite_or_none(v) for k, v in s.items() if isinstance(v, (int, float))}
       dsec.tables.append((f"{method}: factor alignment (DCI disentanglement "
                           f"{s['dci_disentanglement']:.3f}, completeness "
                           f"{s['dci_completeness']:.3f}, MIG gap {s['mig_gap']:.3f})",
@@ -661,9 +649,9 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
         [f"{inv.subject_id[i]} #{inv.slice_index[i]}" for i in hc],
         [f"α={a:g}" for a in grid_alphas], title=f"{d.names[0]} from inverted healthy codes")
     metrics["interfacegan"] = {
-        "train_accuracy": _finite(d.scores["train_accuracy"]),
-        "val_accuracy": _finite(d.scores["val_accuracy"]),
-        "val_balanced_accuracy": _finite(d.scores["val_balanced_accuracy"]),
+        "train_accuracy": finite_or_none(d.scores["train_accuracy"]),
+        "val_accuracy": finite_or_none(d.scores["val_accuracy"]),
+        "val_balanced_accuracy": finite_or_none(d.scores["val_balanced_accuracy"]),
         "alpha_unit": d.meta["alpha_unit"], "class_separation": d.meta["class_separation"],
         "num_labelled": d.meta["num_labelled"]}
     sections.append(Section(
@@ -780,7 +768,7 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
   summary = []
   for method, d in dir_sets.items():
     summary += [{"method": method, "index": i, "name": d.names[i],
-                 **({"rca": _finite(d.scores.get("rca", float("nan")))} if method == "voynov"
+                 **({"rca": finite_or_none(d.scores.get("rca", float("nan")))} if method == "voynov"
                     else {}),
                  **({"alignment": float(d.meta["alignment_rows"][i]["alignment"])}
                     if "alignment_rows" in d.meta else {})}
@@ -793,7 +781,7 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
           f for f in files if f.endswith(".npz"))], tables=[("", summary)]))
   metrics["seconds"] = {"wall": time.time() - t_start, "cpu": time.process_time() - cpu_start}
   with open(os.path.join(out, "metrics.json"), "w") as f:
-    json.dump(_json_clean(metrics), f, indent=2)
+    json.dump(json_clean(metrics), f, indent=2)
   path = write_report(out, f"jaxlatent analysis: {gen.name}", sections,
                       meta={"workdir": workdir, "step": step, "methods": ", ".join(methods)})
   _log(f"report: {path}")
@@ -805,17 +793,20 @@ def _short_rows(rows):
           for r in rows]
 
 
-def _json_clean(x):
+def json_clean(x):
+  """NaN/inf -> None, NumPy scalars and arrays -> Python values (strict JSON)."""
   if isinstance(x, dict):
-    return {str(k): _json_clean(v) for k, v in x.items()}
+    return {str(k): json_clean(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_json_clean(v) for v in x]
-  if isinstance(x, (np.floating, float)):
-    return _finite(x)
+    return [json_clean(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return json_clean(x.tolist())
+  if isinstance(x, (bool, np.bool_)):
+    return bool(x)
   if isinstance(x, (np.integer,)):
     return int(x)
-  if isinstance(x, np.ndarray):
-    return _json_clean(x.tolist())
+  if isinstance(x, (float, np.floating)):
+    return finite_or_none(x)
   return x
 
 
