@@ -75,7 +75,7 @@ def config_from_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     raise ConfigError(f"config file {file_path!r} does not exist")
   repo = os.path.dirname(os.path.dirname(os.path.abspath(file_path)))
   if repo not in sys.path:
-    sys.path.append(repo)  # last: never shadows an installed package
+    sys.path.insert(0, repo)  # first: its configs/ package, not another one installed
   config = _load_config_file(config_arg)
   if config is None:
     raise ConfigError(f"config file {file_path!r}: get_config() returned None")
