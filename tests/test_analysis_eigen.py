@@ -279,3 +279,54 @@ def test_sign_convention_follows_the_schedule_polynomials():
   flips = np.where(rng.random(4) < 0.5, -1.0, 1.0)
   fixed = np.asarray(sign_fix(jnp.asarray(poly * flips), alphas))
   np.testing.assert_allclose(fixed, poly, atol=1e-6)  # every flip undone
+
+
+@pytest.mark.parametrize("offset", [1e4, "per_step"])
+def test_large_mean_is_stable_in_float32(offset):
+  """A large offset (common, or a different one per step) relative to the spread must
+  not spoil the float32 covariance: the mean is removed before the Gram is formed."""
+  images = _random_traversal(8)
+  shift = 1e4 if offset == 1e4 else (2e3 * np.arange(T))[:, None, None, None]
+  images = (images + shift).astype(np.float32)
+  mask = _disk_mask()
+  evals = np.sort(np.linalg.eigvalsh(covariance_reference(images, mask)))[::-1]
+  args = (jnp.asarray(images), jnp.asarray(mask), jnp.asarray(ALPHAS))
+  one = eigen_analysis(*args, project="centered")
+  both = eigen_analysis_batched(jnp.stack([args[0]] * 2), jnp.asarray(mask), args[2],
+                                project="centered")
+  for res in (one, jax.tree.map(lambda a: a[1], both)):
+    np.testing.assert_allclose(np.asarray(res.eigenvalues), evals, atol=1e-4 * evals[0])
+    np.testing.assert_allclose(np.asarray(res.step_means),
+                               images[..., 0][:, mask].astype(np.float64).mean(1), rtol=1e-6)
+    energy = np.sum(np.asarray(res.component_maps[:3], np.float64) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(energy, (mask.sum() - 1) * evals[:3], rtol=1e-3)
+
+
+@pytest.mark.parametrize("center,project", [("voxels", "raw"), ("voxels", "centered"),
+                                            ("none", "raw")])
+def test_batched_cpu_loop_equals_vmap_path(center, project):
+  """eigen_analysis_batched runs a scan on CPU and a vmap elsewhere: same results."""
+  from jaxlatent.analysis.eigen import _analyse, _analyse_loop, _analyse_vmap
+  import functools
+  imgs = np.stack([_random_traversal(20 + i) for i in range(6)])  # [6, T, H, W, 1]
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(imgs.reshape(6, T, -1))
+  m = jnp.asarray((rng.random((6, H * W)) < 0.7).astype(np.float32))
+  analyse = functools.partial(_analyse, center=center, project=project, k=3)
+  for batch in [(2, 3), (6,)]:
+    kw = dict(analyse=analyse, batch=batch, vshape=(H, W, 1))
+    loop = jax.jit(functools.partial(_analyse_loop, k=3, **kw))(x, m, jnp.asarray(ALPHAS))
+    vmap = jax.jit(functools.partial(_analyse_vmap, **kw))(x, m, jnp.asarray(ALPHAS))
+    for a, b in zip(loop, vmap):
+      assert a.shape == b.shape and a.shape[:len(batch)] == batch
+      np.testing.assert_allclose(np.asarray(a)[..., :3] if a.ndim == len(batch) + 2 else a,
+                                 np.asarray(b)[..., :3] if b.ndim == len(batch) + 2 else b,
+                                 rtol=1e-4, atol=1e-3)
+  # No batch dims at all: the same as eigen_analysis.
+  one = eigen_analysis(jnp.asarray(imgs[0]), jnp.asarray(_disk_mask()), jnp.asarray(ALPHAS),
+                       center=center, project=project)
+  got = eigen_analysis_batched(jnp.asarray(imgs[0]), jnp.asarray(_disk_mask()),
+                               jnp.asarray(ALPHAS), center=center, project=project)
+  assert jax.tree.map(jnp.shape, got) == jax.tree.map(jnp.shape, one)
+  np.testing.assert_allclose(got.eigenvalues, one.eigenvalues, atol=1e-5 * float(one.eigenvalues[0]))
+  np.testing.assert_allclose(got.component_maps[:3], one.component_maps[:3], atol=1e-3)

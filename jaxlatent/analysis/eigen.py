@@ -32,7 +32,7 @@ Conventions (fixed here, used everywhere in jaxlatent):
     jits and vmaps; ``V = mask.sum()`` (times the number of channels).
 
 Three ways to run it: :func:`eigen_analysis` (one traversal), :func:`eigen_analysis_batched`
-(one jitted vmap over any leading batch dims: subjects x slices x directions), and the
+(one jitted program over any leading batch dims: subjects x slices x directions), and the
 streaming pair :func:`eigen_analysis_chunked` (``lax.scan`` over voxel chunks of an
 in-memory array) / :func:`eigen_analysis_stream` (a re-iterable source of chunks,
 e.g. a 3D volume read from a memmap), whose device memory is O(T^2 + chunk).
@@ -142,12 +142,39 @@ def _decompose(cov: jax.Array, alphas: jax.Array):
   return evals, ratio, evecs, corr
 
 
-def _voxel_matrix(images: jax.Array, mask: jax.Array):
-  """images [T, H, W, C], mask [H, W] -> M [V_all, T] and weights m [V_all] (0/1)."""
+def _traversal_matrix(images: jax.Array, mask: jax.Array):
+  """images [T, *vox], mask [*vox-ish] -> x [T, V_all] (a view, no copy) and m [V_all] (0/1).
+
+  The natural layout: every step is a contiguous row, so no transposed copy is made.
+  """
   t = images.shape[0]
-  m = jnp.broadcast_to(_expand_mask(mask, images.shape[1:]), images.shape[1:])
-  mat = images.reshape(t, -1).T  # [V_all, T]
-  return mat, m.reshape(-1).astype(images.dtype)
+  vshape = images.shape[1:]
+  m = jnp.broadcast_to(_expand_mask(mask, vshape), vshape)
+  return images.reshape(t, -1), m.reshape(-1).astype(images.dtype)
+
+
+def _analyse(x: jax.Array, m: jax.Array, alphas: jax.Array, center: str, project: str,
+             k: int):
+  """Eigen-analysis of one traversal in the [T, V] layout (x [T, V], m [V]).
+
+  Returns (eigenvalues, ratio, eigenvectors, corr_alpha, maps [K, V], step_means, n).
+  The covariance is the Gram of the explicitly centred, masked matrix (exact mean
+  first, then centring: stable in float32 for data with a large offset).  The mask
+  is per voxel, so ``V_k^T (x * m) == (V_k^T x) * m``: raw maps need no masked copy.
+  """
+  n = m.sum()
+  mu = _mm(x, m) / jnp.maximum(n, 1.0)  # [T]
+  if center == "voxels":
+    y = (x - mu[:, None]) * m[None]
+  elif center == "steps":
+    y = (x - x.mean(axis=0, keepdims=True)) * m[None]
+  else:
+    y = x * m[None]
+  cov = _mm(y, y.T) / jnp.maximum(n - 1.0, 1.0)  # [T, T], contracts the contiguous axis
+  evals, ratio, evecs, corr = _decompose(cov, alphas)
+  vk = evecs[:, :k].T  # [K, T]
+  maps = _mm(vk, y) if project == "centered" else _mm(vk, x) * m[None]  # [K, V]
+  return evals, ratio, evecs, corr, maps, mu, n
 
 
 def _expand_mask(mask: jax.Array, voxel_shape: tuple[int, ...]) -> jax.Array:
@@ -195,17 +222,12 @@ def eigen_analysis(
   t = images.shape[0]
   k = t if n_components is None else min(int(n_components), t)
   images = images.astype(jnp.float32)
-  mat, m = _voxel_matrix(images, mask)  # [V_all, T], [V_all]
-  n = m.sum()
-  mu = (m[:, None] * mat).sum(axis=0) / jnp.maximum(n, 1.0)  # [T]
-  xc = _centred(mat, mu, center) * m[:, None]  # [V_all, T], zero outside the mask
-  cov = _mm(xc.T, xc) / jnp.maximum(n - 1.0, 1.0)  # [T, T]
-  evals, ratio, evecs, corr = _decompose(cov, alphas)
-  src = xc if project == "centered" else mat * m[:, None]
-  maps = _mm(src, evecs[:, :k]).T.reshape((k,) + images.shape[1:])  # [K, H, W, C]
+  x, m = _traversal_matrix(images, mask)  # [T, V_all], [V_all]
+  evals, ratio, evecs, corr, maps, mu, n = _analyse(x, m, alphas, center, project, k)
   mfull = _expand_mask(mask, images.shape[1:]).astype(images.dtype)
   sub = (images - images[:1]) * mfull[None]  # [T, H, W, C]
-  return EigenResult(evals, ratio, evecs, corr, maps, sub, mu, n)
+  return EigenResult(evals, ratio, evecs, corr, maps.reshape((k,) + images.shape[1:]), sub,
+                     mu, n)
 
 
 @functools.partial(jax.jit, static_argnames=("center", "project", "n_components"))
@@ -218,7 +240,11 @@ def eigen_analysis_batched(
     project: Project = "raw",
     n_components: int | None = None,
 ) -> EigenResult:
-  """One jit-compiled vmap of :func:`eigen_analysis` over any leading batch dims.
+  """:func:`eigen_analysis` of every traversal in a batch, as one jit-compiled program.
+
+  Same results as a loop of :func:`eigen_analysis`.  On XLA:CPU it runs a ``lax.scan``
+  over the traversals (each one's [T, V] working set stays in cache; a vmap's
+  batched dots and [B, ...] temporaries were ~2x slower); on other platforms a vmap.
 
   Args:
     images: [*batch, T, H, W, C], e.g. subjects x slices x directions x T x H x W x 1.
@@ -241,12 +267,64 @@ def eigen_analysis_batched(
                       f"images batch dims {batch}") from e
   if tuple(bshape) != batch:
     raise ConfigError(f"masks batch dims {mbatch} would enlarge the images batch dims {batch}")
-  flat_images = images.reshape((-1,) + images.shape[-4:])  # [B, T, H, W, C]
-  flat_masks = jnp.broadcast_to(masks, batch + grid).reshape((-1,) + grid)  # [B, H, W]
-  fn = functools.partial(eigen_analysis, center=center, project=project,
-                         n_components=n_components)
-  out = jax.vmap(fn, in_axes=(0, 0, None))(flat_images, flat_masks, alphas)
-  return jax.tree.map(lambda a: a.reshape(tuple(batch) + a.shape[1:]), out)
+  t = images.shape[-4]
+  k = t if n_components is None else min(int(n_components), t)
+  vshape = tuple(images.shape[-3:])  # (H, W, C)
+  images = images.astype(jnp.float32)
+  masks = jnp.broadcast_to(masks, batch + grid)
+  # Subtraction maps straight in the output shape: one fused pass, no reshape copies.
+  sub = (images - images[..., :1, :, :, :]) * masks[..., None, :, :, None].astype(jnp.float32)
+  n_flat, v_all = int(np.prod(batch)), int(np.prod(vshape))
+  flat_x = images.reshape((n_flat, t, v_all))  # [B, T, V_all], a view
+  flat_m = jnp.broadcast_to(masks[..., None], batch + vshape).reshape(n_flat, v_all)
+  flat_m = flat_m.astype(jnp.float32)
+  analyse = functools.partial(_analyse, center=center, project=project, k=k)
+  vmapped = functools.partial(_analyse_vmap, analyse=analyse, batch=batch, vshape=vshape)
+  if n_flat == 0:  # empty batch: nothing to loop over
+    maps, evals, ratio, evecs, corr, mu, n = vmapped(flat_x, flat_m, alphas)
+  else:
+    # XLA:CPU: a loop over traversals keeps each one's working set in cache and writes
+    # each map straight into its output slot; accelerators: one vmap.
+    looped = functools.partial(_analyse_loop, analyse=analyse, batch=batch, k=k,
+                               vshape=vshape)
+    maps, evals, ratio, evecs, corr, mu, n = jax.lax.platform_dependent(
+        flat_x, flat_m, alphas, cpu=looped, default=vmapped)
+  return EigenResult(evals, ratio, evecs, corr, maps, sub, mu, n)
+
+
+def _analyse_vmap(x, m, alphas, *, analyse, batch, vshape):
+  """``vmap`` of ``analyse`` over the flat batch ``x`` [B, T, V], ``m`` [B, V].
+
+  Returns (maps ``batch + (K, *vshape)``, eigenvalues, ratio, eigenvectors, corr,
+  step_means, n), each with ``batch`` in front.  The default (non-CPU) path.
+  """
+  evals, ratio, evecs, corr, maps, mu, n = jax.vmap(analyse, in_axes=(0, 0, None))(
+      x, m, alphas)
+  small = [a.reshape(batch + a.shape[1:]) for a in (evals, ratio, evecs, corr, mu, n)]
+  return maps.reshape(batch + maps.shape[1:2] + vshape), *small
+
+
+def _analyse_loop(x, m, alphas, *, analyse, batch, k, vshape):
+  """``lax.scan`` of ``analyse`` over the flat batch; same returns as :func:`_analyse_vmap`.
+
+  The component maps are written with ``dynamic_update_slice`` into a carry that
+  already has the output shape ``batch + (K, *vshape)``: reshaping a stacked
+  [B, K, V] result afterwards makes XLA:CPU copy it (layout change).
+  """
+  lead = batch if batch else (1,)
+  tail = (0,) * (1 + len(vshape))
+
+  def step(maps, i):
+    evals, ratio, evecs, corr, mp, mu, n = analyse(x[i], m[i], alphas)
+    where = tuple(jnp.unravel_index(i, lead)) if batch else (i,)
+    mp = mp.reshape((1,) * len(lead) + (k,) + vshape)
+    maps = jax.lax.dynamic_update_slice(maps, mp, where + tail)
+    return maps, (evals, ratio, evecs, corr, mu, n)
+
+  init = jnp.zeros(lead + (k,) + vshape, jnp.float32)
+  maps, small = jax.lax.scan(step, init, jnp.arange(x.shape[0]))
+  small = [a.reshape(batch + a.shape[1:]) for a in small]
+  return (maps if batch else maps[0]), *small
 
 
 # --------------------------------------------------------------------------------------
