@@ -59,6 +59,28 @@ def test_conv_reconstructors_shapes(module):
   assert bool(jnp.all(jnp.isfinite(logits)))
 
 
+def test_lenet_cpu_convs_keep_params_outputs_and_gradients():
+  """conv_impl='fast' (the CPU default) has the nn.Conv parameter tree and the same
+  outputs and gradients as XLA's convs, so checkpoints load either way."""
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 2))
+  fast, ref = LeNetReconstructor(5, 1, conv_impl="fast"), LeNetReconstructor(5, 1, conv_impl="xla")
+  params = fast.init(jax.random.key(1), x)
+  assert jax.tree.structure(params) == jax.tree.structure(ref.init(jax.random.key(1), x))
+  assert set(params["params"]) == {"Conv_0", "Conv_1", "Conv_2", "GroupNorm_0",
+                                   "GroupNorm_1", "GroupNorm_2", "logits", "shift"}
+
+  def loss(module):
+    def f(p, x):
+      logits, eps = module.apply(p, x)
+      return jnp.sum(jnp.tanh(logits)) + jnp.sum(eps ** 2)
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+
+  (lf, gf), (lr, gr) = loss(fast)(params, x), loss(ref)(params, x)
+  np.testing.assert_allclose(float(lf), float(lr), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gr)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+
+
 def test_voynov_on_a_phantom_trained_dcgan(tmp_path):
   """Issue 5's end-to-end check: a DCGAN trained on thorax phantoms, then discovery."""
   import os

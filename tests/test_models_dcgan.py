@@ -85,6 +85,50 @@ def test_conv2x2_gemm_gradients_match_xla_and_nn_conv_params():
     dcgan.build_generator(_config(conv_grad="fast"))
 
 
+@pytest.mark.parametrize("shape,k", [((3, 8, 6, 2), 5),   # few channels: space-to-depth
+                                     ((2, 6, 8, 5), 7),
+                                     ((2, 7, 6, 2), 5),   # odd H: XLA forward
+                                     ((2, 6, 4, 17), 5),  # wide: shift-GEMM kernel grad
+                                     ((2, 4, 4, 3), 3)])
+def test_conv_same_fast_matches_xla_values_and_gradients(shape, k):
+  """The CPU formulations of a stride-1 'SAME' conv equal XLA's conv and autodiff."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, shape[-1], 6)) * 0.2, jnp.float32)
+  ct = jnp.asarray(rng.normal(size=shape[:-1] + (6,)), jnp.float32)
+  loss = lambda conv: (lambda x, w: jnp.sum(jnp.tanh(conv(x, w)) * ct))
+  ref = jax.grad(loss(layers.conv_same), argnums=(0, 1))(x, w)
+  got = jax.jit(jax.grad(loss(layers.conv_same_fast), argnums=(0, 1)))(x, w)
+  for r, g in zip(ref, got):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
+  if shape[1] % 2 == 0 and shape[2] % 2 == 0:
+    np.testing.assert_allclose(np.asarray(layers.conv_same_s2d(x, w)),
+                               np.asarray(layers.conv_same(x, w)), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_same_module_has_nn_conv_params_and_checks_impl():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 8, 2)), jnp.float32)
+  conv, mine = nn.Conv(6, (5, 5), padding="SAME"), layers.ConvSame(6, 5, conv_impl="fast")
+  pc, pm = conv.init(jax.random.key(3), x), mine.init(jax.random.key(3), x)
+  chex.assert_trees_all_close(pc, pm)
+  np.testing.assert_allclose(np.asarray(mine.apply(pm, x)), np.asarray(conv.apply(pc, x)),
+                             rtol=1e-5, atol=1e-5)
+  assert layers.use_fast_conv("auto") == (jax.default_backend() == "cpu")
+  assert not layers.use_fast_conv("xla")
+  with pytest.raises(ConfigError, match="conv_impl='gemm'"):
+    layers.use_fast_conv("gemm")
+
+
+def test_max_pool_2x2_matches_nn_max_pool():
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 7, 6, 3)), jnp.float32)
+  ct = jnp.asarray(np.random.default_rng(5).normal(size=(2, 3, 3, 3)), jnp.float32)
+  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(np.asarray(layers.max_pool_2x2(x)), np.asarray(ref(x)))
+  g = jax.grad(lambda x: jnp.sum(layers.max_pool_2x2(x) * ct))(x)
+  g_ref = jax.grad(lambda x: jnp.sum(ref(x) * ct))(x)
+  np.testing.assert_array_equal(np.asarray(g), np.asarray(g_ref))
+
+
 def test_dcgan_init_shapes_and_range():
   c = _config(16)
   g, d = dcgan.build_generator(c), dcgan.build_discriminator(c)

@@ -194,8 +194,11 @@ def _forward(generator: Generator, config: VoynovConfig, params, key):
   shift = deformator.apply(params["deformator"], codes)  # [B, D]
   z_shifted = (z.reshape(b, -1) + shift).reshape(z.shape)
   g_params = jax.lax.stop_gradient(generator.params)  # G is frozen
-  images = generator.apply_fn(g_params, jnp.concatenate([z, z_shifted]))  # [2B, H, W, C]
-  pair = jnp.concatenate([images[:b], images[b:]], axis=-1)  # [B, H, W, 2C]
+  # Two renders, not one of [z, z_shifted]: only G(z_shifted) needs a backward pass
+  # (a batched render would back-propagate through G for all 2B images).
+  images = jax.lax.stop_gradient(generator.apply_fn(g_params, z))  # [B, H, W, C]
+  shifted = generator.apply_fn(g_params, z_shifted)
+  pair = jnp.concatenate([images, shifted], axis=-1)  # [B, H, W, 2C]
   logits, eps_pred = reconstructor.apply(params["reconstructor"], pair)
   return logits, eps_pred, k, eps
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxlatent.errors import ConfigError
 
@@ -51,6 +52,21 @@ def space_to_depth(x: jax.Array, r: int = 2) -> jax.Array:
   x = x.reshape(b, h // r, r, w // r, r, c)  # [B, H/r, i, W/r, j, C]
   x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, H/r, W/r, i, j, C]
   return x.reshape(b, h // r, w // r, r * r * c)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (VALID) as three elementwise maxima.
+
+  Same values; the gradient is elementwise selects instead of XLA's select-and-scatter
+  (or a reduce's tie counting), which on XLA:CPU take 5-10x longer (a 128 x 64 x 64 x 6
+  pool: 79 vs 13 ms fwd+bwd, 1 core).  Ties split the gradient instead of giving it
+  to the first maximum.
+  """
+  b, h, w, c = x.shape
+  h2, w2 = h // 2, w // 2
+  r = x[:, :2 * h2, :2 * w2].reshape(b, h2, 2, w2, 2, c)
+  return jnp.maximum(jnp.maximum(r[:, :, 0, :, 0], r[:, :, 0, :, 1]),
+                     jnp.maximum(r[:, :, 1, :, 0], r[:, :, 1, :, 1]))
 
 
 def channels_at(res: int, channels_at_4: int, max_channels: int) -> int:
@@ -258,3 +274,144 @@ class ModuleApply:
     if self.method is None:
       return self.module.apply(variables, x, **kw)
     return self.module.apply(variables, x, method=self.method, **kw)
+
+
+# --------------------------------------------------------------------------------------
+# Odd-sized 'SAME' convs (the LeNet reconstructor's 5x5s) on XLA:CPU.
+#
+# XLA:CPU runs a 5x5 conv with few channels far below its matmul speed (GEMMs with a
+# contraction of 25 C and only O outputs): the reconstructor's 2->6 conv at 64x64 takes
+# 6x PyTorch's time forward and 2x backward.  On the 2x2 space-to-depth input the same
+# conv is a 3x3 conv from 4C to 4O channels (1.44x the multiply-adds, on 4x fatter
+# GEMMs): 3-5x faster forward and for the input gradient.  For wider inputs XLA's
+# forward and input gradient are as fast as PyTorch's, but its kernel gradient is not;
+# there a GEMM over the input's k horizontal shifts is ~2x faster.
+# Figures: benchmarks/RESULTS.md, case 3.
+
+CONV_IMPLS = ("auto", "xla", "fast")
+# Up to this many input channels the 5x5 conv runs on the space-to-depth input.
+S2D_CONV_MAX_CHANNELS = 8
+
+
+def conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Stride-1 'SAME' conv, NHWC / HWIO, odd kernel (XLA's own; as ``nn.Conv``)."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _s2d_taps(k: int):
+  """Block offsets and the 0/1 map ``sel[d, a_in, a_out, u]`` from a k-tap axis to a
+  2x2-block axis: output pixel ``2P + a_out`` reads input ``2(P + d) + a_in`` through
+  tap ``u`` (input = output + u - k // 2)."""
+  p = k // 2
+  lo, hi = (0 - p) // 2, (1 + k - 1 - p) // 2
+  sel = np.zeros((hi - lo + 1, 2, 2, k), np.float32)
+  for ao in range(2):
+    for u in range(k):
+      off = ao + u - p
+      sel[off // 2 - lo, off % 2, ao, u] = 1.0
+  return lo, hi, sel
+
+
+def s2d_kernel(kernel: jax.Array) -> jax.Array:
+  """A ``[k, k, C, O]`` kernel as the ``[n, n, 4C, 4O]`` kernel of :func:`conv_same_s2d`."""
+  k, _, c, o = kernel.shape
+  lo, hi, sel = _s2d_taps(k)
+  n = hi - lo + 1
+  big = jnp.einsum("dpau,eqbv,uvco->depqcabo", sel, sel, kernel,
+                   precision=jax.lax.Precision.HIGHEST)
+  return big.reshape(n, n, 4 * c, 4 * o)
+
+
+def conv_same_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv_same` computed on the 2x2 space-to-depth input (H, W even)."""
+  k = kernel.shape[0]
+  lo, hi, _ = _s2d_taps(k)
+  y = jax.lax.conv_general_dilated(
+      space_to_depth(x), s2d_kernel(kernel), (1, 1), ((-lo, hi), (-lo, hi)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return depth_to_space(y)
+
+
+def _kernel_grad_shift_gemm(x: jax.Array, dy: jax.Array, k: int) -> jax.Array:
+  """Kernel gradient of :func:`conv_same` as k GEMMs: for each row tap i,
+  ``cols_i^T dy`` with ``cols`` the input's k horizontal shifts side by side."""
+  b, h, w, c = x.shape
+  p = k // 2
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  cols = jnp.concatenate([xp[:, :, j:j + w] for j in range(k)], axis=-1)  # [B, H+2p, W, kC]
+  dyf = dy.reshape(-1, dy.shape[-1])
+  rows = [jnp.matmul(cols[:, i:i + h].reshape(-1, k * c).T, dyf,
+                     precision=jax.lax.Precision.HIGHEST) for i in range(k)]
+  return jnp.stack(rows).reshape(k, k, c, dy.shape[-1])
+
+
+@jax.custom_vjp
+def conv_same_fast(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv_same` with the fastest XLA:CPU formulation per direction.
+
+  Few input channels (<= ``S2D_CONV_MAX_CHANNELS``) and even H, W: forward and input
+  gradient on the space-to-depth input, XLA's kernel gradient.  Otherwise: XLA's
+  forward and input gradient, the kernel gradient as shift GEMMs.  Same values as
+  :func:`conv_same` up to float rounding.
+  """
+  return _conv_fast_forward(x, kernel)
+
+
+def _use_s2d(x: jax.Array, kernel: jax.Array) -> bool:
+  return (x.shape[-1] <= S2D_CONV_MAX_CHANNELS and x.shape[1] % 2 == 0
+          and x.shape[2] % 2 == 0 and kernel.shape[0] == kernel.shape[1] == 5)
+
+
+def _conv_fast_forward(x, kernel):
+  return conv_same_s2d(x, kernel) if _use_s2d(x, kernel) else conv_same(x, kernel)
+
+
+def _conv_fast_fwd(x, kernel):
+  return _conv_fast_forward(x, kernel), (x, kernel)
+
+
+def _conv_fast_bwd(res, dy):
+  x, kernel = res
+  if _use_s2d(x, kernel):
+    dx = jax.vjp(lambda v: conv_same_s2d(v, kernel), x)[1](dy)[0]
+    dk = jax.vjp(lambda v: conv_same(x, v), kernel)[1](dy)[0]
+  else:
+    dx = jax.vjp(lambda v: conv_same(v, kernel), x)[1](dy)[0]
+    dk = _kernel_grad_shift_gemm(x, dy, kernel.shape[0])
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+conv_same_fast.defvjp(_conv_fast_fwd, _conv_fast_bwd)
+
+
+def use_fast_conv(conv_impl: str) -> bool:
+  """Whether :class:`ConvSame` uses :func:`conv_same_fast` ('auto': on CPU)."""
+  if conv_impl not in CONV_IMPLS:
+    raise ConfigError(f"conv_impl={conv_impl!r}: expected one of {CONV_IMPLS}")
+  if conv_impl == "auto":
+    return jax.default_backend() == "cpu"
+  return conv_impl == "fast"
+
+
+class ConvSame(nn.Module):
+  """``nn.Conv(features, (k, k), padding='SAME')`` with the same parameters (names,
+  shapes, initialisers), through :func:`conv_same_fast` where :func:`use_fast_conv`."""
+
+  features: int
+  kernel_size: int = 5
+  use_bias: bool = True
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    if k % 2 == 0:
+      raise ConfigError(f"ConvSame: kernel_size={k} must be odd")
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], self.features))
+    conv = conv_same_fast if use_fast_conv(self.conv_impl) else conv_same
+    y = conv(x, kernel.astype(x.dtype))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+    return y
