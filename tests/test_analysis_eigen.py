@@ -281,6 +281,24 @@ def test_sign_convention_follows_the_schedule_polynomials():
   np.testing.assert_allclose(fixed, poly, atol=1e-6)  # every flip undone
 
 
+def test_sign_with_center_steps_is_not_left_to_rounding():
+  """With center='steps' every component is orthogonal to the constant, so component 1
+  takes its sign from the lowest polynomial it projects on (here the linear one): the
+  single and the batched analysis agree, whatever their rounding."""
+  from jaxlatent.analysis.eigen import schedule_polynomials
+  images = jnp.asarray(_random_traversal(11))
+  mask = jnp.asarray(_disk_mask())
+  one = eigen_analysis(images, mask, jnp.asarray(ALPHAS), center="steps")
+  both = eigen_analysis_batched(jnp.stack([images] * 3), mask, jnp.asarray(ALPHAS),
+                                center="steps")
+  poly = np.asarray(schedule_polynomials(jnp.asarray(ALPHAS), 2))
+  v1 = np.asarray(one.eigenvectors)[:, 0]
+  assert abs(poly[:, 0] @ v1) < 1e-3 and poly[:, 1] @ v1 > 1e-3
+  for i in range(3):
+    np.testing.assert_allclose(np.asarray(both.eigenvectors[i])[:, :3],
+                               np.asarray(one.eigenvectors)[:, :3], atol=1e-4)
+
+
 @pytest.mark.parametrize("offset", [1e4, "per_step"])
 def test_large_mean_is_stable_in_float32(offset):
   """A large offset (common, or a different one per step) relative to the spread must

@@ -25,8 +25,9 @@ Conventions (fixed here, used everywhere in jaxlatent):
     polynomial series in alpha, so component c is flipped to correlate positively
     with the degree-(c-1) orthonormal polynomial of the schedule: ``sum(v_1) >= 0``,
     ``cov(v_2, alpha) >= 0`` (a positive component-2 map means "increases with
-    alpha"), component 3 positive on the quadratic, and so on; an exact tie falls
-    back to ``sum(v_c) >= 0``.  ``corr_alpha[c]`` is the Pearson correlation of
+    alpha"), component 3 positive on the quadratic, and so on; a component orthogonal
+    to its own polynomial (numerically) takes the lowest degree it projects on (if
+    none, ``sum(v_c) >= 0``).  ``corr_alpha[c]`` is the Pearson correlation of
     ``v_c`` with alpha after the flip, so ``corr_alpha[1] = |corr(v_2, alpha)|``.
   * Masks are fixed-size arrays multiplied in (no boolean indexing), so everything
     jits and vmaps; ``V = mask.sum()`` (times the number of channels).
@@ -116,16 +117,24 @@ def schedule_polynomials(alphas: jax.Array, degree: int) -> jax.Array:
 
 
 def sign_fix(eigenvectors: jax.Array, alphas: jax.Array) -> jax.Array:
-  """Applies the sign convention (module doc) to eigenvector columns ``[T, K]``."""
+  """Applies the sign convention (module doc) to eigenvector columns ``[T, K]``.
+
+  Column c is flipped to project positively on the degree-(c-1) polynomial; where that
+  projection is numerically zero (e.g. with ``center='steps'`` every component is
+  orthogonal to the constant), on the lowest-degree polynomial it does project on;
+  failing all, ``sum(v_c) >= 0``.
+  """
   t, k = eigenvectors.shape
   alphas = jnp.asarray(alphas, eigenvectors.dtype)
-  degree = min(k, t) - 1
-  poly = schedule_polynomials(alphas, degree)  # [T, min(K, T)]
-  proj = jnp.sum(poly * eigenvectors[:, :degree + 1], axis=0)  # [min(K, T)]
-  proj = jnp.concatenate([proj, jnp.zeros((k - proj.shape[0],), proj.dtype)])
-  tot = jnp.sum(eigenvectors, axis=0)  # [K]
-  scale = jnp.finfo(eigenvectors.dtype).eps * 16
-  key = jnp.where(jnp.abs(proj) <= scale, tot, proj)
+  poly = schedule_polynomials(alphas, t - 1)  # [T, T], column d has degree d
+  proj = poly.T @ eigenvectors  # [T (degree), K]
+  scale = jnp.sqrt(jnp.finfo(eigenvectors.dtype).eps)
+  live = jnp.abs(proj) > scale
+  lowest = jnp.take_along_axis(proj, jnp.argmax(live, axis=0)[None, :], axis=0)[0]  # [K]
+  own = proj[jnp.minimum(jnp.arange(k), t - 1), jnp.arange(k)]  # degree c - 1
+  own_live = (jnp.arange(k) < t) & (jnp.abs(own) > scale)
+  key = jnp.where(own_live, own, jnp.where(live.any(axis=0), lowest,
+                                           jnp.sum(eigenvectors, axis=0)))
   sign = jnp.where(key < 0, -1.0, 1.0).astype(eigenvectors.dtype)
   return eigenvectors * sign[None, :]
 
