@@ -54,19 +54,48 @@ def space_to_depth(x: jax.Array, r: int = 2) -> jax.Array:
   return x.reshape(b, h // r, w // r, r * r * c)
 
 
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (VALID) as three elementwise maxima.
-
-  Same values; the gradient is elementwise selects instead of XLA's select-and-scatter
-  (or a reduce's tie counting), which on XLA:CPU take 5-10x longer (a 128 x 64 x 64 x 6
-  pool: 79 vs 13 ms fwd+bwd, 1 core).  Ties split the gradient instead of giving it
-  to the first maximum.
-  """
+def _pool_windows(x: jax.Array):
+  """The four members of every 2x2 window (row-major), each ``[B, H/2, W/2, C]``."""
   b, h, w, c = x.shape
-  h2, w2 = h // 2, w // 2
-  r = x[:, :2 * h2, :2 * w2].reshape(b, h2, 2, w2, 2, c)
-  return jnp.maximum(jnp.maximum(r[:, :, 0, :, 0], r[:, :, 0, :, 1]),
-                     jnp.maximum(r[:, :, 1, :, 0], r[:, :, 1, :, 1]))
+  r = x[:, :2 * (h // 2), :2 * (w // 2)].reshape(b, h // 2, 2, w // 2, 2, c)
+  return r[:, :, 0, :, 0], r[:, :, 0, :, 1], r[:, :, 1, :, 0], r[:, :, 1, :, 1]
+
+
+def _max_pool_2x2_argmax(x: jax.Array):
+  """Window maxima and the row-major index (0-3) of each window's first maximum."""
+  a, b, c, d = _pool_windows(x)
+  top, top_i = jnp.maximum(a, b), jnp.where(b > a, 1, 0).astype(jnp.int8)
+  bot, bot_i = jnp.maximum(c, d), jnp.where(d > c, 3, 2).astype(jnp.int8)
+  return jnp.maximum(top, bot), jnp.where(bot > top, bot_i, top_i)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (VALID): same values and gradients.
+
+  The gradient goes to each window's first maximum, as XLA's select-and-scatter does,
+  but as one elementwise pass over a stored argmax: on XLA:CPU select-and-scatter
+  (or a reduce's tie counting) takes 5-10x longer (a 128 x 64 x 64 x 6 pool: 79 vs
+  ~13 ms fwd+bwd, 1 core).
+  """
+  return _max_pool_2x2_argmax(x)[0]
+
+
+def _max_pool_fwd(x):
+  m, idx = _max_pool_2x2_argmax(x)
+  return m, (idx, x.shape)
+
+
+def _max_pool_bwd(res, g):
+  idx, shape = res
+  b, h, w, c = shape
+  parts = [jnp.where(idx == i, g, 0).astype(g.dtype) for i in range(4)]
+  top, bot = jnp.stack(parts[:2], axis=3), jnp.stack(parts[2:], axis=3)  # [B, h, w, 2, C]
+  dx = jnp.stack([top, bot], axis=2).reshape(b, 2 * (h // 2), 2 * (w // 2), c)
+  return (jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def channels_at(res: int, channels_at_4: int, max_channels: int) -> int:
