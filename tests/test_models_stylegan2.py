@@ -90,6 +90,40 @@ def test_demodulated_weights_have_unit_norm_and_fused_equals_unfused():
       np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-4, atol=1e-4)
 
 
+def test_demod_coefs_match_modulated_weight_norms_with_gradients():
+  """demod_coefs (a [B, I] @ [I, O] product) = the norms of the [B, kh, kw, I, O]
+  modulated weights, values and gradients (weight and styles)."""
+  k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+  weight = jax.random.normal(k1, (3, 3, 4, 5))
+  styles = 1.0 + jax.random.normal(k2, (2, 4))
+  cot = jax.random.normal(k3, (2, 5))
+
+  def by_tensor(weight, styles):  # the formulation modulated_conv2d used before
+    w = weight[None] * styles[:, None, None, :, None]
+    return jax.lax.rsqrt(jnp.sum(jnp.square(w), axis=(1, 2, 3)) + 1e-8)
+
+  for fn in (sg.demod_coefs, by_tensor):
+    assert fn(weight, styles).shape == (2, 5)
+  np.testing.assert_allclose(np.asarray(sg.demod_coefs(weight, styles)),
+                             np.asarray(by_tensor(weight, styles)), rtol=1e-6)
+  grads = [jax.grad(lambda w, s, f=f: jnp.vdot(f(w, s), cot), argnums=(0, 1))(weight, styles)
+           for f in (sg.demod_coefs, by_tensor)]
+  for new, old in zip(*grads):
+    np.testing.assert_allclose(np.asarray(new), np.asarray(old), rtol=1e-5, atol=1e-7)
+  # Through the whole modulated conv: gradients of x, weight and styles.
+  x = jax.random.normal(k3, (2, 6, 6, 4))
+
+  def old_modconv(x, weight, styles):
+    y = sg._conv(x * styles[:, None, None, :], weight)
+    return y * by_tensor(weight, styles)[:, None, None, :]
+
+  gy = jax.random.normal(k1, (2, 6, 6, 5))
+  g_new, g_old = [jax.grad(lambda *a, f=f: jnp.vdot(f(*a), gy), argnums=(0, 1, 2))(
+      x, weight, styles) for f in (sg.modulated_conv2d, old_modconv)]
+  for new, old in zip(g_new, g_old):
+    np.testing.assert_allclose(np.asarray(new), np.asarray(old), rtol=1e-4, atol=1e-5)
+
+
 def test_ema_beta_and_update_formula():
   # beta = 0.5 ** (batch / half_life): after half_life images the old weight halves.
   beta = float(losses.ema_beta(jnp.int32(1000), 32, 10000.0))

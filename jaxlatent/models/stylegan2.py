@@ -79,6 +79,19 @@ def modulate_weight(weight: jax.Array, styles: jax.Array, demodulate: bool = Tru
   return w
 
 
+def demod_coefs(weight: jax.Array, styles: jax.Array) -> jax.Array:
+  """``rsqrt(sum_{kh, kw, I} (weight * styles)^2 + 1e-8)``, ``[B, O]``, as the product
+  ``styles^2 [B, I] @ sum_{kh, kw} weight^2 [I, O]``.
+
+  The same values as summing :func:`modulate_weight`'s ``[B, kh, kw, I, O]`` weights
+  without building them: on CPU that tensor and its gradient (a reduction over the
+  batch) cost more than the conv of a small layer.
+  """
+  sq_weight = jnp.sum(jnp.square(weight), axis=(0, 1))  # [I, O]
+  return jax.lax.rsqrt(jnp.dot(jnp.square(styles), sq_weight,
+                               precision=jax.lax.Precision.HIGHEST) + 1e-8)
+
+
 def _conv(x: jax.Array, w: jax.Array, feature_group_count: int = 1) -> jax.Array:
   return jax.lax.conv_general_dilated(
       x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -105,9 +118,7 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array,
     return y.reshape(h, w_, b, o).transpose(2, 0, 1, 3)  # [B, H, W, O]
   y = _conv(x * styles[:, None, None, :], weight)  # [B, H, W, O]
   if demodulate:
-    w = weight[None] * styles[:, None, None, :, None]
-    dcoefs = jax.lax.rsqrt(jnp.sum(jnp.square(w), axis=(1, 2, 3)) + 1e-8)  # [B, O]
-    y = y * dcoefs[:, None, None, :]
+    y = y * demod_coefs(weight, styles)[:, None, None, :]
   return y
 
 
