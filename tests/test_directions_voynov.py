@@ -146,12 +146,15 @@ def test_direction_recurrence_matches_permuted_sign_flipped_copies():
   assert rec["recurring_fraction"] < 1.0
 
 
-def test_vmapped_restarts_equal_sequential_runs_on_wplus_latents():
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_restarts_equal_sequential_runs_on_wplus_latents(batching):
   gen, _ = toy.bump_generator(jax.random.key(0), 6, 16, latent_shape=(2, 3))
   cfg = dataclasses.replace(TINY, num_directions=8,  # K > D on a w+-shaped latent
                             collapse_threshold=0.0)  # 20 steps: no verdict wanted here
   keys = jax.random.split(jax.random.key(7), 2)
-  res = run_voynov_restarts(gen, cfg, keys)
+  with pytest.raises(ConfigError, match="batching='pmap'"):
+    run_voynov_restarts(gen, cfg, keys, batching="pmap")
+  res = run_voynov_restarts(gen, cfg, keys, batching=batching)
   for r in range(2):
     single = run_voynov(gen, cfg, keys[r])
     assert single.directions.vectors.shape == (8, 2, 3)
