@@ -104,6 +104,11 @@ def test_conv_same_fast_matches_xla_values_and_gradients(shape, k):
   if shape[1] % 2 == 0 and shape[2] % 2 == 0:
     np.testing.assert_allclose(np.asarray(layers.conv_same_s2d(x, w)),
                                np.asarray(layers.conv_same(x, w)), rtol=1e-4, atol=1e-4)
+  # The shift-GEMM kernel gradient in batch chunks (here one image per chunk).
+  dk = jax.vjp(lambda v: layers.conv_same(x, v), w)[1](ct)[0]
+  for chunk_bytes in (1, 1 << 30):
+    got_dk = layers._kernel_grad_shift_gemm(x, ct, k, chunk_bytes)  # pylint: disable=protected-access
+    np.testing.assert_allclose(np.asarray(got_dk), np.asarray(dk), rtol=1e-4, atol=1e-4)
 
 
 def test_conv_same_module_has_nn_conv_params_and_checks_impl():
