@@ -173,12 +173,7 @@ def _analyse(x: jax.Array, m: jax.Array, alphas: jax.Array, center: str, project
   """
   n = m.sum()
   mu = _mm(x, m) / jnp.maximum(n, 1.0)  # [T]
-  if center == "voxels":
-    y = (x - mu[:, None]) * m[None]
-  elif center == "steps":
-    y = (x - x.mean(axis=0, keepdims=True)) * m[None]
-  else:
-    y = x * m[None]
+  y = _centred(x, mu, center, step_axis=0) * m[None]
   cov = _mm(y, y.T) / jnp.maximum(n - 1.0, 1.0)  # [T, T], contracts the contiguous axis
   evals, ratio, evecs, corr = _decompose(cov, alphas)
   vk = evecs[:, :k].T  # [K, T]
@@ -194,12 +189,15 @@ def _expand_mask(mask: jax.Array, voxel_shape: tuple[int, ...]) -> jax.Array:
   return mask
 
 
-def _centred(mat: jax.Array, mu: jax.Array, center: str) -> jax.Array:
-  """The matrix whose Gram is the covariance: [V, T] minus the chosen mean."""
+def _centred(mat: jax.Array, mu: jax.Array, center: str, step_axis: int = 1) -> jax.Array:
+  """The matrix whose Gram is the covariance: ``mat`` minus the chosen mean.
+
+  ``mat`` is [V, T] (``step_axis=1``, the streaming chunks) or [T, V] (``step_axis=0``).
+  """
   if center == "voxels":
-    return mat - mu[None, :]
+    return mat - jnp.expand_dims(mu, 1 - step_axis)
   if center == "steps":
-    return mat - mat.mean(axis=1, keepdims=True)
+    return mat - mat.mean(axis=step_axis, keepdims=True)
   return mat
 
 
