@@ -74,8 +74,7 @@ def modulate_weight(weight: jax.Array, styles: jax.Array, demodulate: bool = Tru
   """
   w = weight[None] * styles[:, None, None, :, None]  # [B, kh, kw, I, O]
   if demodulate:
-    dcoefs = jax.lax.rsqrt(jnp.sum(jnp.square(w), axis=(1, 2, 3)) + 1e-8)  # [B, O]
-    w = w * dcoefs[:, None, None, None, :]
+    w = w * demod_coefs(weight, styles)[:, None, None, None, :]
   return w
 
 
