@@ -34,7 +34,7 @@ def _widths(size: int, c4: int) -> tuple[list[int], list[int]]:
 
 
 def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = "batch",
-                conv_grad: str = "auto"):
+                conv_grad: str = "auto", matmul_dtype: str = "float32"):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from jaxlatent.models import default_model_config, default_optim_config  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
@@ -47,16 +47,18 @@ def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = 
   c.model.downsample = downsample
   c.model.norm = norm
   c.model.conv_grad = conv_grad
+  c.model.matmul_dtype = matmul_dtype
   c.optim = default_optim_config("dcgan")
   return c
 
 
 def lib_step(size: int, batch: int, c4: int, upsample="subpixel",
              downsample="space_to_depth", precision: str | None = None, norm="batch",
-             donate: bool = True, conv_grad: str = "auto"):
+             donate: bool = True, conv_grad: str = "auto", matmul_dtype: str = "float32"):
   """(call, stats) for the library's jitted, donated DCGAN step."""
   from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
-  trainer = make_trainer(_lib_config(size, c4, upsample, downsample, norm, conv_grad))
+  trainer = make_trainer(_lib_config(size, c4, upsample, downsample, norm, conv_grad,
+                                     matmul_dtype))
   state = jax.jit(trainer.init)(jax.random.key(0))  # as training/loop.py: distinct buffers
   batch_ = {"image": jax.random.uniform(jax.random.key(1), (batch, size, size, 1),
                                         jnp.float32, -1, 1)}
@@ -97,12 +99,23 @@ def bench_step(size: int, batch: int, c4: int, **knobs):
 
 
 def torch_step(size: int, batch: int, c4: int, channels_last: bool = False,
-               reuse_fake: bool = True):
-  """A call running one step of the PyTorch reference (same widths as the library)."""
+               reuse_fake: bool = True, autocast_bf16: bool = False):
+  """A call running one step of the PyTorch reference (same widths as the library);
+  ``autocast_bf16``: under ``torch.autocast('cpu', torch.bfloat16)``, PyTorch's mixed
+  precision (oneDNN's bfloat16 convolutions, float32 parameters)."""
+  import torch  # pylint: disable=g-import-not-at-top
   import torch_refs  # pylint: disable=g-import-not-at-top
   gw, dw = _widths(size, c4)
-  return torch_refs.DCGANStep(size, 32, gw, dw, batch, channels_last=channels_last,
+  step = torch_refs.DCGANStep(size, 32, gw, dw, batch, channels_last=channels_last,
                               project="dense", head="dense", reuse_fake=reuse_fake)
+  if not autocast_bf16:
+    return step
+
+  def call():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+      return step()
+
+  return call
 
 
 VARIANTS = {
@@ -118,6 +131,9 @@ VARIANTS = {
                       "library default without donating the state buffers"),
     "jax_prec_bf16": ("lib", {"precision": "bfloat16"},
                       "library default under jax.default_matmul_precision('bfloat16')"),
+    "jax_bf16": ("lib", {"matmul_dtype": "bfloat16"},
+                 "library, model.matmul_dtype='bfloat16': 2x2 convs as GEMMs on bfloat16 "
+                 "operands, float32 accumulation"),
     "cand_reuse_fake": ("bench", {"reuse_fake": True},
                         "candidate: one G forward, reused for the G update via jax.vjp"),
     "cand_two_g": ("bench", {"reuse_fake": False},
@@ -136,11 +152,16 @@ VARIANTS = {
                    "PyTorch DCGAN-example loop (G(z) rendered once, as the library), NCHW"),
     "torch_channels_last": ("torch", {"channels_last": True},
                             "the same PyTorch loop, channels_last"),
+    "torch_nchw_bf16": ("torch", {"autocast_bf16": True},
+                        "the PyTorch NCHW loop under torch.autocast('cpu', bfloat16)"),
+    "torch_channels_last_bf16": ("torch", {"channels_last": True, "autocast_bf16": True},
+                                 "the channels_last loop under torch.autocast('cpu', "
+                                 "bfloat16)"),
     "torch_two_g": ("torch", {"reuse_fake": False},
                     "PyTorch with a second G forward for the G update (as cand_two_g)"),
 }
-DEFAULT_VARIANTS = ("jax_subpixel", "jax_transpose", "cand_reuse_fake", "cand_bf16",
-                    "torch_nchw", "torch_channels_last")
+DEFAULT_VARIANTS = ("jax_subpixel", "jax_transpose", "jax_bf16", "torch_nchw",
+                    "torch_channels_last", "torch_nchw_bf16", "torch_channels_last_bf16")
 QUICK_VARIANTS = ("jax_subpixel", "torch_nchw")
 
 
@@ -200,10 +221,12 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
         row["speedup_vs_torch_nchw"] = common.paired_ratio(ref_t, t)
         if ref_t.cpu_times and t.cpu_times:  # steadier under load when pinned to 1 core
           row["cpu_speedup_vs_torch_nchw"] = common.paired_ratio(ref_t.cpu(), t.cpu())
-      if "torch_channels_last" in timings and name.startswith(("jax", "cand")):
-        row["speedup_vs_torch_channels_last"] = common.paired_ratio(
-            timings["torch_channels_last"], t)
-        row["cpu_speedup_vs_torch_channels_last"] = common.paired_ratio(
-            timings["torch_channels_last"].cpu(), t.cpu())
+      refs = ["torch_channels_last"]
+      if name.endswith("bf16"):  # mixed precision against PyTorch's mixed precision
+        refs += ["torch_nchw_bf16", "torch_channels_last_bf16"]
+      for other in refs:
+        if other in timings and other != name and name.startswith(("jax", "cand")):
+          row[f"speedup_vs_{other}"] = common.paired_ratio(timings[other], t)
+          row[f"cpu_speedup_vs_{other}"] = common.paired_ratio(timings[other].cpu(), t.cpu())
       rows.append(row)
   return rows

@@ -4,6 +4,10 @@ Step: ``jaxlatent.directions.voynov.make_train_step`` (frozen DCGAN in eval mode
 deformator, LeNet reconstructor, K = 100, batch 128) vs ``torch_refs.DiscoveryStep``,
 a loop written like GANLatentDiscovery's ``Trainer.train`` with the same networks.
 Both sides render G(z) and G(z + shift) and back-propagate through G to the shift.
+Two PyTorch loops: ``torch_step`` freezes G's parameters (the fastest form, the same
+work as the JAX step) and ``torch_reference_step`` is the reference as written (G's
+parameters keep ``requires_grad``, so its weight gradients are computed for both
+renders, and the shifts are filled one sample at a time).
 The frozen DCGAN is case 1's schedule at 64x64 with C = 128 at 4x4 (G's FLOPs / 16 of
 case 1's C = 512; on 2 shared CPU cores the C = 512 step takes tens of seconds).
 
@@ -64,6 +68,9 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
     gw, _ = case_dcgan._widths(size, c4)  # pylint: disable=protected-access
     tg = torch_refs.DCGANGenerator(32, gw, 1, project="dense")
     calls["torch_step"] = torch_refs.DiscoveryStep(tg, 32, k, batch, size)
+    tg_ref = torch_refs.DCGANGenerator(32, gw, 1, project="dense")
+    calls["torch_reference_step"] = torch_refs.DiscoveryStep(tg_ref, 32, k, batch, size,
+                                                             freeze_generator=False)
   t = common.time_interleaved(calls, repeats=ctx["repeats"], warmup=ctx["warmup"])
   rows = [{"case": "discovery", "variant": "jax_step", "shape": shape,
            "what": "voynov.make_train_step (jitted)", **t["jax_step"].as_dict(),
@@ -73,9 +80,17 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
   if "torch_step" in t:
     rows[0]["speedup"] = common.paired_ratio(t["torch_step"], t["jax_step"])
     rows[0]["cpu_speedup"] = common.paired_ratio(t["torch_step"].cpu(), t["jax_step"].cpu())
+    rows[0]["speedup_vs_torch_reference"] = common.paired_ratio(t["torch_reference_step"],
+                                                                t["jax_step"])
+    rows[0]["cpu_speedup_vs_torch_reference"] = common.paired_ratio(
+        t["torch_reference_step"].cpu(), t["jax_step"].cpu())
     rows.append({"case": "discovery", "variant": "torch_step", "shape": shape,
-                 "what": "GANLatentDiscovery-style loop, same networks",
+                 "what": "GANLatentDiscovery-style loop, same networks, G frozen",
                  **t["torch_step"].as_dict(), "steps_per_s": 1 / t["torch_step"].median})
+    rows.append({"case": "discovery", "variant": "torch_reference_step", "shape": shape,
+                 "what": "GANLatentDiscovery's loop as written (G's weight gradients too)",
+                 **t["torch_reference_step"].as_dict(),
+                 "steps_per_s": 1 / t["torch_reference_step"].median})
   else:
     rows.append({"case": "discovery", "variant": "torch_step", "shape": shape,
                  **common.not_available("torch not installed")})

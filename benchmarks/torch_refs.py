@@ -192,19 +192,28 @@ class ProjDeformator(nn.Module):
 
 
 class DiscoveryStep:
-  """One step of GANLatentDiscovery's ``Trainer.train`` loop (G frozen, eval mode).
+  """One step of GANLatentDiscovery's ``Trainer.train`` loop (G in eval mode).
 
   k ~ U{0..K-1}; eps = scale * U[-1, 1] pushed to |eps| >= min_shift; the shifted
   latent is z + A(eps e_k); loss = CE(k) + 0.25 * L1(eps); Adam on A and R.
+
+  ``freeze_generator=True`` (default) turns off ``requires_grad`` on G's parameters, so
+  the backward pass only reaches the shift: the fastest form of the loop, and the work
+  ``jaxlatent``'s step does.  ``False`` is the reference as written: it never freezes
+  G (it calls ``G.zero_grad()`` every step), so autograd also records G(z) and computes
+  G's weight gradients for both renders, and it fills the shift matrix one sample at a
+  time (``Trainer.make_shifts``).
   """
 
   def __init__(self, generator: nn.Module, z_dim: int, k: int, batch: int,
                image_size: int, channels: int = 1, scale: float = 6.0,
-               min_shift: float = 0.5, lr: float = 1e-4, seed: int = 0):
+               min_shift: float = 0.5, lr: float = 1e-4, seed: int = 0,
+               freeze_generator: bool = True):
     torch.manual_seed(seed)
     self.g = generator.eval()
+    self.freeze_generator = freeze_generator
     for p in self.g.parameters():
-      p.requires_grad_(False)
+      p.requires_grad_(not freeze_generator)
     self.a = ProjDeformator(z_dim, k)
     self.r = LeNetReconstructor(k, channels)
     self.opt_a = torch.optim.Adam(self.a.parameters(), lr)
@@ -215,11 +224,18 @@ class DiscoveryStep:
   def __call__(self):
     self.opt_a.zero_grad(set_to_none=True)
     self.opt_r.zero_grad(set_to_none=True)
+    if not self.freeze_generator:
+      self.g.zero_grad(set_to_none=True)
     z = torch.randn(self.batch, self.z_dim)
     target = torch.randint(0, self.k, (self.batch,))
     eps = self.scale * (2 * torch.rand(self.batch) - 1)
     eps = torch.where(eps.abs() < self.min_shift, torch.sign(eps) * self.min_shift, eps)
-    basis = F.one_hot(target, self.k).float() * eps[:, None]
+    if self.freeze_generator:
+      basis = F.one_hot(target, self.k).float() * eps[:, None]
+    else:  # the reference's make_shifts: one sample at a time
+      basis = torch.zeros(self.batch, self.k)
+      for i, (index, val) in enumerate(zip(target, eps)):
+        basis[i][index] += val
     shift = self.a(basis)
     imgs = self.g(z)
     imgs_shifted = self.g(z + shift)

@@ -85,6 +85,57 @@ def test_conv2x2_gemm_gradients_match_xla_and_nn_conv_params():
     dcgan.build_generator(_config(conv_grad="fast"))
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 4, 24),    # N = 60: one kernel-gradient chunk
+                                   (8, 16, 16, 16)])  # N = 2048: two chunks of 1024 rows
+def test_conv2x2_bf16_matches_float32_conv(shape):
+  """Mixed precision 2x2 conv: exact on bfloat16-representable data (so the GEMM
+  layout is right), within bfloat16 rounding on random data, float32 in and out."""
+  rng = np.random.default_rng(2)
+  f = 7
+  # Multiples of 1/8 in [-2, 2]: exact in bfloat16, products and sums exact in float32.
+  grid = lambda size: jnp.asarray(rng.integers(-16, 17, size=size) / 8, jnp.float32)
+  x, k, ct = grid(shape), grid((2, 2, shape[-1], f)), grid(shape[:-1] + (f,))
+  loss = lambda conv: (lambda x, k: jnp.sum(conv(x, k) * ct))
+  y = jax.jit(layers.conv2x2_bf16)(x, k)
+  assert y.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(y), np.asarray(layers._conv2x2(x, k)), atol=1e-6)  # pylint: disable=protected-access
+  ref = jax.grad(loss(layers._conv2x2), argnums=(0, 1))(x, k)  # pylint: disable=protected-access
+  got = jax.jit(jax.grad(loss(layers.conv2x2_bf16), argnums=(0, 1)))(x, k)
+  for r, g in zip(ref, got):
+    assert g.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5)
+  # Random data: bfloat16 rounding of the operands only (~2^-9 relative per operand).
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(2, 2, shape[-1], f)), jnp.float32)
+  ct = jnp.asarray(rng.normal(size=shape[:-1] + (f,)), jnp.float32)
+  rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+  assert rel(layers.conv2x2_bf16(x, k), layers._conv2x2(x, k)) < 1e-2  # pylint: disable=protected-access
+  ref = jax.grad(loss(layers._conv2x2), argnums=(0, 1))(x, k)  # pylint: disable=protected-access
+  got = jax.grad(loss(layers.conv2x2_bf16), argnums=(0, 1))(x, k)
+  assert max(rel(g, r) for g, r in zip(got, ref)) < 1e-2
+
+
+def test_dcgan_bfloat16_matmuls_keep_parameters_and_stay_close():
+  """model.matmul_dtype='bfloat16': same parameter tree, float32 outputs near float32's."""
+  outs = {}
+  for dtype in ("float32", "bfloat16"):
+    cfg = _config(32, matmul_dtype=dtype)
+    g, d = dcgan.build_generator(cfg), dcgan.build_discriminator(cfg)
+    z = jax.random.normal(jax.random.key(1), (4, g.latent_dim))
+    gv = g.init(jax.random.key(0), z)
+    img = g.apply(gv, z)
+    dv = d.init(jax.random.key(2), img)
+    outs[dtype] = (gv, dv, img, d.apply(dv, img))
+  (gv32, dv32, img32, lg32), (gv16, dv16, img16, lg16) = outs["float32"], outs["bfloat16"]
+  chex.assert_trees_all_equal(gv32, gv16)
+  chex.assert_trees_all_equal(dv32, dv16)
+  assert img16.dtype == lg16.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(img16), np.asarray(img32), atol=3e-2)
+  np.testing.assert_allclose(np.asarray(lg16), np.asarray(lg32), rtol=5e-2, atol=5e-2)
+  with pytest.raises(ConfigError, match="model.matmul_dtype='float16'"):
+    dcgan.build_generator(_config(matmul_dtype="float16"))
+
+
 @pytest.mark.parametrize("shape,k", [((3, 8, 6, 2), 5),   # few channels: space-to-depth
                                      ((2, 6, 8, 5), 7),
                                      ((2, 7, 6, 2), 5),   # odd H: XLA forward
