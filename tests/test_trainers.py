@@ -81,6 +81,28 @@ def test_train_steps_finite_change_params_and_trace_once(name):
   assert bool(jnp.all(jnp.abs(x) <= 1.0))
 
 
+def test_dcgan_bfloat16_matmuls_train_like_float32():
+  """model.matmul_dtype='bfloat16' (mixed precision 2x2 convs): float32 state and
+  metrics, and the first steps' losses within bfloat16 rounding of float32's."""
+  runs = {}
+  for dtype in ("float32", "bfloat16"):
+    chex.clear_trace_counter()
+    config = _tiny("dcgan")
+    config.model.matmul_dtype = dtype
+    trainer = make_trainer(config)
+    state0 = jax.jit(trainer.init)(jax.random.key(0))
+    state, metrics = _run_steps(trainer, config, 2, state0)
+    runs[dtype] = (state0, state, metrics)
+  (s0_32, s_32, m_32), (s0_16, s_16, m_16) = runs["float32"], runs["bfloat16"]
+  chex.assert_trees_all_equal(s0_32.params, s0_16.params)  # same initial parameters
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(s_16.params))
+  for a, b in zip(m_32, m_16):
+    for k in ("d_loss", "g_loss", "d_real", "d_fake"):
+      assert b[k].dtype == jnp.float32
+      np.testing.assert_allclose(float(b[k]), float(a[k]), rtol=3e-2, atol=3e-2, err_msg=k)
+  assert _changed(s0_16.params, s_16.params)
+
+
 def test_make_trainer_rejects_unknown_model():
   c = ml_collections.ConfigDict({"model": {"name": "pixelcnn"}, "image_size": 16})
   with pytest.raises(ConfigError, match="model.name"):
