@@ -113,6 +113,10 @@ def test_conv2x2_bf16_matches_float32_conv(shape):
   ref = jax.grad(loss(layers._conv2x2), argnums=(0, 1))(x, k)  # pylint: disable=protected-access
   got = jax.grad(loss(layers.conv2x2_bf16), argnums=(0, 1))(x, k)
   assert max(rel(g, r) for g, r in zip(got, ref)) < 1e-2
+  # bfloat16 inputs: float32 output, gradients in the inputs' dtype.
+  gx, gk = jax.grad(loss(layers.conv2x2_bf16), argnums=(0, 1))(x.astype(jnp.bfloat16),
+                                                               k.astype(jnp.bfloat16))
+  assert gx.dtype == gk.dtype == jnp.bfloat16
 
 
 def test_dcgan_bfloat16_matmuls_keep_parameters_and_stay_close():

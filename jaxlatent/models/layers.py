@@ -8,7 +8,9 @@ space-to-depth followed by a conv.  The other modes are kept for comparison.
 
 Those 2x2 convs back-propagate through GEMMs on CPU (:func:`conv2x2_gemm_grad`):
 XLA:CPU's own input- and kernel-gradient convolutions are slower than its forward
-conv at these shapes (see benchmarks/RESULTS.md).
+conv at these shapes (see benchmarks/RESULTS.md).  With ``matmul_dtype='bfloat16'``
+they run entirely as GEMMs on bfloat16 operands with float32 accumulation
+(:func:`conv2x2_bf16`), the mixed precision that XLA:CPU runs on bfloat16 hardware.
 """
 
 from __future__ import annotations
@@ -187,7 +189,6 @@ def _bf16_dot(a: jax.Array, b: jax.Array) -> jax.Array:
                     preferred_element_type=jnp.float32)
 
 
-@jax.custom_vjp
 def conv2x2_bf16(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """:func:`_conv2x2` with bfloat16 operands and float32 accumulation, as GEMMs.
 
@@ -197,8 +198,14 @@ def conv2x2_bf16(x: jax.Array, kernel: jax.Array) -> jax.Array:
   forward is the 2x2 patches times the kernel, the gradients are the GEMMs of
   :func:`conv2x2_gemm_grad`.  Operands are rounded to bfloat16 (8-bit mantissa), so
   outputs and gradients differ from float32 by ~0.3% relative; accumulation, outputs
-  and gradients are float32.
+  and gradients are float32 (inputs of any float dtype get gradients of their dtype).
   """
+  return _conv2x2_bf16_f32(x.astype(jnp.float32), kernel.astype(jnp.float32))
+
+
+@jax.custom_vjp
+def _conv2x2_bf16_f32(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv2x2_bf16` on float32 inputs (so its gradients are float32 too)."""
   b, h, w, c = x.shape
   y = _bf16_dot(_patches2x2(x.astype(jnp.bfloat16)).reshape(-1, 4 * c),
                 kernel.reshape(4 * c, -1))
@@ -206,7 +213,7 @@ def conv2x2_bf16(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _conv2x2_bf16_fwd(x, kernel):
-  return conv2x2_bf16(x, kernel), (x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  return _conv2x2_bf16_f32(x, kernel), (x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
 
 
 def _conv2x2_bf16_bwd(res, dy):
@@ -224,7 +231,7 @@ def _conv2x2_bf16_bwd(res, dy):
   return dx, dk
 
 
-conv2x2_bf16.defvjp(_conv2x2_bf16_fwd, _conv2x2_bf16_bwd)
+_conv2x2_bf16_f32.defvjp(_conv2x2_bf16_fwd, _conv2x2_bf16_bwd)
 
 
 def check_matmul_dtype(matmul_dtype: str) -> None:
