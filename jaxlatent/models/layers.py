@@ -16,6 +16,7 @@ they run entirely as GEMMs on bfloat16 operands with float32 accumulation
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -162,15 +163,34 @@ def _conv2x2_fwd(x, kernel):
   return _conv2x2(x, kernel), (x, kernel)
 
 
-def _conv2x2_bwd(res, dy):
-  x, kernel = res
+def _conv2x2_gemm_grads(x: jax.Array, kernel: jax.Array, dy: jax.Array,
+                        bf16: bool = False) -> tuple[jax.Array, jax.Array]:
+  """(dx, dk) of :func:`_conv2x2` as the GEMMs ``dP W^T`` and ``x^T dP``, in float32.
+
+  ``bf16``: bfloat16 operands (``x``, ``kernel``, ``dy`` already bfloat16), float32
+  accumulation, the kernel gradient's long contraction split into row chunks.
+  """
   b, h, w, c = x.shape
   f = kernel.shape[-1]
+  n = b * h * w
   dp = _dy_taps(dy)  # [N, (i, j, F)]
-  dk = jnp.matmul(x.reshape(-1, c).T, dp, precision=jax.lax.Precision.HIGHEST)  # [C, 4F]
+  if bf16:
+    chunks = n // BF16_KERNEL_GRAD_ROWS if n % BF16_KERNEL_GRAD_ROWS == 0 else 1
+    xc = jnp.swapaxes(x.reshape(chunks, n // chunks, c), 1, 2)  # [k, C, N/k]
+    dk = jnp.einsum("kcn,knf->cf", xc, dp.reshape(chunks, n // chunks, 4 * f),
+                    preferred_element_type=jnp.float32)  # [C, 4F]
+    matmul = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
+  else:
+    matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+    dk = matmul(x.reshape(n, c).T, dp)  # [C, 4F]
   dk = dk.reshape(c, 2, 2, f).transpose(1, 2, 0, 3)  # [2, 2, C, F]
   w_t = kernel.transpose(0, 1, 3, 2).reshape(4 * f, c)  # [(i, j, F), C]
-  dx = jnp.matmul(dp, w_t, precision=jax.lax.Precision.HIGHEST).reshape(b, h, w, c)
+  return matmul(dp, w_t).reshape(b, h, w, c), dk
+
+
+def _conv2x2_bwd(res, dy):
+  x, kernel = res
+  dx, dk = _conv2x2_gemm_grads(x, kernel, dy)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
@@ -180,7 +200,7 @@ conv2x2_gemm_grad.defvjp(_conv2x2_fwd, _conv2x2_bwd)
 MATMUL_DTYPES = ("float32", "bfloat16")
 # Rows of the kernel-gradient contraction per chunk: XLA:CPU's bfloat16 GEMM reaches its
 # avx512_bf16 speed on a [C, rows] x [rows, 4F] product only when the long contraction is
-# split into a batch of chunks (benchmarks/RESULTS.md, "bfloat16 operands").
+# split into a batch of chunks (benchmarks/RESULTS.md, "Mixed precision").
 BF16_KERNEL_GRAD_ROWS = 1024
 
 
@@ -218,17 +238,7 @@ def _conv2x2_bf16_fwd(x, kernel):
 
 def _conv2x2_bf16_bwd(res, dy):
   x, kernel = res  # bfloat16
-  b, h, w, c = x.shape
-  f = kernel.shape[-1]
-  n = b * h * w
-  dp = _dy_taps(dy.astype(jnp.bfloat16))  # [N, 4F]
-  chunks = n // BF16_KERNEL_GRAD_ROWS if n % BF16_KERNEL_GRAD_ROWS == 0 else 1
-  xc = jnp.swapaxes(x.reshape(chunks, n // chunks, c), 1, 2)  # [k, C, N/k]
-  dk = jnp.einsum("kcn,knf->cf", xc, dp.reshape(chunks, n // chunks, 4 * f),
-                  preferred_element_type=jnp.float32)  # [C, 4F]
-  dk = dk.reshape(c, 2, 2, f).transpose(1, 2, 0, 3)  # [2, 2, C, F]
-  dx = _bf16_dot(dp, kernel.transpose(0, 1, 3, 2).reshape(4 * f, c)).reshape(b, h, w, c)
-  return dx, dk
+  return _conv2x2_gemm_grads(x, kernel, dy.astype(jnp.bfloat16), bf16=True)
 
 
 _conv2x2_bf16_f32.defvjp(_conv2x2_bf16_fwd, _conv2x2_bf16_bwd)
