@@ -200,6 +200,8 @@ def environment() -> dict[str, Any]:
       "numpy": np.__version__,
       "torch": _version("torch"),
       "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+      # glibc.malloc.hugetlb=1 changes XLA:CPU's timings (page faults on fresh buffers).
+      "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", ""),
       "load_average_start": _loadavg(),
   }
   return env

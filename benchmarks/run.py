@@ -219,7 +219,8 @@ def main(argv=None) -> int:
   write(path, result, common, t_start, partial=False)
   if not args.no_table:
     print(f"# {env['cpu_model']} x{env['cpu_count']} ({env['device_kind']}), jax "
-          f"{env['jax']}, torch {env['torch']}, XLA_FLAGS='{env['XLA_FLAGS']}', load "
+          f"{env['jax']}, torch {env['torch']}, XLA_FLAGS='{env['XLA_FLAGS']}', "
+          f"GLIBC_TUNABLES='{env.get('GLIBC_TUNABLES', '')}', load "
           f"{env['load_average_start']} -> {env['load_average_end']}")
     print_table(rows)
     print(f"# wrote {path}")
