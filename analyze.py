@@ -20,7 +20,9 @@ study over several runs named in the config, writing into ``--out``:
        discovered direction on the same held-out phantom subjects: one table)
   python analyze.py --config=configs/label_fraction_brain.py --out=runs/label_fraction
       (SS-DAAE classification accuracy vs the fraction of labelled images)
-User errors print one ``error:`` line and exit with status 2.
+``--malloc=system`` leaves glibc's allocator as it is (default 'retain': freed memory
+is reused, see jaxlatent/host.py).  User errors print one ``error:`` line and exit
+with status 2.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from jaxlatent.config_cli import parse_config_flags  # pylint: disable=g-import-not-at-top
 from jaxlatent.errors import ConfigError, exit_on_user_error  # pylint: disable=g-import-not-at-top
+from jaxlatent.host import MALLOC_HELP, configure_malloc  # pylint: disable=g-import-not-at-top
 
 
 @exit_on_user_error
@@ -41,7 +44,9 @@ def main(argv: list[str]) -> int:
   config, flag_values = parse_config_flags(argv, extra_flags=[
       ("workdir", None, "train.py workdir holding config.json and checkpoints/"),
       ("out", None, "report folder (default: <workdir>/report)"),
+      ("malloc", "retain", MALLOC_HELP),
   ])
+  configure_malloc(flag_values["malloc"].value)  # before JAX starts its threads
   workdir = flag_values["workdir"].value
   out = flag_values["out"].value
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -10,7 +10,9 @@ runs on one CPU, a multi-GPU node, a SLURM job (one process per host, ``srun``) 
 TPU pod slice (``--worker=all``): see "Scaling out" in README.md.
 
 Outputs in the workdir: config.json, checkpoints/<step>/, metrics.jsonl, losses.png,
-samples/step_XXXXXX.png.  User errors print one ``error:`` line and exit with status 2.
+samples/step_XXXXXX.png.  ``--malloc=system`` leaves glibc's allocator as it is
+(default 'retain': freed memory is reused, see jaxlatent/host.py).  User errors print
+one ``error:`` line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from jaxlatent.config_cli import parse_config_flags  # pylint: disable=g-import-not-at-top
 from jaxlatent.errors import ConfigError, exit_on_user_error  # pylint: disable=g-import-not-at-top
+from jaxlatent.host import MALLOC_HELP, configure_malloc  # pylint: disable=g-import-not-at-top
 
 
 @exit_on_user_error
 def main(argv: list[str]) -> int:
-  config, flag_values = parse_config_flags(
-      argv, extra_flags=[("workdir", None, "output folder (created; resumed if it exists)")])
+  config, flag_values = parse_config_flags(argv, extra_flags=[
+      ("workdir", None, "output folder (created; resumed if it exists)"),
+      ("malloc", "retain", MALLOC_HELP),
+  ])
+  configure_malloc(flag_values["malloc"].value)  # before JAX starts its threads
   workdir = flag_values["workdir"].value
   if not workdir:
     raise ConfigError("no --workdir given: pass --workdir=<output folder>")

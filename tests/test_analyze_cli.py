@@ -40,9 +40,14 @@ def _analyze_module():
 
 
 def _run(argv):
-  """analyze.main in-process; returns the exit status (0 or SystemExit's code)."""
+  """analyze.main in-process; returns the exit status (0 or SystemExit's code).
+
+  ``--malloc=system`` unless given: the allocator setting would outlive the test.
+  """
+  argv = list(argv) + ([] if any(a.startswith("--malloc") for a in argv) else
+                       ["--malloc=system"])
   try:
-    return _analyze_module().main(["analyze.py"] + list(argv))
+    return _analyze_module().main(["analyze.py"] + argv)
   except SystemExit as e:
     return e.code
 
@@ -146,6 +151,8 @@ def test_bad_config_exits_2(workdir, capsys):
   assert "stepz" in _one_error_line(capsys)
   assert _run([cfg, f"--workdir={workdir}", "--config.methods=('pca',)"]) == 2
   assert "pca" in _one_error_line(capsys)
+  assert _run([cfg, f"--workdir={workdir}", "--malloc=lots"]) == 2
+  assert "--malloc='lots': expected one of ('retain', 'system')" in _one_error_line(capsys)
 
 
 def test_cli_subprocess_one_line_error(tmp_path):

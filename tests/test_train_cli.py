@@ -24,6 +24,7 @@ BAD = {
     "unknown_key": (["--config.sedd=1"], "unknown config key 'sedd'"),
     "nifti_path": (["--config.data.source=nifti", "--config.data.path=/no/such/folder"],
                    "data.path='/no/such/folder' does not exist"),
+    "malloc": (["--malloc=lots"], "--malloc='lots': expected one of ('retain', 'system')"),
 }
 
 
