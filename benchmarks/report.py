@@ -35,7 +35,7 @@ def render(result: dict) -> str:
          f"{', '.join(env.get('cpu_flags', []))}), jax {env['jax']}, flax {env['flax']}, "
          f"torch {env['torch']} ({env.get('torch_threads', '?')} threads), "
          f"XLA_FLAGS='{env['XLA_FLAGS']}', GLIBC_TUNABLES='{env.get('GLIBC_TUNABLES', '')}', "
-         f"load average {env['load_average_start']} -> "
+         f"malloc {env.get('malloc', 'system')}, load average {env['load_average_start']} -> "
          f"{env.get('load_average_end')}.", "",
          "| case | variant | shape | median s (min-max) | compile s | throughput | "
          "speedup (paired, min-max) | GFLOP/s | % peak |",

@@ -43,6 +43,10 @@ XLA_VARIANTS = {
     "xnn_graph": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
     "vector512": "--xla_cpu_prefer_vector_width=512",
     "fast_math": "--xla_cpu_enable_fast_math=true",
+    # YNNPACK off: XLA:CPU's own (Eigen) convolutions, dots and fusions.
+    "ynn_off": "--xla_cpu_experimental_ynn_fusion_type=",
+    # YNNPACK's convolutions off (its dots kept): XLA:CPU's Eigen convolutions.
+    "ynn_noconv": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
 }
 
 
@@ -65,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--transpose-max-size", type=int, default=64)
   p.add_argument("--xla-variants", default="",
                  help=f"comma list of {','.join(XLA_VARIANTS)} (or 'all'): DCGAN per flag set")
+  p.add_argument("--malloc", default="retain", choices=("retain", "system"),
+                 help="host allocator, as train.py's --malloc (jaxlatent/host.py); both "
+                      "frameworks share it")
   p.add_argument("--no-table", action="store_true")
   return p.parse_args(argv)
 
@@ -116,7 +123,7 @@ def xla_variant_rows(args, names: list[str]) -> list[dict[str, Any]]:
       out = pathlib.Path(tmp) / "r.json"
       cmd = [sys.executable, str(HERE / "run.py"), "--cases", "dcgan", "--no-table",
              "--dcgan-sizes", sizes, "--dcgan-variants", "jax_subpixel,torch_nchw",
-             "--json-out", str(out), "--repeats", str(args.repeats)]
+             "--json-out", str(out), "--repeats", str(args.repeats), "--malloc", args.malloc]
       if args.quick:
         cmd.append("--quick")
       if args.dcgan_channels:
@@ -197,9 +204,14 @@ def main(argv=None) -> int:
   if unknown:
     print(f"error: unknown case(s) {unknown}; expected some of {ALL_CASES}", file=sys.stderr)
     return 2
+  # Before JAX or torch start their threads (they pick their malloc arenas then).
+  from jaxlatent.host import configure_malloc  # pylint: disable=g-import-not-at-top
+  malloc_applied = configure_malloc(args.malloc)
   import common  # pylint: disable=g-import-not-at-top
   ctx = make_ctx(args)
   env = common.environment()
+  env["malloc"] = args.malloc if malloc_applied or args.malloc == "system" else (
+      f"{args.malloc} (not applied: not glibc)")
   if ctx["torch"] is not None:
     env["torch_threads"] = ctx["torch"].get_num_threads()
   rows: list[dict[str, Any]] = []
@@ -220,7 +232,7 @@ def main(argv=None) -> int:
   if not args.no_table:
     print(f"# {env['cpu_model']} x{env['cpu_count']} ({env['device_kind']}), jax "
           f"{env['jax']}, torch {env['torch']}, XLA_FLAGS='{env['XLA_FLAGS']}', "
-          f"GLIBC_TUNABLES='{env.get('GLIBC_TUNABLES', '')}', load "
+          f"GLIBC_TUNABLES='{env.get('GLIBC_TUNABLES', '')}', malloc {env['malloc']}, load "
           f"{env['load_average_start']} -> {env['load_average_end']}")
     print_table(rows)
     print(f"# wrote {path}")
