@@ -1,7 +1,7 @@
 """``make demo``: the whole chain on phantoms with the tiny configs, in one command.
 
   python -m jaxlatent.demo --out runs/demo [--quick] [--paths=ct,ms,edits]
-      [--ms-model=stylegan2|dcgan|vae|none]
+      [--ms-model=stylegan2|dcgan|vae|none] [--malloc=retain|system]
 
 1. CT path (Schön et al.): train the tiny DCGAN on thorax phantoms
    (configs/dcgan_tiny.py), then ``analyze`` it with configs/analyze_ct_tiny.py: Voynov +
@@ -34,6 +34,7 @@ import os
 import sys
 import time
 
+from jaxlatent import host
 from jaxlatent.config_cli import config_from_file
 from jaxlatent.errors import ConfigError, exit_on_user_error
 
@@ -209,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="comma list of paths: ct, ms, edits (default: all three)")
   parser.add_argument("--ms-model", default="stylegan2",
                       help="model of the MS path: stylegan2 (default), dcgan, vae or none")
+  parser.add_argument("--malloc", default="retain", help=host.MALLOC_HELP)
   args = parser.parse_args(argv)
+  host.configure_malloc(args.malloc)  # before JAX starts its threads
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.ERROR)
   result = run_demo(args.out, quick=args.quick, ms_model=args.ms_model,
