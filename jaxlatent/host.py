@@ -2,8 +2,8 @@
 
 XLA:CPU takes every step's buffers (activations, gradients, scratch) from ``malloc``
 and frees them when the step ends.  glibc hands out blocks above its mmap threshold
-(32 MiB at most by default), and large blocks asked for by XLA's worker threads
-(served by per-thread arenas), as freshly mapped pages, and returns them to the
+(which adapts up to 32 MiB by default), and large blocks asked for by XLA's worker
+threads (served by per-thread arenas), as freshly mapped pages, and returns them to the
 kernel on free.  So every step page-faults and zero-fills its buffers anew: 74k
 faults (~300 MB) per 64x64 DCGAN step, 188k per 128x128 step.
 
@@ -14,7 +14,8 @@ by 2x (benchmarks/RESULTS.md, "Host allocator").  The cost: the process keeps it
 heap until it exits (its peak RSS did not grow in those runs).
 
 It changes the whole process, so the library never calls it itself: ``train.py``,
-``analyze.py`` and ``benchmarks/run.py`` do, from ``--malloc`` (default 'retain').  In
+``analyze.py``, the demo and ``benchmarks/run.py`` do, from ``--malloc`` (default
+'retain').  In
 your own script call it first thing, or start Python with the same settings as
 ``GLIBC_TUNABLES`` (:data:`GLIBC_TUNABLES_RETAIN`).  Off glibc (macOS, musl) it does
 nothing.
