@@ -15,10 +15,9 @@ heap until it exits (its peak RSS did not grow in those runs).
 
 It changes the whole process, so the library never calls it itself: ``train.py``,
 ``analyze.py``, the demo and ``benchmarks/run.py`` do, from ``--malloc`` (default
-'retain').  In
-your own script call it first thing, or start Python with the same settings as
-``GLIBC_TUNABLES`` (:data:`GLIBC_TUNABLES_RETAIN`).  Off glibc (macOS, musl) it does
-nothing.
+'retain').  In your own script call it first thing, or start Python with the same
+settings as ``GLIBC_TUNABLES`` (:data:`GLIBC_TUNABLES_RETAIN`).  Off glibc (macOS,
+musl) it does nothing.
 """
 
 from __future__ import annotations
@@ -42,20 +41,15 @@ GLIBC_TUNABLES_RETAIN = (f"glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=
                          f":glibc.malloc.trim_threshold={_ONE_GIB}")
 
 
-def check_malloc_mode(mode: str, flag: str = "--malloc") -> None:
-  """Raises ConfigError naming ``flag`` unless ``mode`` is one of MALLOC_MODES."""
-  if mode not in MALLOC_MODES:
-    raise ConfigError(f"{flag}={mode!r}: expected one of {MALLOC_MODES}")
-
-
-def configure_malloc(mode: str, flag: str = "--malloc") -> bool:
+def configure_malloc(mode: str) -> bool:
   """Sets the process's allocator: 'retain' (see module doc) or 'system' (as it is).
 
   Call it before JAX starts its backend (its threads pick their arenas on their first
   allocation).  Returns whether glibc took the 'retain' settings (False for 'system'
-  and off glibc).
+  and off glibc).  Raises ConfigError naming ``--malloc`` for any other ``mode``.
   """
-  check_malloc_mode(mode, flag)
+  if mode not in MALLOC_MODES:
+    raise ConfigError(f"--malloc={mode!r}: expected one of {MALLOC_MODES}")
   if mode == "system" or platform.libc_ver()[0] != "glibc":
     return False
   try:
