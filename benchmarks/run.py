@@ -33,6 +33,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
+from jaxlatent.host import MALLOC_MODES  # pylint: disable=g-import-not-at-top  # noqa: E402
+
 ALL_CASES = ("dcgan", "stylegan", "discovery", "eigen", "inversion", "flops")
 
 # Named XLA_FLAGS sets tried for the DCGAN step (each in its own subprocess).
@@ -69,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--transpose-max-size", type=int, default=64)
   p.add_argument("--xla-variants", default="",
                  help=f"comma list of {','.join(XLA_VARIANTS)} (or 'all'): DCGAN per flag set")
-  p.add_argument("--malloc", default="retain", choices=("retain", "system"),
+  p.add_argument("--malloc", default="retain", choices=MALLOC_MODES,
                  help="host allocator, as train.py's --malloc (jaxlatent/host.py); both "
                       "frameworks share it")
   p.add_argument("--no-table", action="store_true")
