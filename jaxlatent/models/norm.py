@@ -1,0 +1,136 @@
+"""GroupNorm written as two passes over the activations in each direction.
+
+``flax.linen.GroupNorm`` reduces ``[B, H, W, G, C/G]`` over the spatial axes and
+the last one, and autodiff adds several more reductions on the way back; on
+XLA:CPU each of those is a strided, barely vectorised loop when ``C`` is small
+(the reconstructor's first layer has 6 channels).  Here the per-channel sums are
+taken over a ``[B, N, L]`` view whose minor axis ``L`` is a multiple of both ``C``
+and 16 floats, the group statistics come from those ``[B, C]`` sums, and the
+backward pass is one reduction (``sum dy``, ``sum dy * x``) plus one elementwise
+pass.  Same statistics as flax's (``use_fast_variance``: E[x^2] - E[x]^2), same
+parameters (``scale``, ``bias``), so checkpoints of either load in the other.
+Figures: benchmarks/RESULTS.md, case 3.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Minor axis of the summing view: a multiple of this many float32s (one AVX-512 row).
+_LANES = 16
+
+
+def sum_spatial(x: jax.Array) -> jax.Array:
+  """``[B, ..., C] -> [B, C]``: float32 sums over every axis but the first and last."""
+  b, c = x.shape[0], x.shape[-1]
+  per_sample = x.size // b
+  lanes = c * (_LANES // math.gcd(c, _LANES))
+  if per_sample % lanes:
+    lanes = c
+  partial = x.reshape(b, per_sample // lanes, lanes).sum(axis=1, dtype=jnp.float32)
+  return partial.reshape(b, lanes // c, c).sum(axis=1)
+
+
+def _per_channel(v: jax.Array, channels: int) -> jax.Array:
+  """``[B, G] -> [B, C]``: each group's value repeated over its channels.
+
+  A product with the 0/1 group-membership matrix, not ``jnp.repeat``: XLA fuses a
+  repeat into the elementwise pass that reads it and recomputes it per element (an
+  integer division per value: 2.3x slower at 120 channels in 8 groups, 1 core).
+  """
+  groups = v.shape[1]
+  member = np.equal.outer(np.arange(groups), np.arange(channels) // (channels // groups))
+  return jnp.dot(v, jnp.asarray(member, v.dtype), precision=jax.lax.Precision.HIGHEST)
+
+
+def _over(v: jax.Array, x: jax.Array) -> jax.Array:
+  """``[B, C]`` shaped to broadcast against ``x`` (``[B, 1, ..., 1, C]``)."""
+  return v.reshape(v.shape[0], *([1] * (x.ndim - 2)), v.shape[1])
+
+
+def _statistics(x: jax.Array, num_groups: int, epsilon: float):
+  """Per sample and group: mean and 1/sqrt(var + eps), each ``[B, G]`` float32."""
+  b, c = x.shape[0], x.shape[-1]
+  count = (x.size // b) // num_groups
+  group = lambda v: v.reshape(b, num_groups, -1).sum(-1)  # [B, C] -> [B, G]
+  # Moments about a shift near the mean (each group's values at the first position),
+  # so E[d^2] - E[d]^2 does not cancel when |mean| >> std, still in one pass.
+  first = x.reshape(b, -1, c)[:, 0].astype(jnp.float32)
+  shift = group(first) / (c // num_groups)
+  xs = x.astype(jnp.float32) - _over(_per_channel(shift, c), x)
+  d1 = group(sum_spatial(xs)) / count
+  d2 = group(sum_spatial(xs * xs)) / count
+  var = jnp.maximum(d2 - d1 * d1, 0.0)
+  return shift + d1, jax.lax.rsqrt(var + epsilon)
+
+
+def _normalise(x, scale, bias, mean, rstd):
+  c = x.shape[-1]
+  mean_c, rstd_c = _per_channel(mean, c), _per_channel(rstd, c)
+  y = (x.astype(jnp.float32) - _over(mean_c, x)) * _over(rstd_c * scale, x) + bias
+  return y.astype(jnp.result_type(x.dtype, scale.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
+               epsilon: float = 1e-6) -> jax.Array:
+  """GroupNorm of ``x [B, ..., C]`` over all but the batch axis, per channel group,
+  then ``* scale + bias`` (``[C]`` each); the values and gradients of
+  ``flax.linen.GroupNorm(num_groups, epsilon)``."""
+  mean, rstd = _statistics(x, num_groups, epsilon)
+  return _normalise(x, scale, bias, mean, rstd)
+
+
+def _group_norm_fwd(x, scale, bias, num_groups, epsilon):
+  mean, rstd = _statistics(x, num_groups, epsilon)
+  return _normalise(x, scale, bias, mean, rstd), (x, scale, bias, mean, rstd)
+
+
+def _group_norm_bwd(num_groups, epsilon, res, dy):
+  del epsilon
+  x, scale, bias, mean, rstd = res
+  b, c = x.shape[0], x.shape[-1]
+  count = (x.size // b) // num_groups
+  mean_c, rstd_c = _per_channel(mean, c), _per_channel(rstd, c)
+  dyf = dy.astype(jnp.float32)
+  centred = x.astype(jnp.float32) - _over(mean_c, x)
+  sum_dy = sum_spatial(dyf)  # [B, C]
+  # Centred inside the sum (free in the fused pass): sum(dy x) - mean sum(dy) would
+  # cancel catastrophically in float32 when |mean| >> std.
+  sum_dy_xhat = rstd_c * sum_spatial(dyf * centred)  # sum of dy * normalised x
+  d_scale = sum_dy_xhat.sum(0)
+  d_bias = sum_dy.sum(0)
+  group = lambda v: v.reshape(b, num_groups, -1).sum(-1) / count  # [B, C] -> [B, G]
+  m1 = _per_channel(group(scale * sum_dy), c)  # mean of d(normalised x)
+  m2 = _per_channel(group(scale * sum_dy_xhat), c)  # mean of d(normalised x) * it
+  # dx = rstd (dy scale - m1 - xhat m2), xhat = (x - mean) rstd
+  dx = (dyf * _over(rstd_c * scale, x) - centred * _over(rstd_c * rstd_c * m2, x)
+        - _over(rstd_c * m1, x))
+  return (dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(bias.dtype))
+
+
+group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
+
+
+class GroupNorm(nn.Module):
+  """Drop-in for ``nn.GroupNorm(num_groups, epsilon)`` (parameters ``scale`` and
+  ``bias`` of shape ``[C]``; statistics over every axis but the batch axis) through
+  :func:`group_norm`."""
+
+  num_groups: int = 32
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    if self.num_groups <= 0 or c % self.num_groups:
+      raise ValueError(f"GroupNorm: {self.num_groups} groups do not divide {c} channels")
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    return group_norm(x, scale, bias, self.num_groups, self.epsilon)
