@@ -140,17 +140,19 @@ def test_dcgan_bfloat16_matmuls_keep_parameters_and_stay_close():
     dcgan.build_generator(_config(matmul_dtype="float16"))
 
 
-@pytest.mark.parametrize("shape,k", [((3, 8, 6, 2), 5),   # few channels: space-to-depth
-                                     ((2, 6, 8, 5), 7),
-                                     ((2, 7, 6, 2), 5),   # odd H: XLA forward
-                                     ((2, 6, 4, 17), 5),  # wide: shift-GEMM kernel grad
-                                     ((2, 4, 4, 3), 3)])
-def test_conv_same_fast_matches_xla_values_and_gradients(shape, k):
+@pytest.mark.parametrize("shape,k,out", [
+    ((3, 8, 6, 2), 5, 6),   # few channels in and out: space-to-depth, s2d shift GEMMs
+    ((2, 8, 8, 3), 5, 12),  # few in, more out: space-to-depth, XLA's kernel gradient
+    ((2, 6, 8, 5), 7, 6),
+    ((2, 7, 6, 2), 5, 6),   # odd H: XLA forward
+    ((2, 6, 4, 17), 5, 6),  # wide: shift-GEMM kernel grad
+    ((2, 4, 4, 3), 3, 6)])
+def test_conv_same_fast_matches_xla_values_and_gradients(shape, k, out):
   """The CPU formulations of a stride-1 'SAME' conv equal XLA's conv and autodiff."""
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(k, k, shape[-1], 6)) * 0.2, jnp.float32)
-  ct = jnp.asarray(rng.normal(size=shape[:-1] + (6,)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, shape[-1], out)) * 0.2, jnp.float32)
+  ct = jnp.asarray(rng.normal(size=shape[:-1] + (out,)), jnp.float32)
   loss = lambda conv: (lambda x, w: jnp.sum(jnp.tanh(conv(x, w)) * ct))
   ref = jax.grad(loss(layers.conv_same), argnums=(0, 1))(x, w)
   got = jax.jit(jax.grad(loss(layers.conv_same_fast), argnums=(0, 1)))(x, w)
@@ -163,6 +165,10 @@ def test_conv_same_fast_matches_xla_values_and_gradients(shape, k):
   dk = jax.vjp(lambda v: layers.conv_same(x, v), w)[1](ct)[0]
   for chunk_bytes in (1, 1 << 30):
     got_dk = layers._kernel_grad_shift_gemm(x, ct, k, chunk_bytes)  # pylint: disable=protected-access
+    np.testing.assert_allclose(np.asarray(got_dk), np.asarray(dk), rtol=1e-4, atol=1e-4)
+  if shape[1] % 2 == 0 and shape[2] % 2 == 0:  # the same on the space-to-depth input
+    got_dk = layers._kernel_grad_s2d_shift_gemm(  # pylint: disable=protected-access
+        layers.space_to_depth(x), layers.space_to_depth(ct), w)
     np.testing.assert_allclose(np.asarray(got_dk), np.asarray(dk), rtol=1e-4, atol=1e-4)
 
 
@@ -189,6 +195,48 @@ def test_max_pool_2x2_matches_nn_max_pool():
   g_ref = jax.grad(lambda x: jnp.sum(ref(x) * ct))(x)
   np.testing.assert_array_equal(np.asarray(g), np.asarray(g_ref))
 
+
+
+@pytest.mark.parametrize("out", [6, 12])  # s2d shift-GEMM / XLA kernel gradient
+def test_conv_same_blocks_and_max_pool_blocks_match_the_image_ops(out):
+  """conv -> ReLU -> 2x2 max-pool in the 2x2-block layout equals the same ops on the
+  image: values, and gradients (ReLU zeros make ties: the first maximum wins)."""
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(rng.normal(size=(2, 8, 6, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(5, 5, 3, out)) * 0.2, jnp.float32)
+  ct = jnp.asarray(rng.normal(size=(2, 4, 3, out)), jnp.float32)
+  blocks = layers.conv_same_blocks(x, w)
+  assert blocks.shape == (2, 4, 3, 4, out)
+  np.testing.assert_allclose(np.asarray(layers.blocks_to_image(blocks)),
+                             np.asarray(layers.conv_same(x, w)), rtol=1e-4, atol=1e-4)
+  via_blocks = lambda x, w: jnp.sum(
+      layers.max_pool_blocks(jax.nn.relu(layers.conv_same_blocks(x, w))) * ct)
+  via_image = lambda x, w: jnp.sum(
+      layers.max_pool_2x2(jax.nn.relu(layers.conv_same(x, w))) * ct)
+  np.testing.assert_allclose(float(via_blocks(x, w)), float(via_image(x, w)), rtol=1e-5)
+  got = jax.jit(jax.grad(via_blocks, argnums=(0, 1)))(x, w)
+  ref = jax.grad(via_image, argnums=(0, 1))(x, w)
+  for g, r in zip(got, ref):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
+  # Exact ties inside a block: the gradient goes to the first member only.
+  tied = jnp.ones((1, 1, 1, 4, 2))
+  g = jax.grad(lambda b: jnp.sum(layers.max_pool_blocks(b)))(tied)
+  np.testing.assert_array_equal(np.asarray(g[0, 0, 0, :, 0]), [1.0, 0.0, 0.0, 0.0])
+
+
+def test_conv_same_blocks_option_keeps_nn_conv_params():
+  """ConvSame(blocks=True): nn.Conv's parameters; blocks only where s2d applies."""
+  x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 8, 8, 2)), jnp.float32)
+  conv = nn.Conv(6, (5, 5), padding="SAME")
+  mine = layers.ConvSame(6, 5, conv_impl="fast", blocks=True)
+  pc, pm = conv.init(jax.random.key(3), x), mine.init(jax.random.key(3), x)
+  chex.assert_trees_all_close(pc, pm)
+  y = mine.apply(pm, x)
+  assert y.shape == (2, 4, 4, 4, 6)
+  np.testing.assert_allclose(np.asarray(layers.blocks_to_image(y)),
+                             np.asarray(conv.apply(pc, x)), rtol=1e-5, atol=1e-5)
+  odd = x[:, :7]  # odd height: no space-to-depth path, an image comes back
+  assert mine.apply(pm, odd).shape == (2, 7, 8, 6)
 
 def test_dcgan_init_shapes_and_range():
   c = _config(16)

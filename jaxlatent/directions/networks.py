@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import expm
 
 from jaxlatent.errors import ConfigError
-from jaxlatent.models import layers
+from jaxlatent.models import layers, norm
 
 DEFORMATOR_KINDS = ("id", "linear", "proj", "ortho", "fc", "random")
 RECONSTRUCTOR_KINDS = ("lenet", "resnet", "mlp")
@@ -118,7 +118,7 @@ def _norm(features: int) -> nn.Module:
     if features % g == 0 and features // g >= 2:
       groups = g
       break
-  return nn.GroupNorm(num_groups=groups)
+  return norm.GroupNorm(num_groups=groups)
 
 
 class LeNetReconstructor(nn.Module):
@@ -138,10 +138,14 @@ class LeNetReconstructor(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     for i, feat in enumerate((3 * self.width, 8 * self.width, 60 * self.width)):
-      x = layers.ConvSame(feat, 5, conv_impl=self.conv_impl, name=f"Conv_{i}")(x)
+      pool = i < 2 and x.shape[1] >= 2 and x.shape[2] >= 2
+      # With pooling next, the conv may return 2x2 blocks [B, H/2, W/2, 4, F]: the
+      # norm and ReLU are per channel and the pool is a max over the blocks.
+      x = layers.ConvSame(feat, 5, conv_impl=self.conv_impl, blocks=pool,
+                          name=f"Conv_{i}")(x)
       x = nn.relu(_norm(feat)(x))
-      if i < 2 and x.shape[1] >= 2 and x.shape[2] >= 2:
-        x = layers.max_pool_2x2(x)
+      if pool:
+        x = layers.max_pool_blocks(x) if x.ndim == 5 else layers.max_pool_2x2(x)
     h = x.mean(axis=(1, 2))  # [B, 60w]
     logits = nn.Dense(self.num_directions, name="logits")(h)
     eps = nn.Dense(1, name="shift")(h)[:, 0]

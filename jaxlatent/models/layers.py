@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlatent.errors import ConfigError
+from jaxlatent.models import norm
 
 UpsampleMode = Literal["subpixel", "resize", "transpose"]
 DownsampleMode = Literal["space_to_depth", "strided", "avgpool"]
@@ -66,7 +67,11 @@ def _pool_windows(x: jax.Array):
 
 def _max_pool_2x2_argmax(x: jax.Array):
   """Window maxima and the row-major index (0-3) of each window's first maximum."""
-  a, b, c, d = _pool_windows(x)
+  return _first_max_of_four(*_pool_windows(x))
+
+
+def _first_max_of_four(a, b, c, d):
+  """Elementwise maximum of four arrays and the index (0-3) of the first maximum."""
   top, top_i = jnp.maximum(a, b), jnp.where(b > a, 1, 0).astype(jnp.int8)
   bot, bot_i = jnp.maximum(c, d), jnp.where(d > c, 3, 2).astype(jnp.int8)
   return jnp.maximum(top, bot), jnp.where(bot > top, bot_i, top_i)
@@ -79,7 +84,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   The gradient goes to each window's first maximum, as XLA's select-and-scatter does,
   but as one elementwise pass over a stored argmax: on XLA:CPU select-and-scatter
   (or a reduce's tie counting) takes 5-10x longer (a 128 x 64 x 64 x 6 pool: 79 vs
-  ~13 ms fwd+bwd, 1 core).
+  ~13 ms fwd+bwd, 1 core; ~6 ms since the one-pass backward).
   """
   return _max_pool_2x2_argmax(x)[0]
 
@@ -92,13 +97,38 @@ def _max_pool_fwd(x):
 def _max_pool_bwd(res, g):
   idx, shape = res
   b, h, w, c = shape
-  parts = [jnp.where(idx == i, g, 0).astype(g.dtype) for i in range(4)]
-  top, bot = jnp.stack(parts[:2], axis=3), jnp.stack(parts[2:], axis=3)  # [B, h, w, 2, C]
-  dx = jnp.stack([top, bot], axis=2).reshape(b, 2 * (h // 2), 2 * (w // 2), c)
+  # One elementwise pass over [B, h, 2, w, 2, C] (a free reshape of the input's
+  # shape): window position 2i + j takes g where it held the maximum.  Stacking four
+  # masked copies instead took 3.2x longer (128 x 64 x 64 x 6: 3.1 vs 1.0 ms, 1 core).
+  pos = (2 * np.arange(2)[:, None] + np.arange(2)[None, :]).astype(np.int8)
+  hit = idx[:, :, None, :, None, :] == pos[None, None, :, None, :, None]
+  dx = jnp.where(hit, g[:, :, None, :, None, :], 0).astype(g.dtype)
+  dx = dx.reshape(b, 2 * (h // 2), 2 * (w // 2), c)
   return (jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
 
 
 max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+@jax.custom_vjp
+def max_pool_blocks(blocks: jax.Array) -> jax.Array:
+  """:func:`max_pool_2x2` of :func:`blocks_to_image` ``(blocks)``, from the 2x2 blocks
+  ``[B, h, w, 4, C]`` of :func:`conv_same_blocks`: the maximum over axis 3, the
+  gradient to each block's first maximum; no layout copy either way."""
+  return _first_max_of_four(*(blocks[:, :, :, i] for i in range(4)))[0]
+
+
+def _max_pool_blocks_fwd(blocks):
+  m, idx = _first_max_of_four(*(blocks[:, :, :, i] for i in range(4)))
+  return m, idx
+
+
+def _max_pool_blocks_bwd(idx, g):
+  hit = idx[:, :, :, None, :] == np.arange(4, dtype=np.int8)[:, None]
+  return (jnp.where(hit, g[:, :, :, None, :], 0).astype(g.dtype),)
+
+
+max_pool_blocks.defvjp(_max_pool_blocks_fwd, _max_pool_blocks_bwd)
 
 
 def channels_at(res: int, channels_at_4: int, max_channels: int) -> int:
@@ -386,14 +416,14 @@ def check_resample_modes(upsample: str | None = None, downsample: str | None = N
     raise ConfigError(f"model.downsample={downsample!r}: expected one of {DOWNSAMPLE_MODES}")
 
 
-def group_norm(features: int, name: str | None = None) -> nn.GroupNorm:
+def group_norm(features: int, name: str | None = None) -> norm.GroupNorm:
   """GroupNorm with up to 8 groups that divide ``features`` (batch-independent)."""
   groups = 1
   for g in (8, 4, 2):
     if features % g == 0:
       groups = g
       break
-  return nn.GroupNorm(num_groups=groups, name=name)
+  return norm.GroupNorm(num_groups=groups, name=name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,7 +455,8 @@ class ModuleApply:
 # GEMMs): 3-5x faster forward and for the input gradient.  For wider inputs XLA's
 # forward and input gradient are as fast as PyTorch's, but its kernel gradient is not;
 # there GEMMs over the input's k horizontal shifts, in cache-sized batch chunks, are
-# ~4x faster.
+# ~4x faster.  The same shift GEMMs on the space-to-depth input and output take the
+# 2->6 conv's kernel gradient in half XLA's time (XLA's is faster from ~16 outputs).
 # Figures: benchmarks/RESULTS.md, case 3.
 
 CONV_IMPLS = ("auto", "xla", "fast")
@@ -463,14 +494,16 @@ def s2d_kernel(kernel: jax.Array) -> jax.Array:
   return big.reshape(n, n, 4 * c, 4 * o)
 
 
+def _conv_on_s2d(xs: jax.Array, kernel_s2d: jax.Array) -> jax.Array:
+  """The n x n 'SAME' conv (n odd) of :func:`conv_same_s2d` on the space-to-depth input."""
+  p = kernel_s2d.shape[0] // 2
+  return jax.lax.conv_general_dilated(xs, kernel_s2d, (1, 1), ((p, p), (p, p)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def conv_same_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """:func:`conv_same` computed on the 2x2 space-to-depth input (H, W even)."""
-  k = kernel.shape[0]
-  lo, hi, _ = _s2d_taps(k)
-  y = jax.lax.conv_general_dilated(
-      space_to_depth(x), s2d_kernel(kernel), (1, 1), ((-lo, hi), (-lo, hi)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return depth_to_space(y)
+  return depth_to_space(_conv_on_s2d(space_to_depth(x), s2d_kernel(kernel)))
 
 
 # Batch chunks of the shift-GEMM kernel gradient hold about this many bytes of the
@@ -511,43 +544,104 @@ def _kernel_grad_shift_gemm(x: jax.Array, dy: jax.Array, k: int,
   return total
 
 
-@jax.custom_vjp
+def _kernel_grad_s2d_shift_gemm(xs: jax.Array, dys: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Kernel gradient of :func:`conv_same` through :func:`conv_same_s2d`, from the
+  space-to-depth input ``xs`` and output gradient ``dys``: shift GEMMs for the n x n
+  conv (n = 3 for k = 5), then back through :func:`s2d_kernel` (linear in the kernel)."""
+  _, hi, _ = _s2d_taps(kernel.shape[0])
+  dk_s2d = _kernel_grad_shift_gemm(xs, dys, 2 * hi + 1)
+  return jax.vjp(s2d_kernel, kernel)[1](dk_s2d)[0]
+
+
 def conv_same_fast(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """:func:`conv_same` with the fastest XLA:CPU formulation per direction.
 
-  Few input channels (<= ``S2D_CONV_MAX_CHANNELS``) and even H, W: forward and input
-  gradient on the space-to-depth input, XLA's kernel gradient.  Otherwise: XLA's
-  forward and input gradient, the kernel gradient as shift GEMMs.  Same values as
+  Few input channels (<= ``S2D_CONV_MAX_CHANNELS``) and even H, W: through
+  :func:`conv_same_blocks` (the space-to-depth input).  Otherwise: XLA's forward and
+  input gradient, the kernel gradient as shift GEMMs.  Same values as
   :func:`conv_same` up to float rounding.
   """
-  return _conv_fast_forward(x, kernel)
+  if _use_s2d(x, kernel):
+    return blocks_to_image(conv_same_blocks(x, kernel))
+  return _conv_same_wide(x, kernel)
 
 
-def _use_s2d(x: jax.Array, kernel: jax.Array) -> bool:
+def _use_s2d(x, kernel) -> bool:
   return (x.shape[-1] <= S2D_CONV_MAX_CHANNELS and x.shape[1] % 2 == 0
           and x.shape[2] % 2 == 0 and kernel.shape[0] == kernel.shape[1] == 5)
 
 
-def _conv_fast_forward(x, kernel):
-  return conv_same_s2d(x, kernel) if _use_s2d(x, kernel) else conv_same(x, kernel)
+def blocks_to_image(blocks: jax.Array) -> jax.Array:
+  """``[B, h, w, 4, C]`` 2x2 blocks (index 2i + j) -> the ``[B, 2h, 2w, C]`` image."""
+  b, h, w, _, c = blocks.shape
+  return depth_to_space(blocks.reshape(b, h, w, 4 * c))
 
 
-def _conv_fast_fwd(x, kernel):
-  return _conv_fast_forward(x, kernel), (x, kernel)
+@jax.custom_vjp
+def conv_same_blocks(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv_same` of ``x [B, H, W, C]`` (H, W even, odd k) as 2x2 output blocks
+  ``[B, H/2, W/2, 4, O]``: block member ``2i + j`` at ``(h, w)`` is output pixel
+  ``(2h + i, 2w + j)``, the layout the space-to-depth conv produces.
+
+  A following 2x2 max-pool (:func:`max_pool_blocks`) and any per-channel op
+  (GroupNorm, ReLU) then need no depth-to-space copy; XLA:CPU fuses such a copy of a
+  6-channel image into the elementwise passes around it, where it runs ~10x slower
+  than alone (the LeNet reconstructor spent ~60 of ~290 ms per step there, 1 core).
+  Gradients: the input gradient on the space-to-depth grid; the kernel gradient as
+  shift GEMMs there too when the output has few channels, XLA's otherwise.
+  """
+  return _blocks_fwd(x, kernel)[0]
 
 
-def _conv_fast_bwd(res, dy):
-  x, kernel = res
-  if _use_s2d(x, kernel):
-    dx = jax.vjp(lambda v: conv_same_s2d(v, kernel), x)[1](dy)[0]
-    dk = jax.vjp(lambda v: conv_same(x, v), kernel)[1](dy)[0]
+def _s2d_grad_kernel_on_s2d(kernel: jax.Array) -> bool:
+  """Whether the kernel gradient is taken as s2d shift GEMMs (few output channels:
+  there XLA's kernel-gradient conv is ~2x slower; from ~16 outputs it is faster)."""
+  return kernel.shape[-1] <= S2D_CONV_MAX_CHANNELS
+
+
+def _blocks_fwd(x, kernel):
+  b, h, w, _ = x.shape
+  xs = space_to_depth(x)
+  ys = _conv_on_s2d(xs, s2d_kernel(kernel))
+  saved = xs if _s2d_grad_kernel_on_s2d(kernel) else x
+  return ys.reshape(b, h // 2, w // 2, 4, kernel.shape[-1]), (saved, kernel)
+
+
+def _blocks_bwd(res, dy_blocks):
+  saved, kernel = res
+  b, h, w, _, o = dy_blocks.shape
+  dys = dy_blocks.reshape(b, h, w, 4 * o)
+  kernel_s2d = s2d_kernel(kernel)
+  xs_shape = jax.ShapeDtypeStruct((b, h, w, 4 * kernel.shape[2]), dys.dtype)
+  dxs = jax.linear_transpose(lambda v: _conv_on_s2d(v, kernel_s2d), xs_shape)(dys)[0]
+  if _s2d_grad_kernel_on_s2d(kernel):
+    dk = _kernel_grad_s2d_shift_gemm(saved, dys, kernel)
   else:
-    dx = jax.vjp(lambda v: conv_same(v, kernel), x)[1](dy)[0]
-    dk = _kernel_grad_shift_gemm(x, dy, kernel.shape[0])
+    dk = jax.vjp(lambda v: conv_same(saved, v), kernel)[1](depth_to_space(dys))[0]
+  return depth_to_space(dxs).astype(saved.dtype), dk.astype(kernel.dtype)
+
+
+conv_same_blocks.defvjp(_blocks_fwd, _blocks_bwd)
+
+
+@jax.custom_vjp
+def _conv_same_wide(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv_same` whose kernel gradient is :func:`_kernel_grad_shift_gemm`."""
+  return conv_same(x, kernel)
+
+
+def _wide_fwd(x, kernel):
+  return conv_same(x, kernel), (x, kernel)
+
+
+def _wide_bwd(res, dy):
+  x, kernel = res
+  dx = jax.vjp(lambda v: conv_same(v, kernel), x)[1](dy)[0]
+  dk = _kernel_grad_shift_gemm(x, dy, kernel.shape[0])
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
-conv_same_fast.defvjp(_conv_fast_fwd, _conv_fast_bwd)
+_conv_same_wide.defvjp(_wide_fwd, _wide_bwd)
 
 
 def use_fast_conv(conv_impl: str) -> bool:
@@ -561,12 +655,17 @@ def use_fast_conv(conv_impl: str) -> bool:
 
 class ConvSame(nn.Module):
   """``nn.Conv(features, (k, k), padding='SAME')`` with the same parameters (names,
-  shapes, initialisers), through :func:`conv_same_fast` where :func:`use_fast_conv`."""
+  shapes, initialisers), through :func:`conv_same_fast` where :func:`use_fast_conv`.
+
+  ``blocks=True`` (for a following 2x2 pool): where the space-to-depth path applies,
+  the output is :func:`conv_same_blocks`' ``[B, H/2, W/2, 4, O]``; else ``[B, H, W, O]``.
+  """
 
   features: int
   kernel_size: int = 5
   use_bias: bool = True
   conv_impl: str = "auto"
+  blocks: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -574,9 +673,13 @@ class ConvSame(nn.Module):
     if k % 2 == 0:
       raise ConfigError(f"ConvSame: kernel_size={k} must be odd")
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], self.features))
-    conv = conv_same_fast if use_fast_conv(self.conv_impl) else conv_same
-    y = conv(x, kernel.astype(x.dtype))
+                        (k, k, x.shape[-1], self.features)).astype(x.dtype)
+    if not use_fast_conv(self.conv_impl):
+      y = conv_same(x, kernel)
+    elif self.blocks and _use_s2d(x, kernel):
+      y = conv_same_blocks(x, kernel)
+    else:
+      y = conv_same_fast(x, kernel)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
     return y
