@@ -603,22 +603,22 @@ def _blocks_fwd(x, kernel):
   b, h, w, _ = x.shape
   xs = space_to_depth(x)
   ys = _conv_on_s2d(xs, s2d_kernel(kernel))
-  saved = xs if _s2d_grad_kernel_on_s2d(kernel) else x
-  return ys.reshape(b, h // 2, w // 2, 4, kernel.shape[-1]), (saved, kernel)
+  return ys.reshape(b, h // 2, w // 2, 4, kernel.shape[-1]), (xs, kernel)
 
 
 def _blocks_bwd(res, dy_blocks):
-  saved, kernel = res
+  xs, kernel = res
   b, h, w, _, o = dy_blocks.shape
   dys = dy_blocks.reshape(b, h, w, 4 * o)
   kernel_s2d = s2d_kernel(kernel)
   xs_shape = jax.ShapeDtypeStruct((b, h, w, 4 * kernel.shape[2]), dys.dtype)
   dxs = jax.linear_transpose(lambda v: _conv_on_s2d(v, kernel_s2d), xs_shape)(dys)[0]
   if _s2d_grad_kernel_on_s2d(kernel):
-    dk = _kernel_grad_s2d_shift_gemm(saved, dys, kernel)
-  else:
-    dk = jax.vjp(lambda v: conv_same(saved, v), kernel)[1](depth_to_space(dys))[0]
-  return depth_to_space(dxs).astype(saved.dtype), dk.astype(kernel.dtype)
+    dk = _kernel_grad_s2d_shift_gemm(xs, dys, kernel)
+  else:  # x from the saved conv input, not recomputed from whatever produced it
+    x = depth_to_space(xs)
+    dk = jax.vjp(lambda v: conv_same(x, v), kernel)[1](depth_to_space(dys))[0]
+  return depth_to_space(dxs).astype(xs.dtype), dk.astype(kernel.dtype)
 
 
 conv_same_blocks.defvjp(_blocks_fwd, _blocks_bwd)
