@@ -566,7 +566,7 @@ def conv_same_fast(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _conv_same_wide(x, kernel)
 
 
-def _use_s2d(x, kernel) -> bool:
+def _use_s2d(x: jax.Array, kernel: jax.Array) -> bool:
   return (x.shape[-1] <= S2D_CONV_MAX_CHANNELS and x.shape[1] % 2 == 0
           and x.shape[2] % 2 == 0 and kernel.shape[0] == kernel.shape[1] == 5)
 
