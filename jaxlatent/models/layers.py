@@ -115,12 +115,11 @@ def max_pool_blocks(blocks: jax.Array) -> jax.Array:
   """:func:`max_pool_2x2` of :func:`blocks_to_image` ``(blocks)``, from the 2x2 blocks
   ``[B, h, w, 4, C]`` of :func:`conv_same_blocks`: the maximum over axis 3, the
   gradient to each block's first maximum; no layout copy either way."""
-  return _first_max_of_four(*(blocks[:, :, :, i] for i in range(4)))[0]
+  return _max_pool_blocks_fwd(blocks)[0]
 
 
-def _max_pool_blocks_fwd(blocks):
-  m, idx = _first_max_of_four(*(blocks[:, :, :, i] for i in range(4)))
-  return m, idx
+def _max_pool_blocks_fwd(blocks):  # (maxima, first-maximum index as the residual)
+  return _first_max_of_four(*(blocks[:, :, :, i] for i in range(4)))
 
 
 def _max_pool_blocks_bwd(idx, g):

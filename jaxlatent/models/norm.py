@@ -56,11 +56,16 @@ def _over(v: jax.Array, x: jax.Array) -> jax.Array:
   return v.reshape(v.shape[0], *([1] * (x.ndim - 2)), v.shape[1])
 
 
+def _group_sum(v: jax.Array, num_groups: int) -> jax.Array:
+  """``[B, C] -> [B, G]``: sums over each group's channels."""
+  return v.reshape(v.shape[0], num_groups, -1).sum(-1)
+
+
 def _statistics(x: jax.Array, num_groups: int, epsilon: float):
   """Per sample and group: mean and 1/sqrt(var + eps), each ``[B, G]`` float32."""
   b, c = x.shape[0], x.shape[-1]
   count = (x.size // b) // num_groups
-  group = lambda v: v.reshape(b, num_groups, -1).sum(-1)  # [B, C] -> [B, G]
+  group = lambda v: _group_sum(v, num_groups)
   # Moments about a shift near the mean (each group's values at the first position),
   # so E[d^2] - E[d]^2 does not cancel when |mean| >> std, still in one pass.
   first = x.reshape(b, -1, c)[:, 0].astype(jnp.float32)
@@ -108,7 +113,7 @@ def _group_norm_bwd(num_groups, epsilon, res, dy):
   sum_dy_xhat = rstd_c * sum_spatial(dyf * centred)  # sum of dy * normalised x
   d_scale = sum_dy_xhat.sum(0)
   d_bias = sum_dy.sum(0)
-  group = lambda v: v.reshape(b, num_groups, -1).sum(-1) / count  # [B, C] -> [B, G]
+  group = lambda v: _group_sum(v, num_groups) / count  # group means
   m1 = _per_channel(group(scale * sum_dy), c)  # mean of d(normalised x)
   m2 = _per_channel(group(scale * sum_dy_xhat), c)  # mean of d(normalised x) * it
   # dx = rstd (dy scale - m1 - xhat m2), xhat = (x - mean) rstd
