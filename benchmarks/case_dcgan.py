@@ -99,20 +99,22 @@ def bench_step(size: int, batch: int, c4: int, **knobs):
 
 
 def torch_step(size: int, batch: int, c4: int, channels_last: bool = False,
-               reuse_fake: bool = True, autocast_bf16: bool = False):
-  """A call running one step of the PyTorch reference (same widths as the library);
-  ``autocast_bf16``: under ``torch.autocast('cpu', torch.bfloat16)``, PyTorch's mixed
-  precision (oneDNN's bfloat16 convolutions, float32 parameters)."""
+               reuse_fake: bool = True, autocast_bf16: bool = False, device: str = "cpu"):
+  """A call running one step of the PyTorch reference (same widths as the library) on
+  ``device``; ``autocast_bf16``: under ``torch.autocast(device, torch.bfloat16)``,
+  PyTorch's mixed precision (on CPU oneDNN's bfloat16 convolutions; float32
+  parameters)."""
   import torch  # pylint: disable=g-import-not-at-top
   import torch_refs  # pylint: disable=g-import-not-at-top
   gw, dw = _widths(size, c4)
   step = torch_refs.DCGANStep(size, 32, gw, dw, batch, channels_last=channels_last,
-                              project="dense", head="dense", reuse_fake=reuse_fake)
+                              project="dense", head="dense", reuse_fake=reuse_fake,
+                              device=device)
   if not autocast_bf16:
     return step
 
   def call():
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device, dtype=torch.bfloat16):
       return step()
 
   return call
@@ -153,9 +155,9 @@ VARIANTS = {
     "torch_channels_last": ("torch", {"channels_last": True},
                             "the same PyTorch loop, channels_last"),
     "torch_nchw_bf16": ("torch", {"autocast_bf16": True},
-                        "the PyTorch NCHW loop under torch.autocast('cpu', bfloat16)"),
+                        "the PyTorch NCHW loop under torch.autocast(device, bfloat16)"),
     "torch_channels_last_bf16": ("torch", {"channels_last": True, "autocast_bf16": True},
-                                 "the channels_last loop under torch.autocast('cpu', "
+                                 "the channels_last loop under torch.autocast(device, "
                                  "bfloat16)"),
     "torch_two_g": ("torch", {"reuse_fake": False},
                     "PyTorch with a second G forward for the G update (as cand_two_g)"),
@@ -187,7 +189,8 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
         elif kind == "bench":
           calls[name], stats[name] = bench_step(size, batch, c4, **kw)
         elif have_torch:
-          calls[name], stats[name] = torch_step(size, batch, c4, **kw), {}
+          calls[name], stats[name] = torch_step(size, batch, c4, **kw,
+                                                device=ctx.get("torch_device") or "cpu"), {}
         else:
           missing[name] = "not available: torch not installed (pip install -e .[bench])"
       except ImportError as e:

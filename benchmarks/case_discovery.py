@@ -66,11 +66,13 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
     import case_dcgan  # pylint: disable=g-import-not-at-top
     import torch_refs  # pylint: disable=g-import-not-at-top
     gw, _ = case_dcgan._widths(size, c4)  # pylint: disable=protected-access
+    dev = ctx.get("torch_device") or "cpu"
     tg = torch_refs.DCGANGenerator(32, gw, 1, project="dense")
-    calls["torch_step"] = torch_refs.DiscoveryStep(tg, 32, k, batch, size)
+    calls["torch_step"] = torch_refs.DiscoveryStep(tg, 32, k, batch, size, device=dev)
     tg_ref = torch_refs.DCGANGenerator(32, gw, 1, project="dense")
     calls["torch_reference_step"] = torch_refs.DiscoveryStep(tg_ref, 32, k, batch, size,
-                                                             freeze_generator=False)
+                                                             freeze_generator=False,
+                                                             device=dev)
   t = common.time_interleaved(calls, repeats=ctx["repeats"], warmup=ctx["warmup"])
   rows = [{"case": "discovery", "variant": "jax_step", "shape": shape,
            "what": "voynov.make_train_step (jitted)", **t["jax_step"].as_dict(),

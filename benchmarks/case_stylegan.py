@@ -1,4 +1,4 @@
-"""Case 2: StyleGAN2 train step at 64x64, lazy R1 / path-length amortised, JAX vs PyTorch.
+"""Case 2: StyleGAN2 train step (64x64; 256 on a GPU), lazy R1 / PL amortised, JAX vs PyTorch.
 
 The library's step (``make_trainer`` with ``model.name='stylegan2'``), jitted once
 per phase (plain, path length, path length + R1; ``trainer.phase(step)`` as the
@@ -10,7 +10,8 @@ training.  The regularised and plain steps are also timed alone.
 Size: the stylegan2-ada 64x64 network has 512 channels at every resolution (~0.5
 TFLOP per batch-32 step), minutes per step on 2 CPU cores; the CPU default here is a
 narrower network (``channel_base=2048, channel_max=128``, 8 mapping layers, z = w =
-256, batch 16).  ``ctx['stylegan_full']`` (``--full`` on a GPU) runs the ada defaults.
+256, batch 16).  ``--stylegan-full`` (for a GPU) runs the ada defaults at batch 32;
+``--stylegan-sizes 64,256`` times each size in turn (default 64).
 
 PyTorch reference: ``torch_stylegan.StyleGAN2Step``, the same network and step
 written by us in PyTorch (NCHW; see its docstring for what matches and what differs),
@@ -73,9 +74,17 @@ def _split(periods: list[list[float]], pl_interval: int) -> tuple[list[float], l
 
 
 def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
+  """Rows for every size of ``ctx['stylegan_sizes']`` (default 64; 16 when quick)."""
+  sizes = ctx.get("stylegan_sizes") or ([16] if ctx["quick"] else [64])
+  rows = []
+  for size in sizes:
+    rows += _run_size(ctx, int(size))
+  return rows
+
+
+def _run_size(ctx: dict[str, Any], size: int) -> list[dict[str, Any]]:
   from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
   quick, full = ctx["quick"], ctx.get("stylegan_full", False)
-  size = 16 if quick else 64
   batch = 4 if quick else (32 if full else 16)
   cfg = _config(size, quick, full)
   m = cfg.model
@@ -111,7 +120,8 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
   if ctx["torch"] is not None:
     try:
       import torch_stylegan  # pylint: disable=g-import-not-at-top
-      torch_step = torch_stylegan.StyleGAN2Step.from_config(cfg, batch)
+      torch_step = torch_stylegan.StyleGAN2Step.from_config(
+          cfg, batch, device=ctx.get("torch_device") or "cpu")
       calls["torch"] = _period_call(lambda i: torch_step(), period, periods["torch"])
     except ImportError as e:
       torch_missing = f"not available: {e}"

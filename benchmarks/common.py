@@ -200,6 +200,7 @@ def environment() -> dict[str, Any]:
       "numpy": np.__version__,
       "torch": _version("torch"),
       "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+      "XLA_PYTHON_CLIENT_MEM_FRACTION": os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", ""),
       # glibc.malloc.hugetlb=1 changes XLA:CPU's timings (page faults on fresh buffers).
       "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", ""),
       "load_average_start": _loadavg(),
@@ -234,15 +235,20 @@ def ratio(a: float | None, b: float | None) -> float | None:
   return a / b
 
 
-def peak_matmul_flops(n: int = 2048, repeats: int = 5) -> dict[str, Any]:
-  """Measured f32 peak of this device: an n x n x n matmul, 2 n^3 FLOPs per call."""
+def peak_matmul_flops(n: int = 2048, repeats: int = 5, dtype: str = "float32"
+                      ) -> dict[str, Any]:
+  """Measured matmul peak of this device: an n x n x n matmul, 2 n^3 FLOPs per call.
+
+  At JAX's default precision, as the benchmarked steps run (on NVIDIA GPUs since
+  Ampere a float32 matmul then uses TF32 tensor cores).
+  """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   compiled, stats = compile_stats(jnp.matmul, a, b)
   t = time_calls(lambda: compiled(a, b), repeats=repeats, warmup=2)
   flops = 2.0 * n ** 3
-  return {"n": n, "dtype": "float32", "flops": flops, **t.as_dict(),
+  return {"n": n, "dtype": dtype, "precision": "default", "flops": flops, **t.as_dict(),
           "flops_per_s": flops / t.median, "xla_flops": stats.get("flops")}
 
 

@@ -36,6 +36,7 @@ sys.path.insert(1, str(HERE.parent))
 from jaxlatent.host import MALLOC_MODES  # pylint: disable=g-import-not-at-top  # noqa: E402
 
 ALL_CASES = ("dcgan", "stylegan", "discovery", "eigen", "inversion", "flops")
+TORCH_DEVICES = ("auto", "cpu", "cuda")
 
 # Named XLA_FLAGS sets tried for the DCGAN step (each in its own subprocess).
 XLA_VARIANTS = {
@@ -63,12 +64,20 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--json-out", default=None, help="exact JSON path (overrides --out)")
   p.add_argument("--torch-threads", type=int, default=0,
                  help="torch.set_num_threads (0: every core this process may use, as XLA)")
+  p.add_argument("--torch-device", default="auto", choices=TORCH_DEVICES,
+                 help="where the PyTorch references run; auto: 'cuda' when JAX runs on a "
+                      "GPU and torch sees one, else 'cpu'")
   p.add_argument("--dcgan-sizes", default="", help="e.g. 64,128")
   p.add_argument("--dcgan-batch", type=int, default=0)
   p.add_argument("--dcgan-channels", type=int, default=0,
                  help="channels at 4x4 (default 512; the paper: 2048)")
   p.add_argument("--dcgan-variants", default="", help="comma list (case_dcgan.VARIANTS)")
   p.add_argument("--transpose-max-size", type=int, default=64)
+  p.add_argument("--stylegan-sizes", default="",
+                 help="e.g. 64,256 (default 64; 16 with --quick)")
+  p.add_argument("--stylegan-full", action="store_true",
+                 help="stylegan2-ada's 512-channel network (batch 32) instead of the narrow "
+                      "CPU one; for accelerators")
   p.add_argument("--xla-variants", default="",
                  help=f"comma list of {','.join(XLA_VARIANTS)} (or 'all'): DCGAN per flag set")
   p.add_argument("--malloc", default="retain", choices=MALLOC_MODES,
@@ -78,23 +87,47 @@ def parse_args(argv=None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
+def resolve_torch_device(requested: str, torch, jax_platform: str) -> str:
+  """The device the PyTorch references run on: 'cpu' or 'cuda'.
+
+  ``auto`` pairs them with JAX: 'cuda' when JAX runs on a GPU and torch sees one.  An
+  explicit 'cuda' that torch cannot use is an error, not a silent CPU run (that would
+  set a GPU JAX step against a CPU PyTorch step).
+  """
+  if requested not in TORCH_DEVICES:
+    raise ValueError(f"--torch-device {requested!r}: expected one of {TORCH_DEVICES}")
+  if requested == "cuda" and torch is None:
+    raise ValueError("--torch-device cuda: torch is not installed (pip install -e .[bench])")
+  cuda = torch is not None and torch.cuda.is_available()
+  if requested == "cuda" and not cuda:
+    raise ValueError(f"--torch-device cuda: torch {torch.__version__} sees no CUDA device")
+  if requested == "auto":
+    return "cuda" if cuda and jax_platform == "gpu" else "cpu"
+  return requested
+
+
 def make_ctx(args) -> dict[str, Any]:
-  torch = None
+  import jax  # pylint: disable=g-import-not-at-top
+  torch, torch_device = None, None
   try:
     import torch as torch_mod  # pylint: disable=g-import-not-at-top
     import torch_refs  # pylint: disable=g-import-not-at-top
     torch = torch_mod
-    torch_refs.set_threads(args.torch_threads or len(os.sched_getaffinity(0)))
   except ImportError:
     pass
+  # Every reference step takes this device explicitly (torch_refs.py's docstring).
+  torch_device = resolve_torch_device(args.torch_device, torch, jax.default_backend())
+  if torch is not None:
+    torch_refs.set_threads(args.torch_threads or len(os.sched_getaffinity(0)))
   ints = lambda s: [int(x) for x in s.split(",") if x]
   return {
       "quick": args.quick, "repeats": max(5, args.repeats), "warmup": max(1, args.warmup),
-      "torch": torch,
+      "torch": torch, "torch_device": torch_device,
       "dcgan_sizes": ints(args.dcgan_sizes), "dcgan_batch": args.dcgan_batch,
       "dcgan_channels": args.dcgan_channels,
       "dcgan_variants": tuple(x for x in args.dcgan_variants.split(",") if x),
       "transpose_max_size": args.transpose_max_size,
+      "stylegan_sizes": ints(args.stylegan_sizes), "stylegan_full": args.stylegan_full,
   }
 
 
@@ -206,16 +239,26 @@ def main(argv=None) -> int:
   if unknown:
     print(f"error: unknown case(s) {unknown}; expected some of {ALL_CASES}", file=sys.stderr)
     return 2
+  # JAX and PyTorch share one GPU in this process: XLA's default preallocation (75% of
+  # the device's memory) would leave torch too little.  No effect on CPU.
+  os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
   # Before JAX or torch start their threads (they pick their malloc arenas then).
   from jaxlatent.host import configure_malloc  # pylint: disable=g-import-not-at-top
   malloc_applied = configure_malloc(args.malloc)
   import common  # pylint: disable=g-import-not-at-top
-  ctx = make_ctx(args)
+  try:
+    ctx = make_ctx(args)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   env = common.environment()
   env["malloc"] = args.malloc if malloc_applied or args.malloc == "system" else (
       f"{args.malloc} (not applied: not glibc)")
   if ctx["torch"] is not None:
     env["torch_threads"] = ctx["torch"].get_num_threads()
+    env["torch_device"] = ctx["torch_device"]
+    if ctx["torch_device"] == "cuda":
+      env["torch_device_name"] = ctx["torch"].cuda.get_device_name()
   rows: list[dict[str, Any]] = []
   result = {"command": " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]]),
             "environment": env, "quick": args.quick, "rows": rows}

@@ -5,6 +5,11 @@ user writes them (NCHW, ``ConvTranspose2d`` / strided ``Conv2d``, the DCGAN
 example's training loop, GANLatentDiscovery's discovery loop), with the channel
 widths, latent sizes and losses of jaxlatent's configs, so the FLOPs match.
 
+Every step takes a ``device`` ('cpu' or 'cuda'): its modules, batches and noise live
+there (explicit devices, not ``torch.set_default_device``, which costs Python time on
+every torch call).  A step's call returns the loss as a Python float, which waits for
+the device, so a timed call covers the whole step on a GPU too.
+
 Only the benchmarks import this module; torch is an optional extra
 (``pip install -e .[bench]``).
 """
@@ -102,24 +107,25 @@ class DCGANStep:
   def __init__(self, image_size: int, z_dim: int, g_widths: Sequence[int],
                d_widths: Sequence[int], batch: int, channels: int = 1,
                channels_last: bool = False, seed: int = 0, project: str = "convt",
-               head: str = "conv", reuse_fake: bool = True):
+               head: str = "conv", reuse_fake: bool = True, device: str = "cpu"):
     torch.manual_seed(seed)
     self.reuse_fake = reuse_fake
+    self.device = torch.device(device)
     self.g = DCGANGenerator(z_dim, g_widths, channels, project)
     self.d = DCGANDiscriminator(d_widths, channels, head)
     self.fmt = torch.channels_last if channels_last else torch.contiguous_format
-    self.g = self.g.to(memory_format=self.fmt)
-    self.d = self.d.to(memory_format=self.fmt)
+    self.g = self.g.to(self.device, memory_format=self.fmt)
+    self.d = self.d.to(self.device, memory_format=self.fmt)
     self.opt_g = torch.optim.Adam(self.g.parameters(), 2e-4, betas=(0.5, 0.999))
     self.opt_d = torch.optim.Adam(self.d.parameters(), 2e-4, betas=(0.5, 0.999))
     self.batch, self.z_dim = batch, z_dim
-    self.real = (torch.rand(batch, channels, image_size, image_size) * 2 - 1).contiguous(
-        memory_format=self.fmt)
-    self.ones = torch.ones(batch)
-    self.zeros = torch.zeros(batch)
+    self.real = (torch.rand(batch, channels, image_size, image_size, device=self.device) * 2
+                 - 1).contiguous(memory_format=self.fmt)
+    self.ones = torch.ones(batch, device=self.device)
+    self.zeros = torch.zeros(batch, device=self.device)
 
   def __call__(self):
-    z = torch.randn(self.batch, self.z_dim)
+    z = torch.randn(self.batch, self.z_dim, device=self.device)
     if self.reuse_fake:
       fake = self.g(z)
     else:  # G is not differentiated here (the G update renders its own batch)
@@ -134,7 +140,7 @@ class DCGANStep:
     # G main: non-saturating, D(fake) -> 1.
     self.opt_g.zero_grad(set_to_none=True)
     if not self.reuse_fake:
-      fake = self.g(torch.randn(self.batch, self.z_dim))
+      fake = self.g(torch.randn(self.batch, self.z_dim, device=self.device))
     g_loss = F.binary_cross_entropy_with_logits(self.d(fake), self.ones)
     g_loss.backward()
     self.opt_g.step()
@@ -208,14 +214,15 @@ class DiscoveryStep:
   def __init__(self, generator: nn.Module, z_dim: int, k: int, batch: int,
                image_size: int, channels: int = 1, scale: float = 6.0,
                min_shift: float = 0.5, lr: float = 1e-4, seed: int = 0,
-               freeze_generator: bool = True):
+               freeze_generator: bool = True, device: str = "cpu"):
     torch.manual_seed(seed)
-    self.g = generator.eval()
+    self.device = torch.device(device)
+    self.g = generator.to(self.device).eval()
     self.freeze_generator = freeze_generator
     for p in self.g.parameters():
       p.requires_grad_(not freeze_generator)
-    self.a = ProjDeformator(z_dim, k)
-    self.r = LeNetReconstructor(k, channels)
+    self.a = ProjDeformator(z_dim, k).to(self.device)
+    self.r = LeNetReconstructor(k, channels).to(self.device)
     self.opt_a = torch.optim.Adam(self.a.parameters(), lr)
     self.opt_r = torch.optim.Adam(self.r.parameters(), lr)
     self.k, self.batch, self.z_dim = k, batch, z_dim
@@ -226,14 +233,15 @@ class DiscoveryStep:
     self.opt_r.zero_grad(set_to_none=True)
     if not self.freeze_generator:
       self.g.zero_grad(set_to_none=True)
-    z = torch.randn(self.batch, self.z_dim)
-    target = torch.randint(0, self.k, (self.batch,))
-    eps = self.scale * (2 * torch.rand(self.batch) - 1)
+    dev = self.device
+    z = torch.randn(self.batch, self.z_dim, device=dev)
+    target = torch.randint(0, self.k, (self.batch,), device=dev)
+    eps = self.scale * (2 * torch.rand(self.batch, device=dev) - 1)
     eps = torch.where(eps.abs() < self.min_shift, torch.sign(eps) * self.min_shift, eps)
     if self.freeze_generator:
       basis = F.one_hot(target, self.k).float() * eps[:, None]
     else:  # the reference's make_shifts: one sample at a time
-      basis = torch.zeros(self.batch, self.k)
+      basis = torch.zeros(self.batch, self.k, device=dev)
       for i, (index, val) in enumerate(zip(target, eps)):
         basis[i][index] += val
     shift = self.a(basis)

@@ -104,7 +104,7 @@ def mix_styles(ws: torch.Tensor, ws2: torch.Tensor, prob: float) -> torch.Tensor
   cutoff = int(torch.randint(1, num_ws, ()))
   if float(torch.rand(())) >= prob:
     cutoff = num_ws
-  keep = (torch.arange(num_ws) < cutoff)[None, :, None]
+  keep = (torch.arange(num_ws, device=ws.device) < cutoff)[None, :, None]
   return torch.where(keep, ws, ws2)
 
 
@@ -192,7 +192,7 @@ class SynthesisLayer(nn.Module):
     x = modulated_conv2d(x, self.weight, styles, True, self.fused_modconv)
     r = self.resolution
     if noise_mode == "random":
-      x = x + torch.randn(x.shape[0], 1, r, r, dtype=x.dtype) * self.noise_strength
+      x = x + torch.randn(x.shape[0], 1, r, r, dtype=x.dtype, device=x.device) * self.noise_strength
     elif noise_mode == "const":
       x = x + self.noise_const * self.noise_strength
     return bias_act(x, self.bias, "lrelu")
@@ -391,7 +391,8 @@ class StyleGAN2Step:
 
   ``step % pl_interval == 0``: G reg (path length); ``step % r1_interval == 0``: D reg
   (R1), as ``state.step`` does in the JAX trainer.  ``self.last_phases`` names the
-  phases the last call ran.  ``real``: a fixed batch, uniform in [-1, 1].
+  phases the last call ran.  ``real``: a fixed batch, uniform in [-1, 1].  ``device``:
+  where the networks, the batch and the noise live ('cpu' or 'cuda').
   """
 
   def __init__(self, image_size: int, batch: int, *, z_dim: int = 512, w_dim: int = 512,
@@ -404,13 +405,14 @@ class StyleGAN2Step:
                pl_batch_shrink: int = 2, style_mixing_prob: float = 0.9,
                ema_half_life_images: float = 10000.0, ema_rampup: float | None = 0.05,
                lr: float = 2.5e-3, b1: float = 0.0, b2: float = 0.99, eps: float = 1e-8,
-               seed: int = 0, real: torch.Tensor | None = None):
+               seed: int = 0, real: torch.Tensor | None = None, device: str = "cpu"):
     torch.manual_seed(seed)
+    self.device = dev = torch.device(device)
     self.g = Generator(image_size, z_dim, w_dim, 1, num_mapping_layers, mapping_lr_multiplier,
                        w_avg_beta, channel_base, channel_max, resample, fused_modconv,
-                       output_tanh)
+                       output_tanh).to(dev)
     self.d = Discriminator(image_size, 1, channel_base, channel_max, mbstd_group_size,
-                           mbstd_num_channels)
+                           mbstd_num_channels).to(dev)
     self.g_ema = [p.detach().clone() for p in self.g.parameters()]
     self.size, self.batch, self.z_dim = image_size, batch, z_dim
     self.r1_gamma, self.r1_interval = r1_gamma, r1_interval
@@ -422,9 +424,10 @@ class StyleGAN2Step:
     self.do_pl = pl_weight > 0 and pl_interval > 0
     self.opt_g = _adam(self.g.parameters(), lr, b1, b2, eps, _lazy_ratio(pl_interval, self.do_pl))
     self.opt_d = _adam(self.d.parameters(), lr, b1, b2, eps, _lazy_ratio(r1_interval, self.do_r1))
-    self.real = real if real is not None else torch.rand(batch, 1, image_size, image_size) * 2 - 1
+    self.real = (real.to(dev) if real is not None
+                 else torch.rand(batch, 1, image_size, image_size, device=dev) * 2 - 1)
     self.step = 0
-    self.pl_mean = torch.zeros(())
+    self.pl_mean = torch.zeros((), device=dev)
     self.last_phases: tuple[str, ...] = ()
 
   @classmethod
@@ -471,7 +474,8 @@ class StyleGAN2Step:
     self.g.requires_grad_(True)
     self.d.requires_grad_(False)
     self.opt_g.zero_grad(set_to_none=True)
-    ws = self._map(torch.randn(b, self.z_dim), update_emas=True)
+    dev = self.device
+    ws = self._map(torch.randn(b, self.z_dim, device=dev), update_emas=True)
     g_loss = F.softplus(-self.d(self.g.synthesize(ws))).mean()
     g_loss.backward()
     self.opt_g.step()
@@ -481,8 +485,8 @@ class StyleGAN2Step:
       phases.append("Greg")
       self.opt_g.zero_grad(set_to_none=True)
       pl_b = max(b // self.pl_batch_shrink, 1)
-      pl_noise = torch.randn(pl_b, 1, self.size, self.size) / self.size
-      ws = self._map(torch.randn(pl_b, self.z_dim), update_emas=False)
+      pl_noise = torch.randn(pl_b, 1, self.size, self.size, device=dev) / self.size
+      ws = self._map(torch.randn(pl_b, self.z_dim, device=dev), update_emas=False)
       lengths = path_lengths(self.g.synthesize, ws, pl_noise)
       with torch.no_grad():
         self.pl_mean = self.pl_mean + self.pl_decay * (lengths.mean() - self.pl_mean)
@@ -494,7 +498,8 @@ class StyleGAN2Step:
     self.g.requires_grad_(False)
     self.d.requires_grad_(True)
     with torch.no_grad():
-      fake = self.g.synthesize(self._map(torch.randn(b, self.z_dim), update_emas=False))
+      fake = self.g.synthesize(self._map(torch.randn(b, self.z_dim, device=dev),
+                                         update_emas=False))
     self.opt_d.zero_grad(set_to_none=True)
     d_loss = F.softplus(-self.d(self.real)).mean() + F.softplus(self.d(fake)).mean()
     d_loss.backward()

@@ -1,9 +1,11 @@
-"""Smoke test of the benchmark harness: one case on tiny shapes, so it does not rot.
+"""Smoke tests of the benchmark harness, so it does not rot.
 
 Runs ``benchmarks/run.py --quick --cases eigen`` in a subprocess (the harness sets
 up its own imports) and checks the JSON it writes: the environment block, >= 5
 timed repeats with median inside [min, max], a compile time, and that the JAX
-eigen-analysis agreed with the NumPy loop.  No timing is asserted.
+eigen-analysis agreed with the NumPy loop.  No timing is asserted.  Also: where the
+PyTorch references run (``--torch-device``: with JAX on a GPU, never silently on the
+CPU) and that the command-line options reach the cases.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,3 +43,68 @@ def test_quick_eigen_case_writes_result_json(tmp_path):
   assert mem and all(r.get("chunked_temp_bytes") is not None or
                      r.get("stream_moments_temp_bytes") is not None for r in mem)
   assert "eigen" in proc.stdout and "wrote" in proc.stdout
+
+
+def _load_run_module(monkeypatch):
+  """benchmarks/run.py as a module; the sys.path entries it adds go with the test."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sys, "path", list(sys.path))
+  spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+class _FakeTorch:
+  """Just what resolve_torch_device reads: ``cuda.is_available()`` and ``__version__``."""
+
+  __version__ = "0.0-fake"
+
+  def __init__(self, cuda: bool):
+    self.cuda = type("cuda", (), {"is_available": staticmethod(lambda: cuda)})
+
+
+def test_torch_device_follows_jax_and_refuses_a_missing_gpu(monkeypatch):
+  run = _load_run_module(monkeypatch)
+  resolve = run.resolve_torch_device
+  # auto: PyTorch on the GPU only when JAX runs there too and torch sees one.
+  assert resolve("auto", _FakeTorch(cuda=True), "gpu") == "cuda"
+  assert resolve("auto", _FakeTorch(cuda=True), "cpu") == "cpu"
+  assert resolve("auto", _FakeTorch(cuda=False), "gpu") == "cpu"
+  assert resolve("auto", None, "gpu") == "cpu"
+  assert resolve("cpu", _FakeTorch(cuda=True), "gpu") == "cpu"
+  assert resolve("cuda", _FakeTorch(cuda=True), "cpu") == "cuda"
+  # An explicit 'cuda' that cannot be honoured is an error, never a silent CPU run.
+  with pytest.raises(ValueError, match="sees no CUDA device"):
+    resolve("cuda", _FakeTorch(cuda=False), "gpu")
+  with pytest.raises(ValueError, match="not installed"):
+    resolve("cuda", None, "gpu")
+  with pytest.raises(ValueError, match="expected one of"):
+    resolve("tpu", _FakeTorch(cuda=False), "cpu")
+
+
+def test_run_options_reach_the_cases(monkeypatch):
+  run = _load_run_module(monkeypatch)
+  args = run.parse_args(["--stylegan-sizes", "64,256", "--stylegan-full", "--torch-device",
+                         "cpu", "--dcgan-sizes", "64"])
+  ctx = run.make_ctx(args)
+  assert ctx["stylegan_sizes"] == [64, 256] and ctx["stylegan_full"] is True
+  assert ctx["dcgan_sizes"] == [64]
+  assert ctx["torch_device"] == "cpu"
+
+
+def test_run_refuses_torch_device_cuda_without_a_gpu(tmp_path):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    if torch.cuda.is_available():
+      pytest.skip("this machine has a GPU that torch can use")
+  except ImportError:
+    pass  # then the error says torch is not installed
+  out = tmp_path / "r.json"
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--cases", "flops",
+       "--torch-device", "cuda", "--json-out", str(out)],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert proc.returncode == 2
+  assert "--torch-device cuda" in proc.stderr
+  assert not out.exists()
