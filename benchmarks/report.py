@@ -14,7 +14,7 @@ def _speedup(r: dict) -> str:
     v = r.get(k)
     if isinstance(v, dict):
       return f"{v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})"
-  for k in ("speedup_vs_numpy", "speedup_vs_one_at_a_time"):
+  for k in ("speedup_vs_numpy", "max_speedup_vs_numpy", "speedup_vs_one_at_a_time"):
     if isinstance(r.get(k), (int, float)):
       return f"{r[k]:.1f}x"
   return ""
@@ -25,6 +25,8 @@ def _thru(r: dict) -> str:
                   ("items_per_s", "traversals/s")):
     if r.get(k):
       return f"{r[k]:.3g} {unit}"
+  if r.get("bytes_per_s"):
+    return f"{r['bytes_per_s'] / 1e9:.3g} GB/s"
   return ""
 
 

@@ -209,14 +209,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
       print(f"{r.get('case', ''):<16} {r.get('variant', ''):<34} {r.get('shape', ''):<22} "
             f"{r.get('status', '')}: {r.get('reason', '')[:120]}")
       continue
-    thru = ""
+    thru = f"{r['bytes_per_s'] / 1e9:.3g} GB/s" if r.get("bytes_per_s") else ""
     for k in ("images_per_s", "steps_per_s", "items_per_s"):
       if r.get(k):
         thru = f"{r[k]:.3g} {k.split('_per')[0][:5]}/s"
         break
     sp = ""
     for k in ("speedup_vs_torch_nchw", "speedup_vs_torch", "speedup", "speedup_vs_numpy",
-              "speedup_vs_sequential", "speedup_vs_one_at_a_time"):
+              "max_speedup_vs_numpy", "speedup_vs_sequential", "speedup_vs_one_at_a_time"):
       if isinstance(r.get(k), dict):
         sp = f"{r[k]['median']:.2f}x"
         break

@@ -32,13 +32,15 @@ def test_quick_eigen_case_writes_result_json(tmp_path):
   for key in ("device_kind", "cpu_model", "jax", "flax", "XLA_FLAGS", "host"):
     assert key in env
   rows = {r["variant"]: r for r in result["rows"] if r["case"] == "eigen"}
-  assert set(rows) == {"jax_batched", "numpy_loop"}
+  assert set(rows) == {"jax_batched", "numpy_loop", "memory_floor"}
   for r in rows.values():
     assert r["repeats"] >= 5 and len(r["times_s"]) == r["repeats"]
     assert r["min_s"] <= r["median_s"] <= r["max_s"]
   jax_row = rows["jax_batched"]
   assert jax_row["compile_s"] > 0
   assert jax_row["eigenvalue_err_rel_to_largest"] < 1e-3
+  floor = rows["memory_floor"]
+  assert floor["bytes_per_s"] > 0 and floor["max_speedup_vs_numpy"] > 0
   mem = [r for r in result["rows"] if r["case"] == "eigen_memory"]
   assert mem and all(r.get("chunked_temp_bytes") is not None or
                      r.get("stream_moments_temp_bytes") is not None for r in mem)
