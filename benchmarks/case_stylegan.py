@@ -105,7 +105,6 @@ def _run_size(ctx: dict[str, Any], size: int) -> list[dict[str, Any]]:
           functools.partial(trainer.train_step, phase=ph), state, batch_,
           jax.random.key(2), donate_argnums=(0,))
   stats = {"compile_s": sum(v["compile_s"] for v in phase_stats.values()),
-           "flops": phase_stats[trainer.phase(1)].get("flops"),
            "flops_by_phase": {f"pl={a},r1={b}": v.get("flops")
                               for (a, b), v in phase_stats.items()}}
   box = [state]
@@ -136,9 +135,14 @@ def _run_size(ctx: dict[str, Any], size: int) -> list[dict[str, Any]]:
   timed = {k: v[warmup:] for k, v in periods.items() if k in calls}
   shape = (f"{size}x{size} b{batch} cb{m.channel_base} cmax{m.channel_max} "
            f"z{m.latent_dim} map{m.num_mapping_layers}")
-  flops = stats.get("flops")
-  note = ("flops: XLA's count for the plain-step program; flops_by_phase per program; "
-          "compile_s: the three phase programs together")
+  note = ("flops: XLA's counts, per program (flops_by_phase); the amortised row's is the "
+          "mean over the 16 steps of a period; compile_s: the three phase programs "
+          "together")
+  step_flops = [phase_stats[trainer.phase(i)].get("flops") for i in range(period)]
+  flops_of = {  # per-step FLOPs of each JAX row (None where XLA gave no count)
+      "jax_step_amortised_16": (sum(step_flops) / period if all(step_flops) else None),
+      "jax_step_plain": phase_stats[trainer.phase(1)].get("flops"),
+      "jax_step_r1_pl": phase_stats[trainer.phase(0)].get("flops")}
   rows = []
   split = {k: _split(v, pl_interval) for k, v in timed.items()}
   amort = {k: common.Timing([x / period for x in t[k].times], warmup) for k in calls}
@@ -167,8 +171,11 @@ def _run_size(ctx: dict[str, Any], size: int) -> list[dict[str, Any]]:
          **reg_t.as_dict(), "images_per_s": batch / reg_t.median},
     ]
   jax_rows = {r["variant"]: r for r in rows if r["variant"].startswith("jax_")}
-  jax_rows["jax_step_amortised_16"].update(compile_s=stats.get("compile_s"), flops=flops,
-                                           note=note)
+  jax_rows["jax_step_amortised_16"].update(compile_s=stats.get("compile_s"),
+                                           flops_by_phase=stats["flops_by_phase"], note=note)
+  for variant, row in jax_rows.items():  # achieved FLOP/s; run.py adds the peak fraction
+    row["flops"] = flops_of[variant]
+    row["flops_per_s"] = flops_of[variant] / row["median_s"] if flops_of[variant] else None
   if "torch" in calls:
     # Paired per round: the amortised step is the period time / 16 on both sides; the
     # plain and R1 + PL steps pair step i of round r with step i of the same round.
