@@ -174,3 +174,52 @@ def test_collapse_is_detected_and_not_saved(tmp_path):
   with pytest.raises(TrainingError, match="collapsed"):
     save_directions(tmp_path / "dirs", res.directions)
   save_directions(tmp_path / "dirs", res.directions, force=True)
+
+
+_SPREAD_SCRIPT = r"""
+import dataclasses, os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_directions_voynov import TINY
+from jaxlatent import ConfigError
+from jaxlatent.directions import run_voynov_restarts, toy
+assert jax.device_count() == 4
+gen, _ = toy.bump_generator(jax.random.key(0), 6, 16, latent_shape=(2, 3))
+cfg = dataclasses.replace(TINY, num_directions=8, collapse_threshold=0.0)
+keys = jax.random.split(jax.random.key(7), 4)
+one = run_voynov_restarts(gen, cfg, keys, batching="map", devices=None)
+for batching, devices, n in (("map", "auto", 4), ("vmap", jax.devices()[:2], 2)):
+  res = run_voynov_restarts(gen, cfg, keys, batching=batching, devices=devices)
+  for leaf in jax.tree.leaves(res.state.params):
+    assert len(leaf.sharding.device_set) == n, (batching, leaf.sharding)
+  for r in range(4):
+    np.testing.assert_allclose(res.directions[r].vectors, one.directions[r].vectors, atol=2e-3)
+    np.testing.assert_allclose(res.curves["loss"][r], one.curves["loss"][r], rtol=2e-3)
+    np.testing.assert_allclose(res.curves["rca"][r], one.curves["rca"][r], atol=1e-6)
+# auto keeps 3 restarts on one device (4 devices do not divide them); an explicit list
+# that does not divide them is refused.
+res3 = run_voynov_restarts(gen, cfg, keys[:3], batching="map")
+assert all(len(x.sharding.device_set) == 1 for x in jax.tree.leaves(res3.state.params))
+try:
+  run_voynov_restarts(gen, cfg, keys[:3], devices=jax.devices()[:2])
+  raise SystemExit("3 restarts over 2 devices were not refused")
+except ConfigError as e:
+  assert "do not split evenly" in str(e), e
+print("OK")
+"""
+
+
+def test_restarts_spread_over_devices_equal_one_device(tmp_path):
+  """4 restarts over 4 host devices ('auto', lax.map on each) and over 2 (an explicit
+  list, vmap on each) give the restarts of one device; uneven splits stay on one device
+  ('auto') or are refused (a list).  In a subprocess, for the 4 host devices."""
+  import os
+  import subprocess
+  import sys
+  script = tmp_path / "spread.py"
+  script.write_text(_SPREAD_SCRIPT)
+  here = os.path.dirname(os.path.abspath(__file__))
+  out = subprocess.run([sys.executable, str(script), here], capture_output=True, text=True,
+                       timeout=900)
+  assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

@@ -23,14 +23,16 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.struct as struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, PartitionSpec
 
 from jaxlatent.directions import _common
 from jaxlatent.directions.io import Directions
@@ -265,23 +267,67 @@ def _train_chunk(generator: Generator, state: VoynovState, config: VoynovConfig)
 _init_jit = jax.jit(init_state, static_argnames=("config",))
 _chunk_jit = jax.jit(_train_chunk, static_argnames=("config",))
 RESTART_BATCHING = ("auto", "vmap", "map")
+_RESTART_AXIS = "restart"
+_RESTART_STAGES = {"init": init_state, "chunk": _train_chunk}
 
 
-def _over_restarts(fn: Callable, batching: str) -> Callable:
-  """``fn(generator, x, config)`` over a leading restart axis of ``x``, jitted.
+@functools.lru_cache(maxsize=None)
+def _restart_fn(stage: str, batching: str, devices: tuple | None) -> Callable:
+  """``stage(generator, x, config)`` over a leading restart axis of ``x``, jitted.
 
   'vmap': one batched program (fills an accelerator).  'map': ``lax.map``, the restarts
   one after another inside one program; on a compute-bound CPU this is the faster
   (vmapped convs with per-restart kernels become grouped convs, ~2.5x slower there).
+  ``devices``: the restart axis is split over them (``shard_map`` on a 1-D mesh; the
+  generator is replicated) and each device runs its share with ``batching``; None:
+  the default device runs them all.
   """
+  fn = _RESTART_STAGES[stage]
   if batching == "vmap":
-    return jax.jit(jax.vmap(fn, in_axes=(None, 0, None)), static_argnums=(2,))
-  return jax.jit(lambda g, xs, c: jax.lax.map(lambda x: fn(g, x, c), xs),
-                 static_argnums=(2,))
+    local = jax.vmap(fn, in_axes=(None, 0, None))
+  else:
+    local = lambda g, xs, c: jax.lax.map(lambda x: fn(g, x, c), xs)  # noqa: E731
+  if devices is None:
+    return jax.jit(local, static_argnums=(2,))
+  mesh = Mesh(np.array(devices), (_RESTART_AXIS,))
+  split = PartitionSpec(_RESTART_AXIS)
+
+  def spread(g, xs, c):
+    return jax.shard_map(lambda g_, xs_: local(g_, xs_, c), mesh=mesh,
+                         in_specs=(PartitionSpec(), split), out_specs=split,
+                         check_vma=False)(g, xs)
+
+  return jax.jit(spread, static_argnums=(2,))
 
 
-_RESTART_FNS = {(name, b): _over_restarts(fn, b) for name, fn in
-                (("init", init_state), ("chunk", _train_chunk)) for b in ("vmap", "map")}
+def _restart_devices(devices, n_restarts: int) -> tuple | None:
+  """The devices to spread ``n_restarts`` over (None: one device).
+
+  'auto': every device of this process when there are several, the run is single-host
+  and they divide the restarts evenly; else one.  A sequence: those devices, which
+  must divide the restarts evenly.
+  """
+  if devices is None:
+    return None
+  can_spread = hasattr(jax, "shard_map")  # public from jax 0.7
+  if isinstance(devices, str):
+    if devices != "auto":
+      raise ConfigError(f"devices={devices!r}: expected 'auto', None or a list of devices")
+    local = tuple(jax.local_devices())
+    if (can_spread and len(local) > 1 and jax.process_count() == 1
+        and n_restarts % len(local) == 0):
+      return local
+    return None
+  devices = tuple(devices)
+  if not devices:
+    raise ConfigError("devices=[]: give at least one device (or None / 'auto')")
+  if len(devices) > 1 and not can_spread:
+    raise ConfigError(f"spreading restarts over devices needs jax.shard_map (jax >= 0.7); "
+                      f"this is jax {jax.__version__}")
+  if n_restarts % len(devices):
+    raise ConfigError(f"{n_restarts} restarts do not split evenly over {len(devices)} "
+                      "devices; use a multiple of the device count")
+  return devices if len(devices) > 1 else None
 
 
 def deformator_directions(generator: Generator, params, config: VoynovConfig
@@ -392,11 +438,18 @@ def run_voynov(generator: Generator, config: VoynovConfig | Any, key: jax.Array,
 
 def run_voynov_restarts(generator: Generator, config: VoynovConfig | Any, keys: jax.Array, *,
                         log_fn: Callable[[dict], None] | None = None,
-                        batching: str = "auto") -> RestartsResult:
+                        batching: str = "auto",
+                        devices: Sequence[jax.Device] | str | None = "auto",
+                        ) -> RestartsResult:
   """N independent runs as one program over ``keys [R]`` (init + steps).
 
   ``batching``: 'vmap' (one batched program: accelerators), 'map' (``lax.map``, one
   restart after another in one program: CPUs), 'auto' (map on CPU, else vmap).
+  ``devices``: 'auto' (default) splits the restarts over all of this process's devices
+  when there are several and they divide R (e.g. 8 restarts on a node of 8 GPUs: one
+  each); a list of devices splits them over those (R must be a multiple of its
+  length); None keeps them on the default device.  Each device runs its share with
+  ``batching``.
   Equal (to float tolerance) to ``run_voynov`` called with each key; reports the
   spread of final RCA and which directions recur (Hungarian matching by |cos|).
   """
@@ -407,10 +460,12 @@ def run_voynov_restarts(generator: Generator, config: VoynovConfig | Any, keys: 
   if batching == "auto":
     batching = "map" if jax.default_backend() == "cpu" else "vmap"
   keys = jnp.asarray(keys)
-  state = _RESTART_FNS["init", batching](generator, keys, config)
+  spread_over = _restart_devices(devices, keys.shape[0])
+  state = _restart_fn("init", batching, spread_over)(generator, keys, config)
   history = []
+  chunk = _restart_fn("chunk", batching, spread_over)
   for _ in range(config.steps // config.eval_every):
-    state, metrics = _RESTART_FNS["chunk", batching](generator, state, config)
+    state, metrics = chunk(generator, state, config)
     metrics = jax.device_get(metrics)
     _check_finite(metrics, metrics["step"])
     history.append(metrics)
