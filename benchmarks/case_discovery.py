@@ -11,8 +11,9 @@ renders, and the shifts are filled one sample at a time).
 The frozen DCGAN is case 1's schedule at 64x64 with C = 128 at 4x4 (G's FLOPs / 16 of
 case 1's C = 512; on 2 shared CPU cores the C = 512 step takes tens of seconds).
 
-Restarts: ``run_voynov_restarts(keys[N])`` (one program; ``batching`` 'vmap' and 'map'
-are both timed) vs N calls of
+Restarts: ``run_voynov_restarts(keys[N])`` (one program on one device; ``batching``
+'vmap' and 'map' are both timed; with several devices, e.g. ``run.py --host-devices 2``
+on a CPU, also spread over them: ``devices='auto'``, 'map' on CPU) vs N calls of
 ``run_voynov`` (same config: ``steps`` steps then one held-out RCA evaluation).  The
 speedup is sequential time / one-program time; the target is >= 0.8 N.  On a
 compute-bound CPU one program does the same FLOPs as the sequential runs, so expect
@@ -119,20 +120,26 @@ def _restarts(ctx, gen, voynov, size, c4, k) -> list[dict[str, Any]]:
         out = voynov.run_voynov(gen, cfg, keys[i]).state.params
       return out
 
-    def restarts(batching):
-      return lambda: voynov.run_voynov_restarts(gen, cfg, keys,
-                                                batching=batching).state.params
+    def restarts(batching, devices=None):
+      return lambda: voynov.run_voynov_restarts(gen, cfg, keys, batching=batching,
+                                                devices=devices).state.params
 
+    calls = {"seq": sequential, "vmap": restarts("vmap"), "map": restarts("map")}
+    spread = jax.device_count() > 1 and n % jax.device_count() == 0
+    if spread:
+      calls["spread"] = restarts("auto", "auto")
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")  # collapse warnings: a few steps never train
-      t = common.time_interleaved({"seq": sequential, "vmap": restarts("vmap"),
-                                   "map": restarts("map")},
-                                  repeats=ctx["repeats"], warmup=1)
+      t = common.time_interleaved(calls, repeats=ctx["repeats"], warmup=1)
     shape = f"N={n}, batch {batch}, {steps} steps + 1 eval, K{k}"
     rows.append({"case": "discovery", "variant": f"restarts_sequential_b{batch}",
                  "shape": shape, "what": f"{n} x run_voynov", **t["seq"].as_dict()})
-    for name, what in (("vmap", "one vmapped program (batching='vmap', accelerators)"),
-                       ("map", "lax.map in one program (batching='map', CPU default)")):
+    variants = [("vmap", "one vmapped program on one device (batching='vmap')"),
+                ("map", "lax.map in one program on one device (batching='map')")]
+    if spread:
+      variants.append(("spread", f"split over the {jax.device_count()} devices "
+                                 "(devices='auto', batching='auto' on each)"))
+    for name, what in variants:
       sp = common.paired_ratio(t["seq"], t[name])
       rows.append({"case": "discovery", "variant": f"restarts_{name}_b{batch}",
                    "shape": shape, "what": f"run_voynov_restarts, {what}",

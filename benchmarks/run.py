@@ -80,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "CPU one; for accelerators")
   p.add_argument("--xla-variants", default="",
                  help=f"comma list of {','.join(XLA_VARIANTS)} (or 'all'): DCGAN per flag set")
+  p.add_argument("--host-devices", type=int, default=0,
+                 help="CPU only: split the host into N XLA devices "
+                      "(--xla_force_host_platform_device_count), e.g. to time restarts "
+                      "spread over devices against sequential runs using every core")
   p.add_argument("--malloc", default="retain", choices=MALLOC_MODES,
                  help="host allocator, as train.py's --malloc (jaxlatent/host.py); both "
                       "frameworks share it")
@@ -242,6 +246,10 @@ def main(argv=None) -> int:
   # JAX and PyTorch share one GPU in this process: XLA's default preallocation (75% of
   # the device's memory) would leave torch too little.  No effect on CPU.
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
+  if args.host_devices > 1:  # read when the CPU backend starts, which has not happened yet
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={args.host_devices}"
+                               ).strip()
   # Before JAX or torch start their threads (they pick their malloc arenas then).
   from jaxlatent.host import configure_malloc  # pylint: disable=g-import-not-at-top
   malloc_applied = configure_malloc(args.malloc)
