@@ -189,10 +189,12 @@ gen, _ = toy.bump_generator(jax.random.key(0), 6, 16, latent_shape=(2, 3))
 cfg = dataclasses.replace(TINY, num_directions=8, collapse_threshold=0.0)
 keys = jax.random.split(jax.random.key(7), 4)
 one = run_voynov_restarts(gen, cfg, keys, batching="map", devices=None)
-for batching, devices, n in (("map", "auto", 4), ("vmap", jax.devices()[:2], 2)):
+for batching, devices, where in (("map", "auto", set(jax.devices())),
+                                 ("vmap", jax.devices()[:2], set(jax.devices()[:2])),
+                                 ("map", [jax.devices()[3]], {jax.devices()[3]})):
   res = run_voynov_restarts(gen, cfg, keys, batching=batching, devices=devices)
   for leaf in jax.tree.leaves(res.state.params):
-    assert len(leaf.sharding.device_set) == n, (batching, leaf.sharding)
+    assert leaf.sharding.device_set == where, (batching, leaf.sharding)
   for r in range(4):
     np.testing.assert_allclose(res.directions[r].vectors, one.directions[r].vectors, atol=2e-3)
     np.testing.assert_allclose(res.curves["loss"][r], one.curves["loss"][r], rtol=2e-3)
@@ -211,9 +213,10 @@ print("OK")
 
 
 def test_restarts_spread_over_devices_equal_one_device(tmp_path):
-  """4 restarts over 4 host devices ('auto', lax.map on each) and over 2 (an explicit
-  list, vmap on each) give the restarts of one device; uneven splits stay on one device
-  ('auto') or are refused (a list).  In a subprocess, for the 4 host devices."""
+  """4 restarts over 4 host devices ('auto', lax.map on each), over 2 (an explicit
+  list, vmap on each) and on one named device (not the default) give the restarts of
+  the default device; uneven splits stay on one device ('auto') or are refused (a
+  list).  In a subprocess, for the 4 host devices."""
   import os
   import subprocess
   import sys

@@ -304,8 +304,8 @@ def _restart_devices(devices, n_restarts: int) -> tuple | None:
   """The devices to spread ``n_restarts`` over (None: one device).
 
   'auto': every device of this process when there are several, the run is single-host
-  and they divide the restarts evenly; else one.  A sequence: those devices, which
-  must divide the restarts evenly.
+  and they divide the restarts evenly; else one.  A sequence: those devices (one is
+  allowed: the restarts run there), which must divide the restarts evenly.
   """
   if devices is None:
     return None
@@ -321,13 +321,13 @@ def _restart_devices(devices, n_restarts: int) -> tuple | None:
   devices = tuple(devices)
   if not devices:
     raise ConfigError("devices=[]: give at least one device (or None / 'auto')")
-  if len(devices) > 1 and not can_spread:
-    raise ConfigError(f"spreading restarts over devices needs jax.shard_map (jax >= 0.7); "
+  if not can_spread:
+    raise ConfigError(f"placing restarts on given devices needs jax.shard_map (jax >= 0.7); "
                       f"this is jax {jax.__version__}")
   if n_restarts % len(devices):
     raise ConfigError(f"{n_restarts} restarts do not split evenly over {len(devices)} "
                       "devices; use a multiple of the device count")
-  return devices if len(devices) > 1 else None
+  return devices  # one device too: the restarts then run there, not on the default one
 
 
 def deformator_directions(generator: Generator, params, config: VoynovConfig
