@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = "dcgan"  # dcgan | vae | stylegan2
   config.space = "z"  # z | w | w+ (StyleGAN)
   config.methods = ("voynov", "ganspace", "sefa")  # run in this order
-  config.restarts = 1  # > 1: independent restarts in one vmapped program
+  config.restarts = 1  # > 1: independent restarts in one program (split over the devices)
 
   config.voynov = ml_collections.ConfigDict()
   config.voynov.num_directions = 100
