@@ -212,17 +212,10 @@ print("OK")
 """
 
 
-def test_restarts_spread_over_devices_equal_one_device(tmp_path):
+def test_restarts_spread_over_devices_equal_one_device(run_test_script):
   """4 restarts over 4 host devices ('auto', lax.map on each), over 2 (an explicit
   list, vmap on each) and on one named device (not the default) give the restarts of
   the default device; uneven splits stay on one device ('auto') or are refused (a
   list).  In a subprocess, for the 4 host devices."""
-  import os
-  import subprocess
-  import sys
-  script = tmp_path / "spread.py"
-  script.write_text(_SPREAD_SCRIPT)
-  here = os.path.dirname(os.path.abspath(__file__))
-  out = subprocess.run([sys.executable, str(script), here], capture_output=True, text=True,
-                       timeout=900)
+  out = run_test_script(_SPREAD_SCRIPT)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

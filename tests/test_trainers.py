@@ -157,21 +157,14 @@ print("OK")
 """
 
 
-def test_stylegan2_steps_with_the_batch_sharded_over_two_devices(tmp_path):
+def test_stylegan2_steps_with_the_batch_sharded_over_two_devices(run_test_script):
   """Three StyleGAN2 steps (G main, lazy PL, D main, lazy R1 via lax.cond; intervals 2)
   with the batch sharded over 2 host devices: one trace, finite losses, regularisers
   run on even steps only, EMA and w_avg updated; R1 equals its unsharded value.
 
   Runs in a subprocess to get 2 host devices (and a faster XLA backend setting).
   """
-  import os
-  import subprocess
-  import sys
-  script = tmp_path / "sharded.py"
-  script.write_text(_SHARDED_SCRIPT)
-  here = os.path.dirname(os.path.abspath(__file__))
-  out = subprocess.run([sys.executable, str(script), here], capture_output=True, text=True,
-                       timeout=900)
+  out = run_test_script(_SHARDED_SCRIPT)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 
 
