@@ -112,7 +112,7 @@ def resolve_torch_device(requested: str, torch, jax_platform: str) -> str:
 
 def make_ctx(args) -> dict[str, Any]:
   import jax  # pylint: disable=g-import-not-at-top
-  torch, torch_device = None, None
+  torch = None
   try:
     import torch as torch_mod  # pylint: disable=g-import-not-at-top
     import torch_refs  # pylint: disable=g-import-not-at-top
