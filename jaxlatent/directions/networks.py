@@ -112,13 +112,15 @@ class Deformator(nn.Module):
     return out + skip
 
 
-def _norm(features: int) -> nn.Module:
-  groups = 1
+def _groups(features: int) -> int:
   for g in (32, 16, 8, 4, 2):
     if features % g == 0 and features // g >= 2:
-      groups = g
-      break
-  return norm.GroupNorm(num_groups=groups)
+      return g
+  return 1
+
+
+def _norm(features: int, name: str | None = None) -> nn.Module:
+  return norm.GroupNorm(num_groups=_groups(features), name=name)
 
 
 class LeNetReconstructor(nn.Module):
@@ -140,12 +142,16 @@ class LeNetReconstructor(nn.Module):
     for i, feat in enumerate((3 * self.width, 8 * self.width, 60 * self.width)):
       pool = i < 2 and x.shape[1] >= 2 and x.shape[2] >= 2
       # With pooling next, the conv may return 2x2 blocks [B, H/2, W/2, 4, F]: the
-      # norm and ReLU are per channel and the pool is a max over the blocks.
+      # pool is a max over the blocks, and the norm and ReLU, per channel and
+      # monotone, run after it on the pooled array.
       x = layers.ConvSame(feat, 5, conv_impl=self.conv_impl, blocks=pool,
                           name=f"Conv_{i}")(x)
-      x = nn.relu(_norm(feat)(x))
+      if x.ndim == 5:  # norm, ReLU and pool in one, on the blocks
+        x = layers.GroupNormReluMaxPool(_groups(feat), name=f"GroupNorm_{i}")(x)
+        continue
+      x = nn.relu(_norm(feat, name=f"GroupNorm_{i}")(x))
       if pool:
-        x = layers.max_pool_blocks(x) if x.ndim == 5 else layers.max_pool_2x2(x)
+        x = layers.max_pool_2x2(x)
     h = x.mean(axis=(1, 2))  # [B, 60w]
     logits = nn.Dense(self.num_directions, name="logits")(h)
     eps = nn.Dense(1, name="shift")(h)[:, 0]

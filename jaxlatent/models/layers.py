@@ -130,6 +130,82 @@ def _max_pool_blocks_bwd(idx, g):
 max_pool_blocks.defvjp(_max_pool_blocks_fwd, _max_pool_blocks_bwd)
 
 
+@jax.custom_vjp
+def affine_max_pool_blocks(blocks: jax.Array, a: jax.Array, s: jax.Array) -> jax.Array:
+  """``max_pool_blocks(blocks * a + s)`` for 2x2 blocks ``[B, h, w, 4, C]`` and a
+  per-sample, per-channel affine map (``a``, ``s``: ``[B, C]``), as ``a * x_sel + s``
+  with ``x_sel`` the member the map makes largest: the first maximum of ``x`` where
+  ``a >= 0``, the first minimum where ``a < 0``.  The gradient goes to that member.
+
+  The member's index comes from a reduction (``argmax``), which XLA:CPU stores;
+  comparisons written elementwise it fused into every consumer and redid there
+  per block member.
+  """
+  return _affine_max_pool_blocks_fwd(blocks, a, s)[0]
+
+
+def _affine_max_pool_blocks_fwd(blocks, a, s):
+  sign = jnp.where(a >= 0, 1, -1).astype(blocks.dtype)[:, None, None, :]  # [B, 1, 1, C]
+  flipped = blocks * sign[:, :, :, None]
+  idx = jnp.argmax(flipped, axis=3).astype(jnp.int8)  # [B, h, w, C]
+  selected = jnp.max(flipped, axis=3) * sign
+  return selected * a[:, None, None] + s[:, None, None], (idx, selected, a)
+
+
+def _affine_max_pool_blocks_bwd(res, g):
+  idx, selected, a = res
+  d_a = norm.sum_spatial(g * selected)
+  d_s = norm.sum_spatial(g)
+  hit = idx[:, :, :, None, :] == np.arange(4, dtype=np.int8)[:, None]
+  d_blocks = jnp.where(hit, (g * a[:, None, None])[:, :, :, None, :], 0)
+  return d_blocks.astype(selected.dtype), d_a.astype(a.dtype), d_s.astype(a.dtype)
+
+
+affine_max_pool_blocks.defvjp(_affine_max_pool_blocks_fwd, _affine_max_pool_blocks_bwd)
+
+
+def group_norm_relu_max_pool_blocks(blocks: jax.Array, scale: jax.Array, bias: jax.Array,
+                                    num_groups: int, epsilon: float = 1e-6) -> jax.Array:
+  """``max_pool_blocks(relu(norm.group_norm(blocks, scale, bias, ...)))`` for 2x2
+  blocks ``[B, h, w, 4, C]`` (:func:`conv_same_blocks`), in a quarter of the passes.
+
+  GroupNorm is a per-sample, per-channel affine map, and an affine map of either sign
+  and the ReLU commute with the max (:func:`affine_max_pool_blocks`), so only the
+  statistics read all the blocks; the norm and ReLU run on the pooled array.  The
+  backward pass is then one pass over the blocks instead of the norm recomputed in
+  four (the LeNet reconstructor's first layer: 128 x 64^2 x 6, ~2x faster; benchmarks/
+  RESULTS.md, case 3).  Same values and gradients up to float rounding.
+  """
+  c = blocks.shape[-1]
+  mean, rstd = norm.group_statistics(blocks, num_groups, epsilon)
+  a = norm.per_channel(rstd, c) * scale
+  s = bias - norm.per_channel(mean, c) * a
+  return jax.nn.relu(affine_max_pool_blocks(blocks, a, s))
+
+
+class GroupNormReluMaxPool(nn.Module):
+  """:class:`norm.GroupNorm` (the same parameters), ReLU and a 2x2 max-pool of 2x2
+  blocks ``[B, h, w, 4, C]`` -> ``[B, h, w, C]``, through
+  :func:`group_norm_relu_max_pool_blocks`."""
+
+  num_groups: int = 32
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, blocks: jax.Array) -> jax.Array:
+    c = blocks.shape[-1]
+    if blocks.ndim != 5 or blocks.shape[3] != 4:
+      raise ValueError(f"GroupNormReluMaxPool: expected 2x2 blocks [B, h, w, 4, C], "
+                       f"got shape {blocks.shape}")
+    if self.num_groups <= 0 or c % self.num_groups:
+      raise ValueError(f"GroupNormReluMaxPool: {self.num_groups} groups do not divide "
+                       f"{c} channels")
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    return group_norm_relu_max_pool_blocks(blocks, scale, bias, self.num_groups,
+                                           self.epsilon)
+
+
 def channels_at(res: int, channels_at_4: int, max_channels: int) -> int:
   """Channels at resolution ``res``: ``channels_at_4`` at 4x4, halving per doubling.
 

@@ -39,7 +39,7 @@ def sum_spatial(x: jax.Array) -> jax.Array:
   return partial.reshape(b, lanes // c, c).sum(axis=1)
 
 
-def _per_channel(v: jax.Array, channels: int) -> jax.Array:
+def per_channel(v: jax.Array, channels: int) -> jax.Array:
   """``[B, G] -> [B, C]``: each group's value repeated over its channels.
 
   A product with the 0/1 group-membership matrix, not ``jnp.repeat``: XLA fuses a
@@ -61,16 +61,19 @@ def _group_sum(v: jax.Array, num_groups: int) -> jax.Array:
   return v.reshape(v.shape[0], num_groups, -1).sum(-1)
 
 
-def _statistics(x: jax.Array, num_groups: int, epsilon: float):
-  """Per sample and group: mean and 1/sqrt(var + eps), each ``[B, G]`` float32."""
+def group_statistics(x: jax.Array, num_groups: int, epsilon: float):
+  """Per sample and group: mean and 1/sqrt(var + eps), each ``[B, G]`` float32
+  (differentiable: :func:`group_norm` takes its own backward pass, but
+  ``layers.group_norm_relu_max_pool_blocks`` differentiates through these)."""
   b, c = x.shape[0], x.shape[-1]
   count = (x.size // b) // num_groups
   group = lambda v: _group_sum(v, num_groups)
   # Moments about a shift near the mean (each group's values at the first position),
-  # so E[d^2] - E[d]^2 does not cancel when |mean| >> std, still in one pass.
-  first = x.reshape(b, -1, c)[:, 0].astype(jnp.float32)
+  # so E[d^2] - E[d]^2 does not cancel when |mean| >> std, still in one pass.  The
+  # statistics do not depend on the shift, so autodiff need not go through it.
+  first = jax.lax.stop_gradient(x.reshape(b, -1, c)[:, 0].astype(jnp.float32))
   shift = group(first) / (c // num_groups)
-  xs = x.astype(jnp.float32) - _over(_per_channel(shift, c), x)
+  xs = x.astype(jnp.float32) - _over(per_channel(shift, c), x)
   d1 = group(sum_spatial(xs)) / count
   d2 = group(sum_spatial(xs * xs)) / count
   var = jnp.maximum(d2 - d1 * d1, 0.0)
@@ -79,7 +82,7 @@ def _statistics(x: jax.Array, num_groups: int, epsilon: float):
 
 def _normalise(x, scale, bias, mean, rstd):
   c = x.shape[-1]
-  mean_c, rstd_c = _per_channel(mean, c), _per_channel(rstd, c)
+  mean_c, rstd_c = per_channel(mean, c), per_channel(rstd, c)
   y = (x.astype(jnp.float32) - _over(mean_c, x)) * _over(rstd_c * scale, x) + bias
   return y.astype(jnp.result_type(x.dtype, scale.dtype))
 
@@ -90,12 +93,12 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
   """GroupNorm of ``x [B, ..., C]`` over all but the batch axis, per channel group,
   then ``* scale + bias`` (``[C]`` each); the values and gradients of
   ``flax.linen.GroupNorm(num_groups, epsilon, use_fast_variance=False)``."""
-  mean, rstd = _statistics(x, num_groups, epsilon)
+  mean, rstd = group_statistics(x, num_groups, epsilon)
   return _normalise(x, scale, bias, mean, rstd)
 
 
 def _group_norm_fwd(x, scale, bias, num_groups, epsilon):
-  mean, rstd = _statistics(x, num_groups, epsilon)
+  mean, rstd = group_statistics(x, num_groups, epsilon)
   return _normalise(x, scale, bias, mean, rstd), (x, scale, bias, mean, rstd)
 
 
@@ -104,7 +107,7 @@ def _group_norm_bwd(num_groups, epsilon, res, dy):
   x, scale, bias, mean, rstd = res
   b, c = x.shape[0], x.shape[-1]
   count = (x.size // b) // num_groups
-  mean_c, rstd_c = _per_channel(mean, c), _per_channel(rstd, c)
+  mean_c, rstd_c = per_channel(mean, c), per_channel(rstd, c)
   dyf = dy.astype(jnp.float32)
   centred = x.astype(jnp.float32) - _over(mean_c, x)
   sum_dy = sum_spatial(dyf)  # [B, C]
@@ -114,8 +117,8 @@ def _group_norm_bwd(num_groups, epsilon, res, dy):
   d_scale = sum_dy_xhat.sum(0)
   d_bias = sum_dy.sum(0)
   group = lambda v: _group_sum(v, num_groups) / count  # group means
-  m1 = _per_channel(group(scale * sum_dy), c)  # mean of d(normalised x)
-  m2 = _per_channel(group(scale * sum_dy_xhat), c)  # mean of d(normalised x) * it
+  m1 = per_channel(group(scale * sum_dy), c)  # mean of d(normalised x)
+  m2 = per_channel(group(scale * sum_dy_xhat), c)  # mean of d(normalised x) * it
   # dx = rstd (dy scale - m1 - xhat m2), xhat = (x - mean) rstd
   dx = (dyf * _over(rstd_c * scale, x) - centred * _over(rstd_c * rstd_c * m2, x)
         - _over(rstd_c * m1, x))
