@@ -60,20 +60,25 @@ def test_resampling_modes_shapes():
     assert m.apply(m.init(jax.random.key(0), x), x).shape == (2, 4, 4, 5), mode
 
 
-def test_conv2x2_gemm_gradients_match_xla_and_nn_conv_params():
-  """The GEMM backward of the 2x2 resampling conv equals XLA's autodiff conv."""
+@pytest.mark.parametrize("features", [7, 4, 1])  # 4, 1: the tap-GEMM forward
+def test_conv2x2_gemm_gradients_match_xla_and_nn_conv_params(features):
+  """The GEMM backward of the 2x2 resampling conv equals XLA's autodiff conv, and so
+  does the forward (the tap GEMM for <= 4 outputs), at every border pixel too."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(3, 5, 4, 24)), jnp.float32)
-  k = jnp.asarray(rng.normal(size=(2, 2, 24, 7)) * 0.2, jnp.float32)
-  ct = jnp.asarray(rng.normal(size=(3, 5, 4, 7)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(2, 2, 24, features)) * 0.2, jnp.float32)
+  ct = jnp.asarray(rng.normal(size=(3, 5, 4, features)), jnp.float32)
+  np.testing.assert_allclose(np.asarray(jax.jit(layers.conv2x2_gemm_grad)(x, k)),
+                             np.asarray(layers._conv2x2(x, k)),  # pylint: disable=protected-access
+                             rtol=1e-5, atol=1e-5)
   loss = lambda conv: (lambda x, k: jnp.sum(jnp.tanh(conv(x, k)) * ct))
   ref = jax.grad(loss(layers._conv2x2), argnums=(0, 1))(x, k)  # pylint: disable=protected-access
   got = jax.jit(jax.grad(loss(layers.conv2x2_gemm_grad), argnums=(0, 1)))(x, k)
   for r, g in zip(ref, got):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
   # Same parameters (names, shapes, initial values) and outputs as nn.Conv 'SAME'.
-  conv = nn.Conv(7, (2, 2), padding="SAME")
-  mine = layers.Conv2x2(7, conv_grad="gemm")
+  conv = nn.Conv(features, (2, 2), padding="SAME")
+  mine = layers.Conv2x2(features, conv_grad="gemm")
   pc, pm = conv.init(jax.random.key(3), x), mine.init(jax.random.key(3), x)
   chex.assert_trees_all_close(pc, pm)
   np.testing.assert_allclose(np.asarray(mine.apply(pm, x)), np.asarray(conv.apply(pc, x)),
