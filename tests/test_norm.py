@@ -68,3 +68,36 @@ def test_sum_spatial_matches_a_plain_sum():
   x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 6)), jnp.float32)
   np.testing.assert_allclose(np.asarray(norm.sum_spatial(x)),
                              np.asarray(x.sum(axis=(1, 2))), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels,groups", [(6, 2), (16, 8), (5, 1)])
+def test_group_norm_relu_max_pool_blocks_matches_the_three_ops(channels, groups):
+  """The fused block op equals GroupNorm -> ReLU -> max-pool over the 2x2 blocks, in
+  values and in gradients for the blocks, scale and bias, with negative and zero
+  scales (the pool then takes each window's minimum, or nothing flows)."""
+  from jaxlatent.models import layers  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  blocks = jnp.asarray(rng.normal(size=(3, 4, 5, 4, channels)) * 2 + 1, jnp.float32)
+  scale = jnp.asarray(np.linspace(-1.5, 2.0, channels), jnp.float32).at[1].set(0.0)
+  bias = jnp.asarray(np.linspace(-0.4, 0.4, channels), jnp.float32)
+  ct = jnp.asarray(rng.normal(size=(3, 4, 5, channels)), jnp.float32)
+
+  def three_ops(b, s, c):
+    return layers.max_pool_blocks(jax.nn.relu(norm.group_norm(b, s, c, groups)))
+
+  def fused(b, s, c):
+    return layers.group_norm_relu_max_pool_blocks(b, s, c, groups)
+
+  np.testing.assert_allclose(np.asarray(jax.jit(fused)(blocks, scale, bias)),
+                             np.asarray(three_ops(blocks, scale, bias)), rtol=1e-5, atol=1e-5)
+  loss = lambda f: (lambda *a: jnp.sum(f(*a) * ct))
+  got = jax.jit(jax.grad(loss(fused), argnums=(0, 1, 2)))(blocks, scale, bias)
+  ref = jax.grad(loss(three_ops), argnums=(0, 1, 2))(blocks, scale, bias)
+  for g, r in zip(got, ref):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
+  # The module: norm.GroupNorm's parameters; 2x2 blocks only.
+  module = layers.GroupNormReluMaxPool(groups)
+  params = module.init(jax.random.key(0), blocks)
+  chex.assert_trees_all_equal_shapes(params, norm.GroupNorm(groups).init(jax.random.key(0), blocks))
+  with pytest.raises(ValueError, match=r"2x2 blocks \[B, h, w, 4, C\]"):
+    module.init(jax.random.key(0), blocks[:, :, :, :2])
