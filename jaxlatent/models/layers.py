@@ -8,7 +8,9 @@ space-to-depth followed by a conv.  The other modes are kept for comparison.
 
 Those 2x2 convs back-propagate through GEMMs on CPU (:func:`conv2x2_gemm_grad`):
 XLA:CPU's own input- and kernel-gradient convolutions are slower than its forward
-conv at these shapes (see benchmarks/RESULTS.md).  With ``matmul_dtype='bfloat16'``
+conv at these shapes (see benchmarks/RESULTS.md); a conv to <= 4 channels (a
+generator's ``to_image``) also runs forward as one GEMM over its taps.  With
+``matmul_dtype='bfloat16'``
 they run entirely as GEMMs on bfloat16 operands with float32 accumulation
 (:func:`conv2x2_bf16`), the mixed precision that XLA:CPU runs on bfloat16 hardware.
 """
