@@ -185,25 +185,17 @@ def group_norm_relu_max_pool_blocks(blocks: jax.Array, scale: jax.Array, bias: j
   return jax.nn.relu(affine_max_pool_blocks(blocks, a, s))
 
 
-class GroupNormReluMaxPool(nn.Module):
+class GroupNormReluMaxPool(norm.GroupNorm):
   """:class:`norm.GroupNorm` (the same parameters), ReLU and a 2x2 max-pool of 2x2
   blocks ``[B, h, w, 4, C]`` -> ``[B, h, w, C]``, through
   :func:`group_norm_relu_max_pool_blocks`."""
 
-  num_groups: int = 32
-  epsilon: float = 1e-6
-
   @nn.compact
   def __call__(self, blocks: jax.Array) -> jax.Array:
-    c = blocks.shape[-1]
     if blocks.ndim != 5 or blocks.shape[3] != 4:
       raise ValueError(f"GroupNormReluMaxPool: expected 2x2 blocks [B, h, w, 4, C], "
                        f"got shape {blocks.shape}")
-    if self.num_groups <= 0 or c % self.num_groups:
-      raise ValueError(f"GroupNormReluMaxPool: {self.num_groups} groups do not divide "
-                       f"{c} channels")
-    scale = self.param("scale", nn.initializers.ones, (c,))
-    bias = self.param("bias", nn.initializers.zeros, (c,))
+    scale, bias = self._scale_and_bias(blocks.shape[-1])
     return group_norm_relu_max_pool_blocks(blocks, scale, bias, self.num_groups,
                                            self.epsilon)
 

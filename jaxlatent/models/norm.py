@@ -138,9 +138,13 @@ class GroupNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    c = x.shape[-1]
-    if self.num_groups <= 0 or c % self.num_groups:
-      raise ValueError(f"GroupNorm: {self.num_groups} groups do not divide {c} channels")
-    scale = self.param("scale", nn.initializers.ones, (c,))
-    bias = self.param("bias", nn.initializers.zeros, (c,))
+    scale, bias = self._scale_and_bias(x.shape[-1])
     return group_norm(x, scale, bias, self.num_groups, self.epsilon)
+
+  def _scale_and_bias(self, channels: int) -> tuple[jax.Array, jax.Array]:
+    """The ``[C]`` parameters, after checking that the groups divide the channels."""
+    if self.num_groups <= 0 or channels % self.num_groups:
+      raise ValueError(f"{type(self).__name__}: {self.num_groups} groups do not divide "
+                       f"{channels} channels")
+    return (self.param("scale", nn.initializers.ones, (channels,)),
+            self.param("bias", nn.initializers.zeros, (channels,)))
