@@ -53,6 +53,18 @@ XLA_VARIANTS = {
 }
 
 
+def size_list(text: str) -> list[int]:
+  """``'64,128'`` -> ``[64, 128]`` (argparse type: a bad value names its flag)."""
+  try:
+    sizes = [int(x) for x in text.split(",") if x.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated image sizes, "
+                                     "e.g. 64,128") from None
+  if any(v <= 0 for v in sizes):
+    raise argparse.ArgumentTypeError(f"{text!r}: image sizes must be positive")
+  return sizes
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--cases", default=",".join(ALL_CASES),
@@ -67,13 +79,13 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--torch-device", default="auto", choices=TORCH_DEVICES,
                  help="where the PyTorch references run; auto: 'cuda' when JAX runs on a "
                       "GPU and torch sees one, else 'cpu'")
-  p.add_argument("--dcgan-sizes", default="", help="e.g. 64,128")
+  p.add_argument("--dcgan-sizes", type=size_list, default=[], help="e.g. 64,128")
   p.add_argument("--dcgan-batch", type=int, default=0)
   p.add_argument("--dcgan-channels", type=int, default=0,
                  help="channels at 4x4 (default 512; the paper: 2048)")
   p.add_argument("--dcgan-variants", default="", help="comma list (case_dcgan.VARIANTS)")
   p.add_argument("--transpose-max-size", type=int, default=64)
-  p.add_argument("--stylegan-sizes", default="",
+  p.add_argument("--stylegan-sizes", type=size_list, default=[],
                  help="e.g. 64,256 (default 64; 16 with --quick)")
   p.add_argument("--stylegan-full", action="store_true",
                  help="stylegan2-ada's 512-channel network (batch 32) instead of the narrow "
@@ -123,15 +135,14 @@ def make_ctx(args) -> dict[str, Any]:
   torch_device = resolve_torch_device(args.torch_device, torch, jax.default_backend())
   if torch is not None:
     torch_refs.set_threads(args.torch_threads or len(os.sched_getaffinity(0)))
-  ints = lambda s: [int(x) for x in s.split(",") if x]
   return {
       "quick": args.quick, "repeats": max(5, args.repeats), "warmup": max(1, args.warmup),
       "torch": torch, "torch_device": torch_device,
-      "dcgan_sizes": ints(args.dcgan_sizes), "dcgan_batch": args.dcgan_batch,
+      "dcgan_sizes": args.dcgan_sizes, "dcgan_batch": args.dcgan_batch,
       "dcgan_channels": args.dcgan_channels,
       "dcgan_variants": tuple(x for x in args.dcgan_variants.split(",") if x),
       "transpose_max_size": args.transpose_max_size,
-      "stylegan_sizes": ints(args.stylegan_sizes), "stylegan_full": args.stylegan_full,
+      "stylegan_sizes": args.stylegan_sizes, "stylegan_full": args.stylegan_full,
   }
 
 
@@ -155,7 +166,7 @@ def run_case(name: str, ctx: dict[str, Any]) -> list[dict[str, Any]]:
 def xla_variant_rows(args, names: list[str]) -> list[dict[str, Any]]:
   """DCGAN jax_subpixel vs torch_nchw under each XLA_FLAGS set, one subprocess each."""
   rows = []
-  sizes = args.dcgan_sizes or ("16" if args.quick else "64")
+  sizes = ",".join(map(str, args.dcgan_sizes)) or ("16" if args.quick else "64")
   for name in ["baseline", *names]:
     flags = "" if name == "baseline" else XLA_VARIANTS[name]
     with tempfile.TemporaryDirectory() as tmp:

@@ -93,6 +93,17 @@ def test_run_options_reach_the_cases(monkeypatch):
   assert ctx["stylegan_sizes"] == [64, 256] and ctx["stylegan_full"] is True
   assert ctx["dcgan_sizes"] == [64]
   assert ctx["torch_device"] == "cpu"
+  assert run.make_ctx(run.parse_args(["--torch-device", "cpu"]))["dcgan_sizes"] == []
+
+
+@pytest.mark.parametrize("flag", ["--dcgan-sizes", "--stylegan-sizes"])
+def test_run_names_the_flag_of_a_bad_size_list(monkeypatch, capsys, flag):
+  run = _load_run_module(monkeypatch)
+  for bad in ("64,abc", "0"):
+    with pytest.raises(SystemExit) as exit_info:
+      run.parse_args([flag, bad])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: '{bad}'" in capsys.readouterr().err
 
 
 def test_run_refuses_torch_device_cuda_without_a_gpu(tmp_path):
