@@ -203,9 +203,10 @@ def test_max_pool_2x2_matches_nn_max_pool():
 
 
 @pytest.mark.parametrize("out", [6, 12])  # s2d shift-GEMM / XLA kernel gradient
-def test_conv_same_blocks_and_max_pool_blocks_match_the_image_ops(out):
-  """conv -> ReLU -> 2x2 max-pool in the 2x2-block layout equals the same ops on the
-  image: values, and gradients (ReLU zeros make ties: the first maximum wins)."""
+def test_conv_same_blocks_and_block_pool_match_the_image_ops(out):
+  """conv -> ReLU -> 2x2 max-pool in the 2x2-block layout (the pool as
+  ``affine_max_pool_blocks`` at scale 1) equals the same ops on the image: values, and
+  gradients (ReLU zeros make ties: the first maximum wins)."""
   rng = np.random.default_rng(6)
   x = jnp.asarray(rng.normal(size=(2, 8, 6, 3)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(5, 5, 3, out)) * 0.2, jnp.float32)
@@ -214,8 +215,9 @@ def test_conv_same_blocks_and_max_pool_blocks_match_the_image_ops(out):
   assert blocks.shape == (2, 4, 3, 4, out)
   np.testing.assert_allclose(np.asarray(layers.blocks_to_image(blocks)),
                              np.asarray(layers.conv_same(x, w)), rtol=1e-4, atol=1e-4)
-  via_blocks = lambda x, w: jnp.sum(
-      layers.max_pool_blocks(jax.nn.relu(layers.conv_same_blocks(x, w))) * ct)
+  unit, zero = jnp.ones((2, out)), jnp.zeros((2, out))
+  via_blocks = lambda x, w: jnp.sum(layers.affine_max_pool_blocks(
+      jax.nn.relu(layers.conv_same_blocks(x, w)), unit, zero) * ct)
   via_image = lambda x, w: jnp.sum(
       layers.max_pool_2x2(jax.nn.relu(layers.conv_same(x, w))) * ct)
   np.testing.assert_allclose(float(via_blocks(x, w)), float(via_image(x, w)), rtol=1e-5)
@@ -223,10 +225,13 @@ def test_conv_same_blocks_and_max_pool_blocks_match_the_image_ops(out):
   ref = jax.grad(via_image, argnums=(0, 1))(x, w)
   for g, r in zip(got, ref):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
-  # Exact ties inside a block: the gradient goes to the first member only.
+  # Exact ties inside a block: the gradient goes to the first member only, for the
+  # maximum (scale >= 0) and for the minimum (scale < 0) alike.
   tied = jnp.ones((1, 1, 1, 4, 2))
-  g = jax.grad(lambda b: jnp.sum(layers.max_pool_blocks(b)))(tied)
-  np.testing.assert_array_equal(np.asarray(g[0, 0, 0, :, 0]), [1.0, 0.0, 0.0, 0.0])
+  pool = lambda b: jnp.sum(layers.affine_max_pool_blocks(
+      b, jnp.array([[2.0, -3.0]]), jnp.zeros((1, 2))))
+  np.testing.assert_array_equal(np.asarray(jax.grad(pool)(tied)[0, 0, 0]),
+                                [[2.0, -3.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
 
 
 def test_conv_same_blocks_option_keeps_nn_conv_params():

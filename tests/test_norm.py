@@ -72,7 +72,7 @@ def test_sum_spatial_matches_a_plain_sum():
 
 @pytest.mark.parametrize("channels,groups", [(6, 2), (16, 8), (5, 1)])
 def test_group_norm_relu_max_pool_blocks_matches_the_three_ops(channels, groups):
-  """The fused block op equals GroupNorm -> ReLU -> max-pool over the 2x2 blocks, in
+  """The fused block op equals GroupNorm -> ReLU -> ``max_pool_2x2`` of the image, in
   values and in gradients for the blocks, scale and bias, with negative and zero
   scales (the pool then takes each window's minimum, or nothing flows)."""
   from jaxlatent.models import layers  # pylint: disable=g-import-not-at-top
@@ -83,7 +83,8 @@ def test_group_norm_relu_max_pool_blocks_matches_the_three_ops(channels, groups)
   ct = jnp.asarray(rng.normal(size=(3, 4, 5, channels)), jnp.float32)
 
   def three_ops(b, s, c):
-    return layers.max_pool_blocks(jax.nn.relu(norm.group_norm(b, s, c, groups)))
+    image = layers.blocks_to_image(jax.nn.relu(norm.group_norm(b, s, c, groups)))
+    return layers.max_pool_2x2(image)
 
   def fused(b, s, c):
     return layers.group_norm_relu_max_pool_blocks(b, s, c, groups)

@@ -113,28 +113,9 @@ max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 @jax.custom_vjp
-def max_pool_blocks(blocks: jax.Array) -> jax.Array:
-  """:func:`max_pool_2x2` of :func:`blocks_to_image` ``(blocks)``, from the 2x2 blocks
-  ``[B, h, w, 4, C]`` of :func:`conv_same_blocks`: the maximum over axis 3, the
-  gradient to each block's first maximum; no layout copy either way."""
-  return _max_pool_blocks_fwd(blocks)[0]
-
-
-def _max_pool_blocks_fwd(blocks):  # (maxima, first-maximum index as the residual)
-  return _first_max_of_four(*(blocks[:, :, :, i] for i in range(4)))
-
-
-def _max_pool_blocks_bwd(idx, g):
-  hit = idx[:, :, :, None, :] == np.arange(4, dtype=np.int8)[:, None]
-  return (jnp.where(hit, g[:, :, :, None, :], 0).astype(g.dtype),)
-
-
-max_pool_blocks.defvjp(_max_pool_blocks_fwd, _max_pool_blocks_bwd)
-
-
-@jax.custom_vjp
 def affine_max_pool_blocks(blocks: jax.Array, a: jax.Array, s: jax.Array) -> jax.Array:
-  """``max_pool_blocks(blocks * a + s)`` for 2x2 blocks ``[B, h, w, 4, C]`` and a
+  """The 2x2 max-pool of ``blocks * a + s`` over 2x2 blocks ``[B, h, w, 4, C]`` (the
+  maximum over axis 3, i.e. :func:`max_pool_2x2` of :func:`blocks_to_image`) for a
   per-sample, per-channel affine map (``a``, ``s``: ``[B, C]``), as ``a * x_sel + s``
   with ``x_sel`` the member the map makes largest: the first maximum of ``x`` where
   ``a >= 0``, the first minimum where ``a < 0``.  The gradient goes to that member.
@@ -168,9 +149,9 @@ affine_max_pool_blocks.defvjp(_affine_max_pool_blocks_fwd, _affine_max_pool_bloc
 
 def group_norm_relu_max_pool_blocks(blocks: jax.Array, scale: jax.Array, bias: jax.Array,
                                     num_groups: int, epsilon: float = 1e-6) -> jax.Array:
-  """``max_pool_blocks(relu(norm.group_norm(blocks, scale, bias, ...)))`` for 2x2
-  blocks ``[B, h, w, 4, C]`` (:func:`conv_same_blocks`), the norm and ReLU on the
-  pooled array.
+  """GroupNorm -> ReLU -> 2x2 max-pool of 2x2 blocks ``[B, h, w, 4, C]``
+  (:func:`conv_same_blocks`) -> ``[B, h, w, C]``, the norm and ReLU on the pooled
+  array.
 
   GroupNorm is a per-sample, per-channel affine map, and an affine map of either sign
   and the ReLU commute with the max (:func:`affine_max_pool_blocks`), so only the
@@ -683,7 +664,8 @@ def conv_same_blocks(x: jax.Array, kernel: jax.Array) -> jax.Array:
   ``[B, H/2, W/2, 4, O]``: block member ``2i + j`` at ``(h, w)`` is output pixel
   ``(2h + i, 2w + j)``, the layout the space-to-depth conv produces.
 
-  A following 2x2 max-pool (:func:`max_pool_blocks`) and any per-channel op
+  A following 2x2 max-pool (a maximum over axis 3, as in
+  :func:`group_norm_relu_max_pool_blocks`) and any per-channel op
   (GroupNorm, ReLU) then need no depth-to-space copy; XLA:CPU fuses such a copy of a
   6-channel image into the elementwise passes around it, where it runs ~10x slower
   than alone (the LeNet reconstructor spent ~60 of ~290 ms per step there, 1 core).
