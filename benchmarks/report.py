@@ -9,20 +9,29 @@ import json
 import sys
 
 
-def _speedup(r: dict) -> str:
-  for k in ("speedup_vs_torch_nchw", "speedup_vs_torch", "speedup", "speedup_vs_sequential"):
+# A row's headline speedup: the first of these keys it has.  Dict values are paired
+# per-round ratios (median, min, max); numbers are ratios of median times.
+SPEEDUP_KEYS = ("speedup_vs_torch_nchw", "speedup_vs_torch", "speedup", "speedup_vs_sequential",
+                "speedup_vs_numpy", "max_speedup_vs_numpy", "speedup_vs_one_at_a_time")
+# A row's throughput: the first of these keys it has (else its bytes per second).
+THROUGHPUT_KEYS = (("images_per_s", "img/s"), ("steps_per_s", "steps/s"),
+                   ("items_per_s", "traversals/s"))
+
+
+def speedup_text(r: dict, spread: bool = True) -> str:
+  """The row's headline speedup, ``'1.23x (1.10-1.30)'`` (``spread``: with min-max)."""
+  for k in SPEEDUP_KEYS:
     v = r.get(k)
     if isinstance(v, dict):
-      return f"{v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})"
-  for k in ("speedup_vs_numpy", "max_speedup_vs_numpy", "speedup_vs_one_at_a_time"):
-    if isinstance(r.get(k), (int, float)):
-      return f"{r[k]:.1f}x"
+      return f"{v['median']:.2f}x" + (f" ({v['min']:.2f}-{v['max']:.2f})" if spread else "")
+    if isinstance(v, (int, float)):
+      return f"{v:.2f}x"
   return ""
 
 
-def _thru(r: dict) -> str:
-  for k, unit in (("images_per_s", "img/s"), ("steps_per_s", "steps/s"),
-                  ("items_per_s", "traversals/s")):
+def throughput_text(r: dict) -> str:
+  """The row's throughput with its unit, e.g. ``'207 img/s'``."""
+  for k, unit in THROUGHPUT_KEYS:
     if r.get(k):
       return f"{r[k]:.3g} {unit}"
   if r.get("bytes_per_s"):
@@ -56,7 +65,7 @@ def render(result: dict) -> str:
     comp = f"{r['compile_s']:.1f}" if r.get("compile_s") else ""
     out.append(f"| {r['case']} | {r['variant']} | {r.get('shape', '')} | "
                f"{r['median_s']:.4g} ({r['min_s']:.4g}-{r['max_s']:.4g}) | {comp} | "
-               f"{_thru(r)} | {_speedup(r)} | {gf} | {pk} |")
+               f"{throughput_text(r)} | {speedup_text(r)} | {gf} | {pk} |")
   if mem:
     out += ["", "| memory | shape | in-memory temp MiB | chunked temp MiB | stream per-chunk "
             "temp MiB | T^2+chunk*T MiB |", "|---|---|---|---|---|---|"]

@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
 from jaxlatent.host import MALLOC_MODES  # pylint: disable=g-import-not-at-top  # noqa: E402
+import report  # pylint: disable=g-import-not-at-top  # noqa: E402  (no jax, no torch)
 
 ALL_CASES = ("dcgan", "stylegan", "discovery", "eigen", "inversion", "flops")
 TORCH_DEVICES = ("auto", "cpu", "cuda")
@@ -224,20 +225,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
       print(f"{r.get('case', ''):<16} {r.get('variant', ''):<34} {r.get('shape', ''):<22} "
             f"{r.get('status', '')}: {r.get('reason', '')[:120]}")
       continue
-    thru = f"{r['bytes_per_s'] / 1e9:.3g} GB/s" if r.get("bytes_per_s") else ""
-    for k in ("images_per_s", "steps_per_s", "items_per_s"):
-      if r.get(k):
-        thru = f"{r[k]:.3g} {k.split('_per')[0][:5]}/s"
-        break
-    sp = ""
-    for k in ("speedup_vs_torch_nchw", "speedup_vs_torch", "speedup", "speedup_vs_numpy",
-              "max_speedup_vs_numpy", "speedup_vs_sequential", "speedup_vs_one_at_a_time"):
-      if isinstance(r.get(k), dict):
-        sp = f"{r[k]['median']:.2f}x"
-        break
-      if isinstance(r.get(k), (int, float)):
-        sp = f"{r[k]:.2f}x"
-        break
+    thru, sp = report.throughput_text(r), report.speedup_text(r, spread=False)
     gf = r["flops_per_s"] / 1e9 if r.get("flops_per_s") else None
     pk = 100 * r["fraction_of_peak"] if r.get("fraction_of_peak") else None
     print(f"{r.get('case', ''):<16} {r.get('variant', ''):<34} {r.get('shape', ''):<22} "

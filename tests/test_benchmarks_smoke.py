@@ -45,6 +45,15 @@ def test_quick_eigen_case_writes_result_json(tmp_path):
   assert mem and all(r.get("chunked_temp_bytes") is not None or
                      r.get("stream_moments_temp_bytes") is not None for r in mem)
   assert "eigen" in proc.stdout and "wrote" in proc.stdout
+  # The printed table and report.py's Markdown show the same headline speedup.
+  speedup = f"{jax_row['speedup_vs_numpy']:.2f}x"
+  table_line = next(l for l in proc.stdout.splitlines() if "jax_batched" in l)
+  assert speedup in table_line
+  report = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), str(out)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+  assert report.returncode == 0, report.stderr[-2000:]
+  md_line = next(l for l in report.stdout.splitlines() if "| jax_batched |" in l)
+  assert speedup in md_line and "traversals/s" in md_line
 
 
 def _load_run_module(monkeypatch):
