@@ -55,7 +55,8 @@ def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = 
 def lib_step(size: int, batch: int, c4: int, upsample="subpixel",
              downsample="space_to_depth", precision: str | None = None, norm="batch",
              donate: bool = True, conv_grad: str = "auto", matmul_dtype: str = "float32"):
-  """(call, stats) for the library's jitted, donated DCGAN step."""
+  """(call, stats, compiled) for the library's jitted, donated DCGAN step; ``call()``
+  runs one step, threading the state."""
   from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
   trainer = make_trainer(_lib_config(size, c4, upsample, downsample, norm, conv_grad,
                                      matmul_dtype))
@@ -77,7 +78,7 @@ def lib_step(size: int, batch: int, c4: int, upsample="subpixel",
     box[0], metrics = compiled(box[0], batch_, key)
     return metrics["g_loss"]
 
-  return call, stats
+  return call, stats, compiled
 
 
 def bench_step(size: int, batch: int, c4: int, **knobs):
@@ -185,7 +186,7 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
         continue
       try:
         if kind == "lib":
-          calls[name], stats[name] = lib_step(size, batch, c4, **kw)
+          calls[name], stats[name], _ = lib_step(size, batch, c4, **kw)
         elif kind == "bench":
           calls[name], stats[name] = bench_step(size, batch, c4, **kw)
         elif have_torch:

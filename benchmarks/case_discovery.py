@@ -22,6 +22,7 @@ compute-bound CPU one program does the same FLOPs as the sequential runs, so exp
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
@@ -37,13 +38,15 @@ def _generator(size: int, c4: int):
   return trainer.generator(trainer.init(jax.random.key(0)))
 
 
-def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
+def shapes(quick: bool) -> tuple[int, int, int, int]:
+  """(image size, channels at 4x4, batch, K) of the timed step."""
+  return (16, 32, 8, 10) if quick else (64, 128, 128, 100)
+
+
+def jax_step(gen, batch: int, k: int):
+  """(call, stats, compiled) for the jitted discovery step on ``gen``; ``call()`` runs
+  one step, threading the state."""
   from jaxlatent.directions import voynov  # pylint: disable=g-import-not-at-top
-  quick = ctx["quick"]
-  size, c4 = (16, 32) if quick else (64, 128)
-  batch = 8 if quick else 128
-  k = 10 if quick else 100
-  gen = _generator(size, c4)
   cfg = voynov.VoynovConfig(num_directions=k, deformator="proj", reconstructor="lenet",
                             batch_size=batch, steps=1, eval_every=1)
   step = voynov.make_train_step(gen, cfg)
@@ -51,16 +54,24 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
       gen, jax.random.key(1), config=cfg)
   # make_train_step's jitted function takes the config as a static keyword.
   lowered = step.jitted.lower(gen, state, jax.random.key(2), config=cfg)
-  import time  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   compiled = lowered.compile()
   stats = {"compile_s": time.perf_counter() - t0, **common.cost_of(compiled)}
   box = [state]
 
-  def jax_call():
+  def call():
     box[0], metrics = compiled(gen, box[0], jax.random.key(3))
     return metrics["loss"]
 
+  return call, stats, compiled
+
+
+def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
+  from jaxlatent.directions import voynov  # pylint: disable=g-import-not-at-top
+  quick = ctx["quick"]
+  size, c4, batch, k = shapes(quick)
+  gen = _generator(size, c4)
+  jax_call, stats, _ = jax_step(gen, batch, k)
   calls = {"jax_step": jax_call}
   shape = f"DCGAN {size}x{size} C{c4}, K{k}, batch {batch}"
   if ctx["torch"] is not None:

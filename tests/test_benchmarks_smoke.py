@@ -15,6 +15,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -130,3 +131,33 @@ def test_run_refuses_torch_device_cuda_without_a_gpu(tmp_path):
   assert proc.returncode == 2
   assert "--torch-device cuda" in proc.stderr
   assert not out.exists()
+
+
+def test_profile_ops_quick_dcgan_and_compare(tmp_path):
+  """benchmarks/profile_ops.py: per-op durations of the step joined with the HLO ops'
+  shapes and source names, family totals that add up, and --compare of two files."""
+  out = tmp_path / "ops.json"
+  script = str(ROOT / "benchmarks" / "profile_ops.py")
+  proc = subprocess.run([sys.executable, script, "--case", "dcgan", "--quick", "--top", "5",
+                         "--json-out", str(out)],
+                        capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(out.read_text())
+  assert result["case"] == "dcgan" and result["step_wall_s"] > 0 and result["step_cpu_s"] > 0
+  ops = result["ops"]
+  assert ops and all(r["ms"] > 0 and r["kind"] and r["shape"] for r in ops)
+  assert [r["ms"] for r in ops] == sorted((r["ms"] for r in ops), reverse=True)
+  # The discriminator's and generator's layers are named in the ops' source names.
+  names = " ".join(r["op_name"] for r in ops)
+  assert "DCGANDiscriminator" in names and "DCGANGenerator" in names
+  np.testing.assert_allclose(sum(result["families_ms"].values()), result["ops_ms_total"],
+                             rtol=1e-6)
+  assert ops[0]["op"] in proc.stdout
+  same = subprocess.run([sys.executable, script, "--compare", str(out), str(out)],
+                        capture_output=True, text=True, timeout=60, cwd=ROOT)
+  assert same.returncode == 0, same.stderr[-2000:]
+  assert "x 1.00" in same.stdout
+  missing = subprocess.run([sys.executable, script, "--compare", str(out),
+                            str(tmp_path / "missing.json")],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+  assert missing.returncode == 2 and "missing.json" in missing.stderr
