@@ -166,15 +166,29 @@ def test_conv_same_fast_matches_xla_values_and_gradients(shape, k, out):
   if shape[1] % 2 == 0 and shape[2] % 2 == 0:
     np.testing.assert_allclose(np.asarray(layers.conv_same_s2d(x, w)),
                                np.asarray(layers.conv_same(x, w)), rtol=1e-4, atol=1e-4)
-  # The shift-GEMM kernel gradient in batch chunks (here one image per chunk).
+  # The shift-GEMM kernel gradient in batch chunks (one image per chunk, and whole).
   dk = jax.vjp(lambda v: layers.conv_same(x, v), w)[1](ct)[0]
   for chunk_bytes in (1, 1 << 30):
-    got_dk = layers._kernel_grad_shift_gemm(x, ct, k, chunk_bytes)  # pylint: disable=protected-access
+    assert layers.shift_gemm_chunk_images(x.shape, k, out, chunk_bytes, 0) == (
+        1 if chunk_bytes == 1 else shape[0])
+    got_dk = layers._kernel_grad_shift_gemm(x, ct, k, chunk_bytes, 0)  # pylint: disable=protected-access
     np.testing.assert_allclose(np.asarray(got_dk), np.asarray(dk), rtol=1e-4, atol=1e-4)
   if shape[1] % 2 == 0 and shape[2] % 2 == 0:  # the same on the space-to-depth input
     got_dk = layers._kernel_grad_s2d_shift_gemm(  # pylint: disable=protected-access
         layers.space_to_depth(x), layers.space_to_depth(ct), w)
     np.testing.assert_allclose(np.asarray(got_dk), np.asarray(dk), rtol=1e-4, atol=1e-4)
+
+
+def test_shift_gemm_chunks_hold_the_bytes_or_the_flops():
+  """Chunks of ~512 KiB of shifted input, unless that leaves a GEMM under 20 MFLOP
+  (the LeNet reconstructor's layers at batch 128: the 5x5 16->120 conv in chunks of 4
+  images, the first conv on the space-to-depth input, 3x3 8->24, in chunks of 16)."""
+  chunks = layers.shift_gemm_chunk_images
+  assert chunks((128, 16, 16, 16), 5, 120) == 4  # 102 KiB, 4.9 MFLOP per image
+  assert chunks((128, 32, 32, 8), 3, 24) == 16  # 104 KiB, 1.2 MFLOP per image
+  assert chunks((128, 32, 32, 8), 3, 24, min_chunk_flops=0) == 4
+  assert chunks((6, 32, 32, 8), 3, 24) == 6  # never more than the batch
+  assert chunks((7, 32, 32, 8), 3, 24, min_chunk_flops=0) == 1  # a divisor of B
 
 
 def test_conv_same_module_has_nn_conv_params_and_checks_impl():

@@ -591,6 +591,12 @@ def conv_same_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
 # shifted copy, so that it is still in cache when its GEMMs read it (1 core, 128 x 16^2
 # x 16 -> 120: 75 ms unchunked, 38 ms in chunks of 4 images).
 SHIFT_GEMM_CHUNK_BYTES = 512 * 1024
+# ... but each chunk's GEMMs get at least this many FLOPs: with several threads, XLA:CPU
+# splits every GEMM between them, and thin ones (the reconstructor's first conv: 24 x 24
+# outputs, 4.7 MFLOP in chunks of 4 images) then took longer on 2 threads than on one
+# (10.8 -> 19.4 ms in the discovery step; chunks of 16 images: 12.4 ms on 1 core as
+# before, 8.6 ms on 2 threads).
+SHIFT_GEMM_MIN_CHUNK_FLOPS = 20_000_000
 
 
 def _shift_gemm(x: jax.Array, dy: jax.Array, k: int) -> jax.Array:
@@ -606,15 +612,31 @@ def _shift_gemm(x: jax.Array, dy: jax.Array, k: int) -> jax.Array:
   return jnp.stack(rows).reshape(k, k, c, dy.shape[-1])
 
 
-def _kernel_grad_shift_gemm(x: jax.Array, dy: jax.Array, k: int,
-                            chunk_bytes: int = SHIFT_GEMM_CHUNK_BYTES) -> jax.Array:
-  """:func:`_shift_gemm` summed over batch chunks (``lax.scan``) of about
-  ``chunk_bytes`` of shifted input each (the largest divisor of B that fits)."""
-  b, h, w, c = x.shape
-  per_image = (h + 2 * (k // 2)) * w * k * c * x.dtype.itemsize
-  n = max(1, min(b, chunk_bytes // max(per_image, 1)))
+def shift_gemm_chunk_images(x_shape: tuple[int, ...], k: int, features: int,
+                            chunk_bytes: int = SHIFT_GEMM_CHUNK_BYTES,
+                            min_chunk_flops: int = SHIFT_GEMM_MIN_CHUNK_FLOPS,
+                            itemsize: int = 4) -> int:
+  """Images per batch chunk of :func:`_kernel_grad_shift_gemm` for an input
+  ``[B, H, W, C]``: about ``chunk_bytes`` of shifted input, or ``min_chunk_flops`` per
+  GEMM where that is more; the largest divisor of B that fits."""
+  b, h, w, c = x_shape
+  per_image = (h + 2 * (k // 2)) * w * k * c * itemsize
+  flops_per_image = 2 * h * w * k * c * features  # of one row tap's GEMM
+  n = max(chunk_bytes // max(per_image, 1), -(-min_chunk_flops // max(flops_per_image, 1)))
+  n = max(1, min(b, n))
   while b % n:
     n -= 1
+  return n
+
+
+def _kernel_grad_shift_gemm(x: jax.Array, dy: jax.Array, k: int,
+                            chunk_bytes: int = SHIFT_GEMM_CHUNK_BYTES,
+                            min_chunk_flops: int = SHIFT_GEMM_MIN_CHUNK_FLOPS) -> jax.Array:
+  """:func:`_shift_gemm` summed over batch chunks (``lax.scan``) of
+  :func:`shift_gemm_chunk_images` images each."""
+  b, h, w, c = x.shape
+  n = shift_gemm_chunk_images(x.shape, k, dy.shape[-1], chunk_bytes, min_chunk_flops,
+                              x.dtype.itemsize)
   if n == b:
     return _shift_gemm(x, dy, k)
   xs = x.reshape(b // n, n, h, w, c)
