@@ -148,10 +148,10 @@ def compare(a: dict[str, Any], b: dict[str, Any], top: int) -> dict[str, Any]:
   a_ms = {r["op"]: r for r in a["ops"]}
   b_ms = {r["op"]: r["ms"] for r in b["ops"]}
   rows = [(r["ms"], b_ms.get(op, 0.0), op, r) for op, r in a_ms.items()]
-  flat = [x for x in rows if x[1] >= 0.8 * x[0]]
+  not_faster = [x for x in rows if x[1] >= 0.8 * x[0]]
   summary = {"a_ms": sum(x[0] for x in rows), "b_ms": sum(x[1] for x in rows),
-             "not_faster_a_ms": sum(x[0] for x in flat),
-             "not_faster_b_ms": sum(x[1] for x in flat)}
+             "not_faster_a_ms": sum(x[0] for x in not_faster),
+             "not_faster_b_ms": sum(x[1] for x in not_faster)}
   print(f"A: {a['step_wall_s']:.4f} s wall, {a['environment']['cpus_usable']} CPUs; "
         f"B: {b['step_wall_s']:.4f} s wall, {b['environment']['cpus_usable']} CPUs")
   print(f"ops: A {summary['a_ms']:.1f} ms, B {summary['b_ms']:.1f} ms; ops not >= 1.25x "
@@ -173,6 +173,12 @@ def main(argv=None) -> int:
           files.append(json.load(f))
       except (OSError, json.JSONDecodeError) as e:
         print(f"error: {path}: {e}", file=sys.stderr)
+        return 2
+      missing = [k for k in ("case", "shape", "ops", "step_wall_s", "environment")
+                 if not isinstance(files[-1], dict) or k not in files[-1]]
+      if missing:
+        print(f"error: {path}: not a profile_ops.py --json-out file (no {missing})",
+              file=sys.stderr)
         return 2
     if (files[0]["case"], files[0]["shape"]) != (files[1]["case"], files[1]["shape"]):
       print(f"error: {args.compare[0]} profiles {files[0]['case']} {files[0]['shape']}, "

@@ -161,3 +161,8 @@ def test_profile_ops_quick_dcgan_and_compare(tmp_path):
                             str(tmp_path / "missing.json")],
                            capture_output=True, text=True, timeout=60, cwd=ROOT)
   assert missing.returncode == 2 and "missing.json" in missing.stderr
+  other = tmp_path / "other.json"
+  other.write_text(json.dumps({"rows": []}))  # a run.py result, not a profile
+  wrong = subprocess.run([sys.executable, script, "--compare", str(out), str(other)],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+  assert wrong.returncode == 2 and "other.json: not a profile_ops.py" in wrong.stderr
