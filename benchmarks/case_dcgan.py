@@ -168,12 +168,23 @@ DEFAULT_VARIANTS = ("jax_subpixel", "jax_transpose", "jax_bf16", "torch_nchw",
 QUICK_VARIANTS = ("jax_subpixel", "torch_nchw")
 
 
+def shapes(quick: bool) -> tuple[list[int], int, int]:
+  """The default (image sizes, batch, channels at 4x4) of the timed step."""
+  return ([16], 8, 32) if quick else ([64, 128], 64, 512)
+
+
+def shape_text(size: int, batch: int, c4: int) -> str:
+  """The ``shape`` of a row, e.g. ``'64x64 b64 C512'``."""
+  return f"{size}x{size} b{batch} C{c4}"
+
+
 def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
   """Rows for every (size, variant); ratios are vs torch_nchw of the same round."""
   quick = ctx["quick"]
-  sizes = ctx.get("dcgan_sizes") or ([16] if quick else [64, 128])
-  batch = ctx.get("dcgan_batch") or (8 if quick else 64)
-  c4 = ctx.get("dcgan_channels") or (32 if quick else 512)
+  default_sizes, default_batch, default_c4 = shapes(quick)
+  sizes = ctx.get("dcgan_sizes") or default_sizes
+  batch = ctx.get("dcgan_batch") or default_batch
+  c4 = ctx.get("dcgan_channels") or default_c4
   names = ctx.get("dcgan_variants") or (QUICK_VARIANTS if quick else DEFAULT_VARIANTS)
   have_torch = ctx["torch"] is not None
   rows = []
@@ -208,7 +219,7 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
       timings.update(t2)
     ref = timings.get("torch_nchw")
     for name in names:
-      shape = f"{size}x{size} b{batch} C{c4}"
+      shape = shape_text(size, batch, c4)
       if name in missing:
         rows.append({"case": "dcgan", "variant": name, "shape": shape,
                      **common.not_available(missing[name])})

@@ -43,6 +43,11 @@ def shapes(quick: bool) -> tuple[int, int, int, int]:
   return (16, 32, 8, 10) if quick else (64, 128, 128, 100)
 
 
+def shape_text(size: int, c4: int, batch: int, k: int) -> str:
+  """The ``shape`` of the step's rows, e.g. ``'DCGAN 64x64 C128, K100, batch 128'``."""
+  return f"DCGAN {size}x{size} C{c4}, K{k}, batch {batch}"
+
+
 def jax_step(gen, batch: int, k: int):
   """(call, stats, compiled) for the jitted discovery step on ``gen``; ``call()`` runs
   one step, threading the state."""
@@ -73,7 +78,7 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
   gen = _generator(size, c4)
   jax_call, stats, _ = jax_step(gen, batch, k)
   calls = {"jax_step": jax_call}
-  shape = f"DCGAN {size}x{size} C{c4}, K{k}, batch {batch}"
+  shape = shape_text(size, c4, batch, k)
   if ctx["torch"] is not None:
     import case_dcgan  # pylint: disable=g-import-not-at-top
     import torch_refs  # pylint: disable=g-import-not-at-top

@@ -57,6 +57,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.error("one of --case or --compare is required")
   if args.steps < 1:
     p.error(f"--steps {args.steps}: expected at least 1")
+  if args.size is not None:
+    if args.case != "dcgan":
+      p.error("--size applies to --case dcgan only (the discovery step's size is fixed)")
+    if args.size < 8 or args.size & (args.size - 1):
+      p.error(f"--size {args.size}: expected a power of two >= 8")
   return args
 
 
@@ -96,15 +101,15 @@ def build(case: str, size: int | None, quick: bool):
   """(call, compiled, shape text) of the library step of ``case``."""
   if case == "dcgan":
     import case_dcgan  # pylint: disable=g-import-not-at-top
-    size = size or (16 if quick else 64)
-    c4, batch = (32, 8) if quick else (512, 64)
+    sizes, batch, c4 = case_dcgan.shapes(quick)
+    size = size or sizes[0]
     call, _, compiled = case_dcgan.lib_step(size, batch, c4)
-    return call, compiled, f"{size}x{size} b{batch} C{c4}"
+    return call, compiled, case_dcgan.shape_text(size, batch, c4)
   import case_discovery  # pylint: disable=g-import-not-at-top
   size, c4, batch, k = case_discovery.shapes(quick)
   gen = case_discovery._generator(size, c4)  # pylint: disable=protected-access
   call, _, compiled = case_discovery.jax_step(gen, batch, k)
-  return call, compiled, f"DCGAN {size}x{size} C{c4}, K{k}, batch {batch}"
+  return call, compiled, case_discovery.shape_text(size, c4, batch, k)
 
 
 def profile(args) -> dict[str, Any]:

@@ -166,3 +166,9 @@ def test_profile_ops_quick_dcgan_and_compare(tmp_path):
   wrong = subprocess.run([sys.executable, script, "--compare", str(out), str(other)],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
   assert wrong.returncode == 2 and "other.json: not a profile_ops.py" in wrong.stderr
+  bad_flags = ((["--case", "dcgan", "--size", "48"], "--size 48: expected a power"),
+               (["--case", "discovery", "--size", "64"], "--size applies to --case dcgan"))
+  for flags, message in bad_flags:
+    bad = subprocess.run([sys.executable, script, *flags], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-500:]
