@@ -73,8 +73,9 @@ def test_images_decode_to_the_written_pixels(tmp_path):
   (c,) = acc.Images("overlay")
   assert (c.step, c.height, c.width) == (4, 4, 3)
   np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(c.encoded_image_string))), rgb)
-  with pytest.raises(ValueError, match="image must be"):
-    tb.SummaryWriter(str(tmp_path / "other")).image(0, "bad", np.zeros((2, 2, 2)))
+  with tb.SummaryWriter(str(tmp_path / "other")) as w, \
+       pytest.raises(ValueError, match="image must be"):
+    w.image(0, "bad", np.zeros((2, 2, 2)))
 
 
 def _crashed_run(logdir):
@@ -114,6 +115,8 @@ def test_resume_after_crash_shows_each_step_once(tmp_path):
                                [1000.0 + s for s in range(1, 51)] + list(range(51, 81)))
     assert [e.step for e in acc.Images("samples")] == [25, 50, 75]
   assert not [f for f in os.listdir(logdir) if f.endswith(".tmp")]
+  # The old file was rewritten whole: its torn tail is gone too.
+  assert sum(len(r) + 16 for r in tb.read_tfrecords(old)) == os.path.getsize(old)
   # Resuming again from the same checkpoint replaces 51..80 once more.
   _resume(logdir, 50, 60)
   assert _steps(_load(logdir), "loss") == list(range(1, 61))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from jaxlatent.errors import DataError
-from jaxlatent.viz.scrubber import bwr, write_scrubber
+from jaxlatent.viz.scrubber import bwr, traversal_panels, write_scrubber
 
 N_ALPHA, N_SLICES, SIZE = 5, 2, 8
 ALPHAS = [0.0, 2.5, 5.0, 7.5, 10.0]
@@ -78,6 +78,33 @@ def test_page_is_self_contained(tmp_path):
   assert page.count("data:image/png;base64,") == 2 * N_SLICES * N_ALPHA * 3 + 1 + 2
   assert "direction 3 &lt;test&gt;" in page and "z=12" in page
   assert os.listdir(tmp_path / "d") == ["scrub.html"]
+
+
+def test_traversal_panels_from_a_real_eigen_analysis(tmp_path):
+  from jaxlatent.analysis.eigen import eigen_analysis_batched  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  alphas = np.linspace(0.0, 4.0, N_ALPHA)
+  base = rng.normal(size=(N_SLICES, 1, SIZE, SIZE, 1)) * 0.1
+  change = np.zeros((SIZE, SIZE, 1))
+  change[2:5, 2:6] = 0.1  # a planted region that brightens linearly with alpha
+  images = (base + alphas[:, None, None, None] * change).astype(np.float32)
+  mask = np.ones((SIZE, SIZE), np.float32)
+  res = eigen_analysis_batched(images, mask, alphas)
+  panels = traversal_panels(images, res)
+  assert {k: v.shape for k, v in panels.items()} == {
+      k: (N_SLICES, N_ALPHA, SIZE, SIZE) for k in ("generated", "subtraction", "component2")}
+  np.testing.assert_allclose(panels["generated"], images[..., 0])
+  np.testing.assert_allclose(panels["subtraction"][:, -1],
+                             np.broadcast_to(4.0 * change[..., 0], (N_SLICES, SIZE, SIZE)), atol=1e-5)
+  maps, vecs = np.asarray(res.component_maps), np.asarray(res.eigenvectors)
+  np.testing.assert_allclose(panels["component2"][1, 3], maps[1, 1, ..., 0] * vecs[1, 3, 1],
+                             rtol=1e-5, atol=1e-7)
+  # Component 2 of a linear change: the planted region moves from one sign to the other.
+  inside = panels["component2"][:, :, 3, 3]
+  assert np.all(inside[:, 0] < 0) and np.all(inside[:, -1] > 0)
+  write_scrubber(tmp_path / "s.html", {"sub-01": panels}, alphas)
+  with pytest.raises(DataError, match="component=9"):
+    traversal_panels(images, res, component=9)
 
 
 def test_one_subject_one_slice_has_no_selector_or_slice_slider(tmp_path):

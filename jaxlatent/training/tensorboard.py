@@ -123,10 +123,8 @@ def tfrecord(data: bytes) -> bytes:
           + struct.pack("<I", masked_crc32c(data)))
 
 
-def read_tfrecords(path: str) -> Iterator[bytes]:
-  """The records of a TFRecord file, stopping at a torn or corrupt record (a crash's tail)."""
-  with open(path, "rb") as f:
-    buf = f.read()
+def _records(buf: bytes) -> Iterator[tuple[int, int]]:
+  """(start, end) of each whole, intact record in ``buf``; stops at a torn or corrupt one."""
   pos = 0
   while pos + 12 <= len(buf):
     header = buf[pos:pos + 8]
@@ -135,11 +133,17 @@ def read_tfrecords(path: str) -> Iterator[bytes]:
     end = pos + 12 + length
     if header_crc != masked_crc32c(header) or end + 4 > len(buf):
       return
-    data = buf[pos + 12:end]
-    if struct.unpack("<I", buf[end:end + 4])[0] != masked_crc32c(data):
+    if struct.unpack("<I", buf[end:end + 4])[0] != masked_crc32c(buf[pos + 12:end]):
       return
-    yield data
+    yield pos, end + 4
     pos = end + 4
+
+
+def read_tfrecords(path: str) -> list[bytes]:
+  """The data of each record of a TFRecord file, up to a torn or corrupt record (a crash's tail)."""
+  with open(path, "rb") as f:
+    buf = f.read()
+  return [buf[start + 12:end - 4] for start, end in _records(buf)]
 
 
 # ---------------------------------------------------------------------------
@@ -276,16 +280,16 @@ def drop_after(logdir: str, step: int) -> int:
   removed = 0
   for path in event_files(logdir):
     with open(path, "rb") as f:
-      size = len(f.read())
+      buf = f.read()
     kept, dropped = [], 0
-    for data in read_tfrecords(path):
-      fields = event_fields(data)
+    for start, end in _records(buf):
+      fields = event_fields(buf[start + 12:end - 4])
       if 3 in fields or int(fields.get(2, 0)) <= step:  # field 3: the file_version header
-        kept.append(tfrecord(data))
+        kept.append(buf[start:end])
       else:
         dropped += 1
     body = b"".join(kept)
-    if dropped == 0 and len(body) == size:
+    if len(body) == len(buf):
       continue
     # The temporary name has no "tfevents" in it, so a running TensorBoard skips it.
     tmp = os.path.join(logdir, f".jaxlatent-rewrite.{os.getpid()}.tmp")

@@ -184,6 +184,39 @@ show();
 """
 
 
+def traversal_panels(images: Any, result: Any, component: int = 2) -> dict[str, np.ndarray]:
+  """The three panels of one subject's traversal, from its eigen-analysis.
+
+  Args:
+    images: ``[T, H, W, 1]`` or ``[n_slices, T, H, W, 1]``, the rendered traversal.
+    result: the :class:`jaxlatent.analysis.eigen.EigenResult` of those traversals
+      (the same leading dims).
+    component: which component to scrub (1-based, as in the reports).
+
+  Returns:
+    ``{"generated", "subtraction", "component2"}`` arrays ``[..., T, H, W]``.  The
+    component panel at step t is ``(M v_c) * v_c[t]``: the part of the traversal's
+    change that component c explains at that step (its map scaled by the
+    eigenvector's value there), so it grows with alpha as the change does.
+  """
+  images = np.asarray(images, np.float32)
+  maps = np.asarray(result.component_maps, np.float32)  # [..., K, H, W, C]
+  vecs = np.asarray(result.eigenvectors, np.float32)  # [..., T, T]
+  if images.ndim not in (4, 5) or images.shape[-1] != 1:
+    raise DataError(f"images has shape {images.shape}; expected [T, H, W, 1] or "
+                    "[n_slices, T, H, W, 1]")
+  if not 1 <= component <= maps.shape[-4]:
+    raise DataError(f"component={component} is not among the {maps.shape[-4]} kept components")
+  if maps.shape[:-4] != images.shape[:-4] or maps.shape[-3:] != images.shape[-3:]:
+    raise DataError(f"result has component maps {maps.shape}, which do not match images "
+                    f"{images.shape}")
+  c = component - 1
+  comp = vecs[..., :, c, None, None] * maps[..., c, None, :, :, 0]  # [..., T, H, W]
+  return {"generated": images[..., 0],
+          "subtraction": np.asarray(result.subtraction_maps, np.float32)[..., 0],
+          "component2": comp}
+
+
 def write_scrubber(path: str | os.PathLike, frames: Mapping[str, Mapping[str, Any]],
                    alphas: Sequence[float], slice_labels: Sequence[str] | None = None,
                    title: str = "Latent traversal") -> str:
@@ -257,4 +290,4 @@ def write_scrubber(path: str | os.PathLike, frames: Mapping[str, Mapping[str, An
   return path
 
 
-__all__ = ["PANELS", "bwr", "write_scrubber"]
+__all__ = ["PANELS", "bwr", "traversal_panels", "write_scrubber"]
