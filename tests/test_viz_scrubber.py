@@ -94,8 +94,8 @@ def test_traversal_panels_from_a_real_eigen_analysis(tmp_path):
   assert {k: v.shape for k, v in panels.items()} == {
       k: (N_SLICES, N_ALPHA, SIZE, SIZE) for k in ("generated", "subtraction", "component2")}
   np.testing.assert_allclose(panels["generated"], images[..., 0])
-  np.testing.assert_allclose(panels["subtraction"][:, -1],
-                             np.broadcast_to(4.0 * change[..., 0], (N_SLICES, SIZE, SIZE)), atol=1e-5)
+  last = np.broadcast_to(4.0 * change[..., 0], (N_SLICES, SIZE, SIZE))
+  np.testing.assert_allclose(panels["subtraction"][:, -1], last, atol=1e-5)
   maps, vecs = np.asarray(res.component_maps), np.asarray(res.eigenvectors)
   np.testing.assert_allclose(panels["component2"][1, 3], maps[1, 1, ..., 0] * vecs[1, 3, 1],
                              rtol=1e-5, atol=1e-7)
