@@ -19,7 +19,7 @@ from jaxlatent.analysis.dicom_out import write_subject_maps_dicom  # noqa: E402
 from jaxlatent.analysis.nifti_out import slice_grid_affine  # noqa: E402
 from jaxlatent.data import dicom, dicom_write  # noqa: E402
 from jaxlatent.data.nifti import load_volume  # noqa: E402
-from jaxlatent.errors import DataError  # noqa: E402
+from jaxlatent.errors import ConfigError, DataError  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (24, 20, 12)
@@ -170,6 +170,25 @@ def test_pipeline_cache_equals_nifti_and_labels_by_patient_id(tmp_path, caplog):
   with caplog.at_level(logging.INFO, logger="jaxlatent.data.pipeline"):
     data.load_dataset(_cfg(ddir, "dicom", **kw), 16, str(tmp_path / "c_dcm"))
   assert "re-using the preprocessed cache" in caplog.text
+  # Mask NIfTIs pair with DICOM subjects by subject id, as with NIfTI volumes.
+  mdir = tmp_path / "masks"
+  mdir.mkdir()
+  for sid in ("p1", "p2", "p3"):
+    img = nib.load(str(ndir / f"{sid}.nii.gz"))
+    nib.save(nib.Nifti1Image((np.asarray(img.dataobj) > -500).astype(np.uint8), img.affine),
+             str(mdir / f"{sid}_mask.nii.gz"))
+  want_m = data.load_dataset(_cfg(ndir, "nifti", mask_path=str(mdir)), 16, str(tmp_path / "m1"))
+  got_m = data.load_dataset(_cfg(ddir, "dicom", mask_path=str(mdir)), 16, str(tmp_path / "m2"))
+  np.testing.assert_array_equal(np.asarray(got_m.masks), np.asarray(want_m.masks))
+  np.testing.assert_allclose(np.asarray(got_m.images), np.asarray(want_m.images), atol=1e-5)
+  # A CSV keyed by SeriesInstanceUID.
+  uids = {s.subject_id: s.series_uid for s in dicom.find_dicom_series(str(ddir))}
+  csv2 = tmp_path / "by_series.csv"
+  csv2.write_text("SeriesInstanceUID,age\n" + "".join(f"{uids[s]},{a}\n" for s, a in
+                                                      (("p3", 70), ("p1", 50), ("p2", 60))))
+  by_uid = data.load_dataset(_cfg(ddir, "dicom", labels_csv=str(csv2)), 16, str(tmp_path / "c3"))
+  ages = {s: a for s, a in zip(by_uid.subject_id.tolist(), by_uid.labels["age"].tolist())}
+  assert ages == {"p1": 50.0, "p2": 60.0, "p3": 70.0}
   # A rewritten slice changes the fingerprint: the cache is rebuilt.
   first = sorted(os.listdir(ddir / "p1" / "study" / "series"))[0]
   os.utime(ddir / "p1" / "study" / "series" / first, ns=(1, 1))
@@ -317,3 +336,18 @@ def test_component_and_subtraction_maps_as_dicom(tmp_path):
       assert len(uids) == 1 and uids != {info["dicom"]["series_uid"]}
   with pytest.raises(DataError, match="not read from DICOM"):
     write_subject_maps_dicom(str(tmp_path / "m2"), "p1", dict(info, dicom=None), idx, comps)
+
+
+def test_analysis_inverts_a_dicom_folder(tmp_path):
+  import ml_collections
+  from jaxlatent import pipeline
+  _write_subject(tmp_path / "dcm", "p9", _phantom(8), _affine("axial"))
+  config = pipeline.default_analysis_config()
+  config.images.source, config.images.path = "dicom", str(tmp_path / "dcm")
+  pipeline.validate_analysis_config(config)
+  train = ml_collections.ConfigDict({"data": data.default_data_config(), "image_size": 16})
+  ds = pipeline.analysis_dataset(config, train, str(tmp_path / "out"))
+  assert set(ds.subject_id.tolist()) == {"p9"} and ds.subjects["p9"]["dicom"]["patient_id"] == "p9"
+  config.images.path = ""
+  with pytest.raises(ConfigError, match="images.path is empty.*source='dicom'"):
+    pipeline.validate_analysis_config(config)

@@ -22,14 +22,17 @@ import dataclasses
 import logging
 import os
 import re
+import warnings
 from collections import Counter
 from typing import Any, Callable
 
 import nibabel as nib
 import numpy as np
 
+from jaxlatent.data.labels import load_labels
 from jaxlatent.data.nifti import Volume, check_finite, spacing_from_affine
-from jaxlatent.errors import DataError
+from jaxlatent.data.slicing import axis_index, resolve_slice_range
+from jaxlatent.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,13 @@ class SeriesInfo:
     for j in range(3):
       out[int(ornt[j, 0])] = self.shape[j]
     return tuple(out)
+
+
+def _dcmread(pydicom, path: str, header_only: bool):
+  """pydicom.dcmread without its warnings about odd headers: the CLI prints one line."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    return pydicom.dcmread(path, stop_before_pixels=header_only)
 
 
 def _str(ds, keyword: str) -> str:
@@ -273,11 +283,13 @@ def find_dicom_series(root: str, what: str = "data.path") -> list[SeriesInfo]:
   groups: dict[str, dict] = {}
   for f in paths:
     try:
-      ds = pydicom.dcmread(f, stop_before_pixels=True)
-    except (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, TypeError,
-            KeyError, AttributeError):
+      ds = _dcmread(pydicom, f, header_only=True)
+    except pydicom.errors.InvalidDicomError:  # no 'DICM' marker: not a DICOM file.
       skipped["not DICOM"] += 1
       continue
+    except Exception as e:  # a DICOM file whose header is damaged: pydicom raises many types.
+      raise DataError(f"cannot read the header of DICOM file {f!r} ({type(e).__name__}: {e})"
+                      ) from None
     reason = _skip_reason(ds)
     if reason:
       skipped[reason] += 1
@@ -317,7 +329,7 @@ def _slice_pixels(f: str, rows: int, cols: int) -> np.ndarray:
   """One slice's stored values rescaled (slope/intercept), float64 [rows, cols]."""
   pydicom = import_pydicom()
   try:
-    ds = pydicom.dcmread(f)
+    ds = _dcmread(pydicom, f, header_only=False)
   except Exception as e:  # pydicom raises many types for damaged files.
     raise DataError(f"cannot read DICOM file {f!r} ({type(e).__name__}: {e})") from None
   check_decodable(ds, f)
@@ -325,7 +337,9 @@ def _slice_pixels(f: str, rows: int, cols: int) -> np.ndarray:
     raise DataError(f"DICOM file {f!r} has {ds.SamplesPerPixel} samples per pixel; a "
                     "grayscale CT/MR image is needed")
   try:
-    px = np.asarray(ds.pixel_array, np.float64)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      px = np.asarray(ds.pixel_array, np.float64)
   except Exception as e:  # decoders raise many types for damaged pixel data.
     raise DataError(f"cannot decode the pixel data of DICOM file {f!r} "
                     f"({type(e).__name__}: {e})") from None
@@ -370,10 +384,6 @@ def plan_dicom(cfg, match_masks: Callable[[str, list[str]], dict[str, str]]) -> 
   keyed by those columns) and ``subject_meta`` (subject id -> extra cache fields).
   ``match_masks(mask_path, subject_ids)`` pairs mask NIfTIs with subjects as for NIfTI.
   """
-  from jaxlatent.data.labels import load_labels  # pylint: disable=g-import-not-at-top
-  from jaxlatent.data.slicing import axis_index, resolve_slice_range  # pylint: disable=g-import-not-at-top
-  from jaxlatent.errors import ConfigError  # pylint: disable=g-import-not-at-top
-
   series = find_dicom_series(cfg.path, "data.path")
   ids = [s.subject_id for s in series]
   ax = axis_index(cfg.axis)

@@ -104,7 +104,8 @@ def write_dicom_series(
   """
   import_pydicom()  # DataError naming the extra when pydicom is missing.
   from pydicom.dataset import Dataset, FileMetaDataset  # pylint: disable=g-import-not-at-top
-  from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID  # pylint: disable=g-import-not-at-top
+  from pydicom.uid import (  # pylint: disable=g-import-not-at-top
+      PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian)
 
   vol = np.asarray(volume)
   if vol.ndim != 3 or min(vol.shape) < 1:
