@@ -149,8 +149,7 @@ def check_decodable(ds, path: str) -> None:
   if not decoder.is_available:
     need = "; ".join(decoder.missing_dependencies) or "a pixel data plugin"
     raise DataError(f"DICOM file {path!r} is compressed ({uid.name}, {uid}) and no decoder "
-                    f"is installed: install one of [{need}] (pip names: pylibjpeg, "
-                    "pylibjpeg-openjpeg, pylibjpeg-libjpeg, python-gdcm, pillow)")
+                    f"is installed: install one of [{need}] (gdcm's pip name is python-gdcm)")
 
 
 def _skip_reason(ds) -> str | None:
@@ -160,7 +159,9 @@ def _skip_reason(ds) -> str | None:
     return "secondary capture"
   if sop not in IMAGE_SOP_CLASSES:
     return "not a CT/MR image object"
-  if "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
+  image_type = ds.get("ImageType") or []
+  image_type = [image_type] if isinstance(image_type, str) else list(image_type)
+  if "LOCALIZER" in [str(v).upper() for v in image_type]:
     return "localizer"
   if int(ds.get("NumberOfFrames", 1) or 1) != 1:
     return "multi-frame"
