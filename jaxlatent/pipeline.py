@@ -66,7 +66,7 @@ def default_analysis_config() -> ml_collections.ConfigDict:
       threshold); skipped for real data.
     images: which images are inverted.  source 'heldout': the training phantom
       population re-drawn with ``data.seed + seed_offset`` (subjects never seen in
-      training); 'nifti': ``path`` (glob/folder) through the training run's
+      training); 'nifti' / 'dicom': ``path`` (glob/folder) through the training run's
       preprocessing, ``labels_csv`` for labels.  max_subjects: first N subjects (0: all).
     inversion: optimizer settings; StyleGAN: the projector (lr warm-up/ramp-down,
       MSE + ssim_weight * MS-SSIM, no noise optimisation so a code alone renders its
@@ -105,7 +105,7 @@ def default_analysis_config() -> ml_collections.ConfigDict:
   c.alignment.threshold = 0.5
 
   c.images = ml_collections.ConfigDict()
-  c.images.source = "heldout"  # heldout | nifti
+  c.images.source = "heldout"  # heldout | nifti | dicom
   c.images.path = ""
   c.images.labels_csv = ""
   c.images.seed_offset = 1000
@@ -174,12 +174,12 @@ def validate_analysis_config(config: ml_collections.ConfigDict) -> None:
                       f"{list(METHODS)}")
   if config.space not in SPACES:
     raise ConfigError(f"config.space={config.space!r}: choose one of {list(SPACES)}")
-  if config.images.source not in ("heldout", "nifti"):
-    raise ConfigError(f"config.images.source={config.images.source!r}: choose 'heldout' "
-                      "or 'nifti'")
-  if config.images.source == "nifti" and not str(config.images.path).strip():
-    raise ConfigError("config.images.path is empty: set it to the NIfTI files to invert "
-                      "when config.images.source='nifti'")
+  if config.images.source not in ("heldout", "nifti", "dicom"):
+    raise ConfigError(f"config.images.source={config.images.source!r}: choose 'heldout', "
+                      "'nifti' or 'dicom'")
+  if config.images.source in ("nifti", "dicom") and not str(config.images.path).strip():
+    raise ConfigError("config.images.path is empty: set it to the NIfTI files (or DICOM "
+                      f"folder) to invert when config.images.source={config.images.source!r}")
   t = config.traversal
   if int(t.alpha_num) < 3:
     raise ConfigError(f"config.traversal.alpha_num={t.alpha_num}: the eigen-analysis needs "
@@ -298,20 +298,20 @@ def invert_batched(invert_fn, targets: np.ndarray, masks: np.ndarray | None, bat
 
 
 def analysis_dataset(config, train_config, out_dir: str):
-  """The images to invert: held-out phantom subjects or a NIfTI folder (SliceDataset)."""
+  """The images to invert: held-out phantom subjects or a NIfTI / DICOM folder (SliceDataset)."""
   from jaxlatent.data import load_dataset  # pylint: disable=g-import-not-at-top
 
   ic = config.images
   data = ml_collections.ConfigDict(train_config.data.to_dict())
   if ic.source == "heldout":
-    if data.source == "nifti":
+    if data.source in ("nifti", "dicom"):
       raise ConfigError("config.images.source='heldout' re-draws phantom subjects, but the "
-                        "generator was trained on NIfTI data: set config.images.source="
-                        "'nifti' and config.images.path to held-out scans")
+                        f"generator was trained on {data.source} data: set config.images."
+                        f"source={data.source!r} and config.images.path to held-out scans")
     data.seed = int(data.seed) + int(ic.seed_offset)
     data.num_images = int(ic.num_images)
   else:
-    data.source = "nifti"
+    data.source = str(ic.source)
     data.path = str(ic.path)
     data.labels_csv = str(ic.labels_csv)
   data.label_column = ""

@@ -195,8 +195,8 @@ def test_mask_files_and_slice_range(ct_dir, tmp_path):
 
 def test_config_and_input_errors(ct_dir, tmp_path):
   cache = str(tmp_path / "cache")
-  with pytest.raises(ConfigError, match="data.source='dicom'"):
-    data.load_dataset(_cfg(ct_dir, source="dicom"), 16, cache)
+  with pytest.raises(ConfigError, match="data.source='dcm'"):
+    data.load_dataset(_cfg(ct_dir, source="dcm"), 16, cache)
   with pytest.raises(ConfigError, match="data.path is empty"):
     data.load_dataset(_cfg(""), 16, cache)
   with pytest.raises(ConfigError, match="data.axis"):

@@ -13,7 +13,7 @@ import ml_collections
 
 from jaxlatent.errors import ConfigError
 
-SOURCES = ("phantom_thorax", "phantom_brain", "nifti")
+SOURCES = ("phantom_thorax", "phantom_brain", "nifti", "dicom")
 MODALITIES = ("ct", "mr")
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}  # index of the fixed axis in RAS.
 
@@ -22,9 +22,11 @@ def default_data_config() -> ml_collections.ConfigDict:
   """Returns the default data config (phantom thorax CT, axial slices).
 
   Fields:
-    source: 'phantom_thorax' | 'phantom_brain' | 'nifti'.
-    path: folder, single file or glob of ``.nii``/``.nii.gz`` files (source 'nifti').
+    source: 'phantom_thorax' | 'phantom_brain' | 'nifti' | 'dicom'.
+    path: folder, single file or glob of ``.nii``/``.nii.gz`` files (source 'nifti');
+      a folder tree of DICOM files, one series per subject (source 'dicom').
     labels_csv: CSV with a ``subject_id`` (or ``filename``) column; '' = no labels.
+      For DICOM it may be keyed by ``PatientID`` or ``SeriesInstanceUID`` instead.
     label_column: CSV/phantom column used as the class label of a batch; '' = none.
     mask_path: '' (automatic body/brain mask) or a folder/glob of mask NIfTIs,
       matched by subject id (``<id>.nii[.gz]`` or ``<id>_mask.nii[.gz]``).
@@ -91,6 +93,9 @@ def validate_data_config(cfg: ml_collections.ConfigDict, image_size: int | None 
   if cfg.source == "nifti" and not str(cfg.path).strip():
     raise ConfigError("data.path is empty: set it to a folder or glob of NIfTI files "
                       "when data.source='nifti'")
+  if cfg.source == "dicom" and not str(cfg.path).strip():
+    raise ConfigError("data.path is empty: set it to a folder of DICOM series "
+                      "when data.source='dicom'")
   if cfg.modality not in MODALITIES:
     raise ConfigError(f"data.modality={cfg.modality!r} is unknown; choose 'ct' or 'mr'")
   if cfg.axis not in AXES:
@@ -116,7 +121,7 @@ def validate_data_config(cfg: ml_collections.ConfigDict, image_size: int | None 
   if isinstance(cfg.volume_index, bool) or not isinstance(cfg.volume_index, numbers.Integral) \
       or cfg.volume_index < -1:
     raise ConfigError(f"data.volume_index={cfg.volume_index!r} must be -1 (3D) or >= 0")
-  if cfg.source != "nifti":
+  if cfg.source not in ("nifti", "dicom"):
     if not isinstance(cfg.num_images, numbers.Integral) or cfg.num_images < 1:
       raise ConfigError(f"data.num_images={cfg.num_images!r} must be a positive int")
   if not isinstance(cfg.seed, numbers.Integral) or cfg.seed < 0:

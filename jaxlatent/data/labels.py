@@ -2,7 +2,8 @@
 
 The CSV has one row per subject, keyed by a ``subject_id`` column (or, when that
 is absent, a ``filename`` column whose values are matched after stripping folders
-and ``.nii``/``.nii.gz``).  Columns whose non-empty values all parse as numbers
+and ``.nii``/``.nii.gz``; for DICOM data a ``PatientID`` or ``SeriesInstanceUID``
+column).  Columns whose non-empty values all parse as numbers
 become float arrays (empty -> NaN); the others stay strings.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from jaxlatent.data.nifti import subject_id_from_path
 from jaxlatent.errors import DataError
 
-ID_COLUMNS = ("subject_id", "filename")
+ID_COLUMNS = ("subject_id", "filename", "PatientID", "SeriesInstanceUID")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,7 @@ class LabelTable:
 
   Attributes:
     path: the CSV file.
-    id_column: the key column used ('subject_id' or 'filename').
+    id_column: the key column used (the first of :data:`ID_COLUMNS` present).
     ids: subject ids in file order.
     columns: attribute name -> array over ``ids`` (float64 or str).
   """
@@ -71,7 +72,7 @@ def load_labels(path: str, id_column: str | None = None,
 
   Args:
     path: the CSV file.
-    id_column: key column; None picks 'subject_id', else 'filename'.
+    id_column: key column; None picks the first of :data:`ID_COLUMNS` present.
     required_columns: attribute columns that must be present (e.g. the label column).
   """
   if not os.path.isfile(path):
@@ -91,7 +92,7 @@ def load_labels(path: str, id_column: str | None = None,
     id_column = next((c for c in ID_COLUMNS if c in header), None)
     if id_column is None:
       raise DataError(f"labels CSV {path!r} has neither a 'subject_id' nor a 'filename' "
-                      f"column (columns: {header})")
+                      f"column (nor 'PatientID' / 'SeriesInstanceUID'; columns: {header})")
   elif id_column not in header:
     raise DataError(f"labels CSV {path!r} has no column {id_column!r} (columns: {header})")
   for col in required_columns:

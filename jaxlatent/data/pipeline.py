@@ -6,6 +6,8 @@ Real data (source 'nifti'), per volume:
   foreground percentiles) -> slices in the slice range along the axis (display
   orientation, see :mod:`jaxlatent.data.slicing`) -> skip near-empty slices
   -> square resize with physical aspect ratio (pad -1) -> appended to the cache.
+DICOM series (source 'dicom', :mod:`jaxlatent.data.dicom`) take the same path
+from the canonical volume on.
 Phantoms (source 'phantom_thorax' / 'phantom_brain') come from
 ``jaxlatent.phantoms.render_dataset`` and get the same normalisation and cache.
 """
@@ -21,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from jaxlatent.data import cache as cache_lib
+from jaxlatent.data import dicom as dicom_lib
 from jaxlatent.data.config import is_int_range, validate_data_config
 from jaxlatent.data.intensity import intensity_range, mr_percentile_range, scale_to_unit
 from jaxlatent.data.labels import load_labels
@@ -46,7 +49,7 @@ def preprocessing_settings(cfg: ml_collections.ConfigDict, image_size: int) -> d
   for k in _SETTING_KEYS:
     v = cfg[k]
     out[k] = list(v) if isinstance(v, (tuple, list)) else v
-  if cfg.source != "nifti":  # Real-data-only fields do not affect phantoms.
+  if cfg.source not in ("nifti", "dicom"):  # Real-data-only fields do not affect phantoms.
     for k in ("path", "labels_csv", "mask_path", "modality", "slice_range", "skip_empty",
               "empty_fraction", "replace_nonfinite", "volume_index", "axis"):
       out.pop(k)
@@ -135,7 +138,10 @@ def _build_nifti(cfg, plan, image_size: int, cache_dir: str, settings: dict,
   subjects: dict[str, dict] = {}
   with cache_lib.CacheWriter(cache_dir, max_slices, image_size) as writer:
     for f, sid, (start, stop) in zip(plan["files"], plan["ids"], plan["ranges"]):
-      vol = load_volume(f, cfg.volume_index, cfg.replace_nonfinite)
+      if "load" in plan:  # DICOM series
+        vol = plan["load"](sid)
+      else:
+        vol = load_volume(f, cfg.volume_index, cfg.replace_nonfinite)
       if sid in plan["masks"]:
         mask = load_mask(plan["masks"][sid], vol)
       else:
@@ -153,7 +159,7 @@ def _build_nifti(cfg, plan, image_size: int, cache_dir: str, settings: dict,
                        "spacing": vol.spacing.tolist(), "shape": list(vol.shape),
                        "axis": cfg.axis, "volume_index": int(cfg.volume_index),
                        "slice_range": [int(start), int(stop)], "num_slices": int(len(idx)),
-                       "geometry": geom.to_dict()}
+                       "geometry": geom.to_dict(), **plan.get("subject_meta", {}).get(sid, {})}
       if len(idx) == 0:
         log.warning("%s: every slice in [%d, %d) is below the foreground fraction %g; "
                     "subject %s contributes no slice", f, start, stop, cfg.empty_fraction, sid)
@@ -172,7 +178,8 @@ def _build_nifti(cfg, plan, image_size: int, cache_dir: str, settings: dict,
                       f"{cfg.empty_fraction} (or set data.skip_empty=False)")
     labels = {}
     if plan["table"] is not None:
-      labels = {k: v for k, v in plan["table"].lookup(cols["subject_id"]).items()}
+      keys = plan.get("label_keys", {})
+      labels = dict(plan["table"].lookup([keys.get(s, s) for s in cols["subject_id"]]))
     meta = _meta(cols, labels, {}, subjects, settings, fp)
     writer.finish(meta)
 
@@ -287,8 +294,8 @@ def load_dataset(data_config: ml_collections.ConfigDict, image_size: int,
     raise ConfigError("no cache folder: pass cache_dir or set data.cache_dir")
   cfg = data_config
   settings = preprocessing_settings(cfg, image_size)
-  if cfg.source == "nifti":
-    plan = _plan_nifti(cfg)
+  if cfg.source in ("nifti", "dicom"):
+    plan = _plan_nifti(cfg) if cfg.source == "nifti" else dicom_lib.plan_dicom(cfg, _match_masks)
     inputs = plan["inputs"]
   else:
     kind = cfg.source.split("_", 1)[1]
@@ -302,7 +309,7 @@ def load_dataset(data_config: ml_collections.ConfigDict, image_size: int,
              cache_dir, len(ds), fp[:12])
   else:
     log.info("building the preprocessed cache in %s", cache_dir)
-    if cfg.source == "nifti":
+    if cfg.source in ("nifti", "dicom"):
       _build_nifti(cfg, plan, image_size, cache_dir, settings, fp)
     else:
       _build_phantom(cfg, kind, image_size, cache_dir, settings, fp)

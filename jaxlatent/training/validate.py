@@ -77,6 +77,10 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
 def _validate_data(config: ml_collections.ConfigDict) -> None:
   from jaxlatent.data.config import validate_data_config  # pylint: disable=g-import-not-at-top
   validate_data_config(config.data, config.image_size)
+  if config.data.source == "dicom" and not os.path.exists(
+      os.path.expanduser(str(config.data.path))):
+    raise DataError(f"data.path={config.data.path!r} does not exist "
+                    "(set --config.data.path=<folder of DICOM series>)")
   if config.data.source == "nifti":
     path = os.path.expanduser(str(config.data.path))
     if glob.has_magic(path) and not glob.glob(path):
