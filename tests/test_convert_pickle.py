@@ -84,7 +84,11 @@ def tiny_discriminator(seed=1):
 G_KWARGS = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=4, img_channels=1)
 
 
-def _snapshot(path, module_src=None, **extra):
+def _snapshot(path, module_src=None, g_overrides=None, **extra):
+  """Writes an official-format snapshot of the tiny networks; returns the torch modules.
+
+  ``g_overrides`` changes the generators' init_kwargs; ``extra`` adds top-level entries.
+  """
   G, D = tiny_generator(0), tiny_discriminator(1)
   G_ema = copy.deepcopy(G)
   with torch.no_grad():
@@ -94,7 +98,7 @@ def _snapshot(path, module_src=None, **extra):
   with official_modules() as easydict:
     g_kwargs = dict(G_KWARGS, mapping_kwargs=easydict(num_layers=2),
                     synthesis_kwargs=easydict(channel_base=64, channel_max=16, num_fp16_res=0,
-                                              conv_clamp=None))
+                                              conv_clamp=None), **(g_overrides or {}))
     data = {"training_set_kwargs": dict(path="data.zip", resolution=4, use_labels=False),
             "G": G, "D": D, "G_ema": G_ema, "augment_pipe": aug, **extra}
     kw = {} if module_src is None else {"module_src": module_src}

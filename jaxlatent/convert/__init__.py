@@ -15,7 +15,7 @@ from jaxlatent.convert.pickle_reader import NetworkRecord, read_network_pickle, 
 
 def __getattr__(name):
   # The model-side functions import jax/flax: loaded on first use only.
-  if name in ("load_stylegan2_ada", "stylegan2_ada_workdir_parts"):
+  if name in ("load_stylegan2_ada", "convert_stylegan2_ada", "stylegan2_ada_workdir_parts"):
     from jaxlatent.convert import stylegan2_ada  # pylint: disable=g-import-not-at-top
     return getattr(stylegan2_ada, name)
   if name == "write_workdir":
@@ -24,5 +24,5 @@ def __getattr__(name):
   raise AttributeError(f"module 'jaxlatent.convert' has no attribute {name!r}")
 
 
-__all__ = ["NetworkRecord", "load_stylegan2_ada", "read_network_pickle", "read_state_dict",
+__all__ = ["NetworkRecord", "convert_stylegan2_ada", "load_stylegan2_ada", "read_network_pickle", "read_state_dict",
            "write_workdir"]

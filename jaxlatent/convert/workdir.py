@@ -139,6 +139,14 @@ def place_variables(state: Any, model_name: str, variables_by_network: dict[str,
   return state
 
 
+def check_new_workdir(out: str | os.PathLike) -> str:
+  """``out`` as an absolute path; raises ConfigError unless it is new or an empty folder."""
+  out = os.path.abspath(os.fspath(out))
+  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+    raise ConfigError(f"--workdir {out} exists and is not empty: choose a new folder")
+  return out
+
+
 def write_workdir(out: str, train_config: ml_collections.ConfigDict,
                   variables_by_network: dict[str, dict], step: int,
                   provenance: dict | None = None) -> str:
@@ -163,9 +171,7 @@ def write_workdir(out: str, train_config: ml_collections.ConfigDict,
   from jaxlatent.training.checkpoint import CHECKPOINT_DIR, Checkpointer, save_run_config
   from jaxlatent.training.trainers import make_trainer
 
-  out = os.path.abspath(os.fspath(out))
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise ConfigError(f"--workdir {out} exists and is not empty: choose a new folder")
+  out = check_new_workdir(out)
   if int(step) < 0:
     raise ConfigError(f"step={step}: must be >= 0")
   if "model" not in train_config or "name" not in train_config.model:
@@ -183,7 +189,7 @@ def write_workdir(out: str, train_config: ml_collections.ConfigDict,
     save_run_config(tmp, train_config)
     if provenance is not None:
       with open(os.path.join(tmp, PROVENANCE_FILE), "w") as f:
-        json.dump(provenance, f, indent=2, sort_keys=True)
+        json.dump(provenance, f, indent=2, sort_keys=True, default=str)
     ckpt = Checkpointer(os.path.join(tmp, CHECKPOINT_DIR), keep=1)
     try:
       ckpt.save(int(step), state)
