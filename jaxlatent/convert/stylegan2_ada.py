@@ -8,7 +8,8 @@ networks' ``init_kwargs`` and state_dicts become our config and Flax variables t
   * ``generator_variables_from_state_dict(state_dict, model_config) -> variables``,
   * optionally ``discriminator_config_from_kwargs`` /
     ``discriminator_variables_from_state_dict`` (the same for D),
-  * ``make_generator(variables, train_config, space) -> Generator``.
+  * optionally ``make_generator(variables, train_config, space) -> Generator``;
+    without it :func:`generator_from_module` wraps ``Generator(**model_config)``.
 
 Only unconditional (``c_dim == 0``), single-channel networks are taken: jaxlatent
 analyses grey-value slices.
@@ -65,6 +66,13 @@ def _check_generator(path: str, name: str, rec: NetworkRecord) -> int:
   return res
 
 
+def _config_from_kwargs(fn, path: str, name: str, init_kwargs: dict) -> dict:
+  try:
+    return dict(fn(init_kwargs))
+  except CheckpointError as e:
+    raise CheckpointError(f"{path}: network {name}: {e}") from None
+
+
 def _sha256(path: str) -> str:
   h = hashlib.sha256()
   with open(path, "rb") as f:
@@ -73,9 +81,12 @@ def _sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def train_config_for(model_fields: dict, image_size: int) -> ml_collections.ConfigDict:
+def train_config_for(model_fields: dict, image_size: int,
+                     discriminator_fields: dict | None = None) -> ml_collections.ConfigDict:
   """A run config holding ``model_fields`` over the model's defaults.
 
+  ``discriminator_fields`` (when given) go to ``model.discriminator``: the official G
+  and D differ in fields of the same name (e.g. ``architecture`` 'skip' vs 'resnet').
   Data, optimizer and seed are the library defaults: they describe how analysis
   preprocesses images (``data``) and how a resumed training would continue.
   """
@@ -88,11 +99,17 @@ def train_config_for(model_fields: dict, image_size: int) -> ml_collections.Conf
   c.image_size = int(image_size)
   c.data = default_data_config()
   model = default_model_config(MODEL_NAME)
-  for k, v in model_fields.items():
-    if k in model and isinstance(model[k], ml_collections.ConfigDict) and isinstance(v, dict):
-      model[k].update(v)
-    else:
-      model[k] = v
+  fields = dict(model_fields)
+  if discriminator_fields:
+    fields["discriminator"] = dict(discriminator_fields)
+  for k, v in fields.items():
+    try:
+      if k in model and isinstance(model[k], ml_collections.ConfigDict) and isinstance(v, dict):
+        model[k].update(v)
+      else:
+        model[k] = v
+    except (TypeError, KeyError) as e:
+      raise CheckpointError(f"model.{k}={v!r} does not fit the {MODEL_NAME} config: {e}") from None
   c.model = model
   c.optim = default_optim_config(MODEL_NAME)
   return c
@@ -121,7 +138,8 @@ def stylegan2_ada_workdir_parts(path: str | os.PathLike, network: str = "G_ema"
     raise CheckpointError(f"{path}: holds no network {network!r} (has {sorted(records)})")
   res = _check_generator(path, network, records[network])
   arch = _arch()
-  fields = dict(arch.generator_config_from_kwargs(records[network].init_kwargs))
+  fields = _config_from_kwargs(arch.generator_config_from_kwargs, path, network,
+                               records[network].init_kwargs)
   notes = []
   d_rec = records.get("D")
   d_fields: dict[str, Any] = {}
@@ -131,15 +149,12 @@ def stylegan2_ada_workdir_parts(path: str | os.PathLike, network: str = "G_ema"
       raise CheckpointError(f"{path}: D has img_resolution={d_res} but {network} has {res}")
     if d_rec.init_kwargs.get("c_dim", 0):
       raise CheckpointError(f"{path}: D is conditional (c_dim={d_rec.init_kwargs['c_dim']})")
-    d_fields = dict(arch.discriminator_config_from_kwargs(d_rec.init_kwargs))
-    clash = sorted(k for k in d_fields if k in fields and d_fields[k] != fields[k])
-    if clash:
-      notes.append(f"D not converted: its {clash} differ from the generator's")
-      d_rec, d_fields = None, {}
+    d_fields = _config_from_kwargs(arch.discriminator_config_from_kwargs, path, "D",
+                                   d_rec.init_kwargs)
   elif d_rec is not None:
     notes.append("D not converted: the architecture module has no discriminator conversion")
     d_rec = None
-  config = train_config_for({**d_fields, **fields}, res)
+  config = train_config_for(fields, res, d_fields)
 
   def g_vars(name: str) -> dict:
     try:
@@ -198,9 +213,48 @@ def load_stylegan2_ada(path: str | os.PathLike, network: str = "G_ema", space: s
     raise CheckpointError(f"{path}: holds no network {network!r} (has {sorted(records)})")
   res = _check_generator(path, network, records[network])
   arch = _arch()
-  fields = dict(arch.generator_config_from_kwargs(records[network].init_kwargs))
+  fields = _config_from_kwargs(arch.generator_config_from_kwargs, path, network,
+                               records[network].init_kwargs)
   try:
     variables = arch.generator_variables_from_state_dict(records[network].state_dict, fields)
   except CheckpointError as e:
     raise CheckpointError(f"{path}: network {network}: {e}") from None
-  return arch.make_generator(variables, train_config_for(fields, res), space)
+  if hasattr(arch, "make_generator"):
+    return arch.make_generator(variables, train_config_for(fields, res), space)
+  return generator_from_module(arch.Generator(**fields), variables, space)
+
+
+def generator_from_module(g, variables: Any, space: str = "z"):
+  """A :class:`~jaxlatent.Generator` of a ``stylegan2_ada.Generator`` module ``g``.
+
+  Rendering uses the stored noise (``noise_mode='const'``) so an image is a pure
+  function of its code.  'z': ``g(z)``; 'w': one ``w [B, w_dim]`` for every layer;
+  'w+': ``ws [B, num_ws, w_dim]``.  For 'w' / 'w+' typical codes are mapped N(0, I) z.
+  """
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from jaxlatent.generator import Generator, LatentSpec
+
+  if space not in ("z", "w", "w+"):
+    raise ConfigError(f"space={space!r}: expected 'z', 'w' or 'w+'")
+  shape = (g.img_resolution, g.img_resolution, g.img_channels)
+
+  def apply_z(params, z):
+    return g.apply(params, z, None, noise_mode="const")
+
+  def apply_ws(params, ws):
+    if space == "w":  # [B, w_dim] -> [B, num_ws, w_dim]
+      ws = jnp.broadcast_to(ws[:, None, :], (ws.shape[0], g.num_ws, ws.shape[-1]))
+    return g.apply(params, ws, "const", method="synthesize")
+
+  def sample(params, key, n):
+    ws = g.apply(params, jax.random.normal(key, (n, g.z_dim), jnp.float32), method="map")
+    return ws[:, 0] if space == "w" else ws  # [n, w_dim] | [n, num_ws, w_dim]
+
+  if space == "z":
+    return Generator(params=variables, apply_fn=apply_z, image_shape=shape,
+                     latent_spec=LatentSpec((g.z_dim,), "z", "normal"), name="stylegan2-ada-z")
+  spec = LatentSpec((g.w_dim,) if space == "w" else (g.num_ws, g.w_dim), space, "none")
+  return Generator(params=variables, apply_fn=apply_ws, sample_fn=sample, image_shape=shape,
+                   latent_spec=spec, name=f"stylegan2-ada-{space}")

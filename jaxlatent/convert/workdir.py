@@ -42,8 +42,11 @@ STATE_LAYOUT: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
     "stylegan2": {
         "generator": {"params": ("params", "generator")},
         # The EMA generator is the one analysed (trainer.generator(state)).
+        # 'stats' / 'noise_const': the generator's buffers as separate collections;
+        # 'buffers': as one collection (jaxlatent.models.stylegan2_ada).
         "generator_ema": {"params": ("ema_params",), "stats": ("model_state", "stats"),
-                          "noise_const": ("model_state", "noise_const")},
+                          "noise_const": ("model_state", "noise_const"),
+                          "buffers": ("model_state", "buffers")},
         "discriminator": {"params": ("params", "discriminator")},
     },
 }
@@ -81,9 +84,15 @@ def _fit(given: Any, target: Any, where: str) -> Any:
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
+_ABSENT = object()
+
+
 def _get(tree: Any, path: tuple[str, ...]) -> Any:
+  """The subtree at ``path``, or ``_ABSENT`` when the state has no such field / key."""
   for k in path:
-    tree = getattr(tree, k) if not isinstance(tree, dict) else tree[k]
+    tree = tree.get(k, _ABSENT) if isinstance(tree, dict) else getattr(tree, k, _ABSENT)
+    if tree is _ABSENT:
+      return _ABSENT
   return tree
 
 
@@ -131,6 +140,11 @@ def place_variables(state: Any, model_name: str, variables_by_network: dict[str,
   for net, variables in variables_by_network.items():
     for coll, path in layout[net].items():
       target = _get(state, path)
+      if target is _ABSENT:
+        if coll in variables:
+          raise CheckpointError(f"{net}: the {model_name} train state has no "
+                                f"{'.'.join(path)} for variable collection {coll!r}")
+        continue
       if coll not in variables:
         if jax.tree_util.tree_leaves(target):
           raise CheckpointError(f"{net}: the converted variables lack collection {coll!r}")
