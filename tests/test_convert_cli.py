@@ -57,7 +57,8 @@ def _standin_arch() -> types.ModuleType:
 
   mod.generator_config_from_kwargs = generator_config_from_kwargs
   mod.generator_variables_from_state_dict = generator_variables_from_state_dict
-  mod.make_generator = stylegan2.make_generator
+  mod.make_generator = lambda v, fields, space: stylegan2.make_generator(
+      v, convert_sg.train_config_for(fields, fields["img_resolution"]), space)
   return mod
 
 

@@ -8,8 +8,7 @@ networks' ``init_kwargs`` and state_dicts become our config and Flax variables t
   * ``generator_variables_from_state_dict(state_dict, model_config) -> variables``,
   * optionally ``discriminator_config_from_kwargs`` /
     ``discriminator_variables_from_state_dict`` (the same for D),
-  * optionally ``make_generator(variables, train_config, space) -> Generator``;
-    without it :func:`generator_from_module` wraps ``Generator(**model_config)``.
+  * ``make_generator(variables, model_config, space) -> Generator``.
 
 Only unconditional (``c_dim == 0``), single-channel networks are taken: jaxlatent
 analyses grey-value slices.
@@ -219,42 +218,4 @@ def load_stylegan2_ada(path: str | os.PathLike, network: str = "G_ema", space: s
     variables = arch.generator_variables_from_state_dict(records[network].state_dict, fields)
   except CheckpointError as e:
     raise CheckpointError(f"{path}: network {network}: {e}") from None
-  if hasattr(arch, "make_generator"):
-    return arch.make_generator(variables, train_config_for(fields, res), space)
-  return generator_from_module(arch.Generator(**fields), variables, space)
-
-
-def generator_from_module(g, variables: Any, space: str = "z"):
-  """A :class:`~jaxlatent.Generator` of a ``stylegan2_ada.Generator`` module ``g``.
-
-  Rendering uses the stored noise (``noise_mode='const'``) so an image is a pure
-  function of its code.  'z': ``g(z)``; 'w': one ``w [B, w_dim]`` for every layer;
-  'w+': ``ws [B, num_ws, w_dim]``.  For 'w' / 'w+' typical codes are mapped N(0, I) z.
-  """
-  # pylint: disable=g-import-not-at-top
-  import jax
-  import jax.numpy as jnp
-  from jaxlatent.generator import Generator, LatentSpec
-
-  if space not in ("z", "w", "w+"):
-    raise ConfigError(f"space={space!r}: expected 'z', 'w' or 'w+'")
-  shape = (g.img_resolution, g.img_resolution, g.img_channels)
-
-  def apply_z(params, z):
-    return g.apply(params, z, None, noise_mode="const")
-
-  def apply_ws(params, ws):
-    if space == "w":  # [B, w_dim] -> [B, num_ws, w_dim]
-      ws = jnp.broadcast_to(ws[:, None, :], (ws.shape[0], g.num_ws, ws.shape[-1]))
-    return g.apply(params, ws, "const", method="synthesize")
-
-  def sample(params, key, n):
-    ws = g.apply(params, jax.random.normal(key, (n, g.z_dim), jnp.float32), method="map")
-    return ws[:, 0] if space == "w" else ws  # [n, w_dim] | [n, num_ws, w_dim]
-
-  if space == "z":
-    return Generator(params=variables, apply_fn=apply_z, image_shape=shape,
-                     latent_spec=LatentSpec((g.z_dim,), "z", "normal"), name="stylegan2-ada-z")
-  spec = LatentSpec((g.w_dim,) if space == "w" else (g.num_ws, g.w_dim), space, "none")
-  return Generator(params=variables, apply_fn=apply_ws, sample_fn=sample, image_shape=shape,
-                   latent_spec=spec, name=f"stylegan2-ada-{space}")
+  return arch.make_generator(variables, fields, space)
