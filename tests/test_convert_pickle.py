@@ -238,3 +238,29 @@ def test_training_checkpoint_dict_and_dict_of_state_dicts(tmp_path):
   torch.save({"epoch": 1}, empty)
   with pytest.raises(CheckpointError, match="holds no tensors"):
     read_state_dict(empty)
+
+
+def test_numpy_arrays_and_scalars(tmp_path):
+  """NumPy values (e.g. kwargs or buffers kept as arrays) are rebuilt from their bytes."""
+  fortran = np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4))
+  net = _module("AugmentPipe", (), {"p": torch.tensor(0.5)})
+  path = tmp_path / "np.pkl"
+  with official_modules():
+    dump_network_pickle(path, {"augment_pipe": net, "extra": {"w": fortran,
+                                                              "b": np.int16([1, -2])}},
+                        {net: {"taps": np.array([1, 3, 3, 1], np.float32),
+                               "xflip": np.float32(0.25), "rotate": np.int64(3)}})
+  records = read_network_pickle(path)
+  kw = records["augment_pipe"].init_kwargs
+  np.testing.assert_array_equal(kw["taps"], [1, 3, 3, 1])
+  assert kw["taps"].dtype == np.float32
+  assert kw["xflip"] == 0.25 and kw["rotate"] == 3 and type(kw["rotate"]) is int
+  extra = records["extra"].state_dict
+  np.testing.assert_array_equal(extra["w"], fortran)
+  assert extra["b"].dtype == np.int16 and extra["b"].tolist() == [1, -2]
+
+  objects = tmp_path / "objects.pkl"
+  with open(objects, "wb") as f:
+    pickle.dump({"G": {"w": np.array(["a", 1], dtype=object)}}, f)
+  with pytest.raises(CheckpointError, match="arrays of Python objects are not read"):
+    read_network_pickle(objects)

@@ -139,10 +139,6 @@ class _NumpyArray:
     self.array = np.frombuffer(bytes(raw), dtype).reshape(shape, order="F" if fortran else "C").copy()
 
 
-class _Refused(Exception):
-  """Internal: a pickle names a global outside the allowlist."""
-
-
 def _tensor_from_storage(storage, offset, size, stride, requires_grad=False, hooks=None,
                          metadata=None) -> np.ndarray:
   """``torch._utils._rebuild_tensor_v2`` -> a C-contiguous array copied from ``storage``."""
@@ -354,7 +350,7 @@ def _read_zip(f, path: str) -> Any:
       if len(raw) < s.numel * dtype.itemsize:
         raise ValueError(f"storage {key} holds {len(raw)} bytes, expected "
                          f"{s.numel * dtype.itemsize}")
-      return np.frombuffer(raw, dtype, count=s.numel).astype(dtype.newbyteorder("="))
+      return np.frombuffer(raw, dtype, count=s.numel).astype(dtype.newbyteorder("="), copy=False)
 
     return _StorageUnpickler(io.BytesIO(z.read(pkl[0])), path, {}, read_bytes).load()
 
@@ -378,7 +374,7 @@ def _read_legacy(f, path: str) -> Any:
     raw = f.read(numel * dtype.itemsize)
     if len(raw) != numel * dtype.itemsize:
       raise EOFError("storage data was truncated")
-    s.data = np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="))
+    s.data = np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="), copy=False)
   return _resolve(obj)
 
 
