@@ -181,3 +181,24 @@ def test_module_entry_refuses_a_malicious_pickle(tmp_path):
   assert proc.stderr == f"error: {pkl}: refusing to load class os.system: it is not a tensor, " \
       "a plain container or a persistent network\n"
   assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+def test_wrong_class_and_resolution_mismatch(tmp_path, arch, monkeypatch, capsys):
+  from persistent_pickle import dump_network_pickle, official_modules  # pylint: disable=g-import-not-at-top
+  from test_convert_pickle import tiny_discriminator  # pylint: disable=g-import-not-at-top
+  pkl = tmp_path / "d_as_g.pkl"
+  d = tiny_discriminator()
+  with official_modules():
+    dump_network_pickle(pkl, {"G_ema": d}, {d: dict(c_dim=0, img_resolution=8, img_channels=1)})
+  code, _, err = _main(["stylegan2-ada", str(pkl), f"--workdir={tmp_path / 'a'}"], capsys)
+  assert code == 2
+  assert err == f"error: {pkl}: network G_ema is a Discriminator, not a stylegan2-ada Generator\n"
+
+  # G at 8 px, D at 4 px (the snapshot helper's D), with a D conversion available.
+  monkeypatch.setattr(sys.modules[convert_sg.ARCH_MODULE], "discriminator_config_from_kwargs",
+                      dict, raising=False)
+  snap = tmp_path / "snap.pkl"
+  _snapshot(snap, g_overrides=RES8)
+  code, _, err = _main(["stylegan2-ada", str(snap), f"--workdir={tmp_path / 'b'}"], capsys)
+  assert code == 2 and err == f"error: {snap}: D has img_resolution=4 but G_ema has 8\n"
+  assert sorted(os.listdir(tmp_path)) == ["d_as_g.pkl", "snap.pkl"]
