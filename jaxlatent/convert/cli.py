@@ -1,0 +1,73 @@
+"""``python -m jaxlatent.convert <format> FILE --workdir=OUT``: import a network.
+
+  python -m jaxlatent.convert stylegan2-ada network-snapshot-025000.pkl \
+    --workdir=runs/ms_stylegan [--network=G_ema]
+  python analyze.py --config=configs/analyze_ms.py --workdir=runs/ms_stylegan
+
+Formats (one subcommand each):
+  stylegan2-ada  an official stylegan2-ada-pytorch snapshot (``network-snapshot-*.pkl``);
+                 ``--network`` picks the analysed generator: G_ema (default) or G.
+
+The file is read without executing anything it contains (its pickled Python source
+and classes are never run; see jaxlatent/convert/pickle_reader.py).  The workdir gets
+``config.json``, ``checkpoints/0/`` and ``converted_from.json`` (source path, SHA-256,
+init_kwargs); it must not exist yet (or be empty) and appears only once complete.
+User errors print one ``error:`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from jaxlatent.errors import ConfigError, exit_on_user_error
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse whose usage errors become a ConfigError (one ``error:`` line, status 2)."""
+
+  def error(self, message):
+    raise ConfigError(f"{message} (see python -m jaxlatent.convert --help)")
+
+
+def _stylegan2_ada(args: argparse.Namespace) -> str:
+  from jaxlatent.convert.stylegan2_ada import convert_stylegan2_ada  # pylint: disable=g-import-not-at-top
+  return convert_stylegan2_ada(args.file, args.workdir, network=args.network)
+
+
+def _add_stylegan2_ada(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--network", default="G_ema", choices=("G_ema", "G"),
+                 help="generator to analyse: G_ema (averaged weights) or G")
+
+
+# name -> (help, add its own flags, run it -> workdir written)
+SUBCOMMANDS: dict[str, tuple[str, Callable, Callable[[argparse.Namespace], str]]] = {
+    "stylegan2-ada": ("official stylegan2-ada-pytorch network-snapshot-*.pkl",
+                      _add_stylegan2_ada, _stylegan2_ada),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = _Parser(prog="python -m jaxlatent.convert",
+                   description="Convert a network trained elsewhere into a jaxlatent workdir.")
+  sub = parser.add_subparsers(dest="format", metavar="FORMAT", parser_class=_Parser)
+  for name, (help_text, add_flags, _) in SUBCOMMANDS.items():
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("file", help="the file to convert")
+    p.add_argument("--workdir", required=True, help="output workdir (new or empty folder)")
+    add_flags(p)
+  return parser
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the converter on ``argv`` (without the program name); returns 0."""
+  args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+  if args.format is None:
+    raise ConfigError(f"no format given: expected one of {sorted(SUBCOMMANDS)} "
+                      "(see python -m jaxlatent.convert --help)")
+  workdir = SUBCOMMANDS[args.format][2](args)
+  print(f"wrote {workdir}\nanalyse it with: python analyze.py "
+        f"--config=configs/analyze_ms.py --workdir={workdir}")
+  return 0
