@@ -346,30 +346,40 @@ def color_matrix(d: AugmentDraws, num_channels: int) -> jax.Array:
 # Applying the matrices to one image [H, W, C].
 
 
-def _correlate(x: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
-  """Valid correlation along ``axis``: ``out[n] = sum_k taps[k] x[n + k]``."""
-  n = x.shape[axis] - taps.size + 1
-  return sum(float(t) * jax.lax.slice_in_dim(x, k, k + n, axis=axis) for k, t in enumerate(taps))
+def _fir(x: jax.Array, taps: np.ndarray, axis: int, up: int = 1, down: int = 1,
+         pad: tuple[int, int] = (0, 0)) -> jax.Array:
+  """upfirdn along ``axis`` (0 or 1) of ``[H, W, C]``: zero-stuff by ``up``, pad, correlate, keep every ``down``-th.
+
+  Zero-stuffing puts ``up - 1`` zeros after each sample (so the trailing zeros
+  count as padding), as upfirdn2d does.
+  """
+  ch = x.shape[-1]
+  k = np.asarray(taps, np.float32).reshape((-1, 1) if axis == 0 else (1, -1))
+  kernel = jnp.asarray(np.tile(k[:, :, None, None], (1, 1, 1, ch)))  # HWIO, depthwise
+  pads = [(0, 0), (0, 0)]
+  pads[axis] = (pad[0], pad[1] + up - 1)
+  dil = [1, 1]
+  dil[axis] = up
+  strides = [1, 1]
+  strides[axis] = down
+  y = jax.lax.conv_general_dilated(
+      x[None], kernel, window_strides=strides, padding=pads, lhs_dilation=dil,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=ch,
+      precision=jax.lax.Precision.HIGHEST)
+  return y[0]
 
 
 def _upsample2x(x: jax.Array, axis: int) -> jax.Array:
   """upfirdn2d.upsample2d along one axis: zero insertion, pad (6, 5), filter, gain 2."""
-  shape = list(x.shape)
-  z = jnp.stack([x, jnp.zeros_like(x)], axis=axis + 1)
-  shape[axis] *= 2
-  z = z.reshape(shape)
   f = GEOM_FILTER.size
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = ((f + 1) // 2, (f - 2) // 2)
   # True convolution = correlation with the reversed filter.
-  return _correlate(jnp.pad(z, pad), GEOM_FILTER[::-1] * 2.0, axis)
+  return _fir(x, GEOM_FILTER[::-1] * 2.0, axis, up=2, pad=((f + 1) // 2, (f - 2) // 2))
 
 
 def _downsample2x(x: jax.Array, axis: int) -> jax.Array:
   """upfirdn2d.downsample2d(padding=-2*_HZ_PAD, flip_filter=True) along one axis."""
   x = jax.lax.slice_in_dim(x, 1, x.shape[axis] - 1, axis=axis)  # net padding -1 each side
-  y = _correlate(x, GEOM_FILTER, axis)
-  return jax.lax.slice_in_dim(y, 0, None, stride=2, axis=axis)
+  return _fir(x, GEOM_FILTER, axis, down=2)
 
 
 def _bilinear(img: jax.Array, xs: jax.Array, ys: jax.Array) -> jax.Array:

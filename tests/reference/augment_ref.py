@@ -126,8 +126,11 @@ def _upfirdn_1d(x, f, up, down, pad0, pad1, flip, gain, dim):
   return y.narrow(dim, 0, m)[(slice(None),) * dim + (slice(None, None, down),)]
 
 
-def official_geometric(images: np.ndarray, g_inv: np.ndarray) -> np.ndarray:
-  """The official execution of ``G_inv [B, 3, 3]`` on ``images [B, H, W, C]``."""
+def official_geometric(images: np.ndarray, g_inv: np.ndarray, full_pad: bool = False) -> np.ndarray:
+  """The official execution of ``G_inv [B, 3, 3]`` on ``images [B, H, W, C]``.
+
+  ``full_pad``: pad by the cap (size - 1) instead of the margin the corners need.
+  """
   import torch
   x = torch.as_tensor(np.array(np.transpose(images, (0, 3, 1, 2))), dtype=torch.float64)
   g = torch.as_tensor(np.array(g_inv), dtype=torch.float64)
@@ -142,6 +145,8 @@ def official_geometric(images: np.ndarray, g_inv: np.ndarray) -> np.ndarray:
   margin = margin + torch.tensor([hz_pad * 2 - cx, hz_pad * 2 - cy] * 2, dtype=torch.float64)
   margin = margin.clamp(min=0)
   margin = torch.minimum(margin, torch.tensor([w - 1, h - 1] * 2, dtype=torch.float64))
+  if full_pad:
+    margin = torch.tensor([w - 1, h - 1] * 2, dtype=torch.float64)
   mx0, my0, mx1, my1 = [int(v) for v in margin.ceil()]
   x = torch.nn.functional.pad(x, [mx0, mx1, my0, my1], mode="reflect")
   g = torch.as_tensor(t2((mx0 - mx1) / 2, (my0 - my1) / 2)) @ g
