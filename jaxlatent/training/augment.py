@@ -161,7 +161,7 @@ def spec_from_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict) -> Augm
   key or a negative value.
   """
   d = _as_dict(cfg)
-  name = d.get("spec", "bgc")
+  name = d.get("spec")
   if name not in PRESETS:
     raise ConfigError(f"augment.spec: unknown preset {name!r} (one of {', '.join(PRESETS)})")
   fields = {f.name for f in dataclasses.fields(AugmentSpec)}
@@ -170,7 +170,8 @@ def spec_from_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict) -> Augm
     if k in _CONFIG_KEYS:
       continue
     if k not in fields:
-      raise ConfigError(f"augment.{k}: unknown field (AugmentSpec fields: {', '.join(sorted(fields))})")
+      raise ConfigError(
+          f"augment.{k}: unknown field (AugmentSpec fields: {', '.join(sorted(fields))})")
     if v is None:
       continue
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
@@ -183,7 +184,8 @@ def check_augment_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict) -> 
   """Validates ``config.augment`` (mode, p, target, interval, kimg and the spec)."""
   d = _as_dict(cfg)
   if d.get("mode") not in AUGMENT_MODES:
-    raise ConfigError(f"augment.mode: must be one of {', '.join(AUGMENT_MODES)}, got {d.get('mode')!r}")
+    raise ConfigError(
+        f"augment.mode: must be one of {', '.join(AUGMENT_MODES)}, got {d.get('mode')!r}")
   if not isinstance(d.get("p"), (int, float)) or not 0 <= d["p"]:
     raise ConfigError(f"augment.p: must be a number >= 0, got {d.get('p')!r}")
   if not isinstance(d.get("target"), (int, float)) or not 0 <= d["target"] <= 1:
@@ -238,35 +240,34 @@ def sample_draws(key: jax.Array, p: jax.Array | float, spec: AugmentSpec) -> Aug
                jax.random.split(key, 13)))
   p = jnp.asarray(p, jnp.float32)
 
-  def gated(name, mult, prob_scale, value, identity):
+  def gated(name, prob, value, identity):
     kv, kg = jax.random.split(k[name])
-    fire = jax.random.uniform(kg) < (mult * p if prob_scale is None else prob_scale)
-    return jnp.where(fire, value(kv), identity)
+    return jnp.where(jax.random.uniform(kg) < prob, value(kv), identity)
 
   unif = jax.random.uniform
   normal = jax.random.normal
   # P(pre OR post rotation) = rotate * p.
   p_rot = 1.0 - jnp.sqrt(jnp.clip(1.0 - spec.rotate * p, 0.0, 1.0))
   return AugmentDraws(
-      xflip=gated("xflip", spec.xflip, None, lambda kv: jnp.floor(unif(kv) * 2), 0.0),
-      rotate90=gated("rotate90", spec.rotate90, None, lambda kv: jnp.floor(unif(kv) * 4), 0.0),
-      xint=gated("xint", spec.xint, None,
+      xflip=gated("xflip", spec.xflip * p, lambda kv: jnp.floor(unif(kv) * 2), 0.0),
+      rotate90=gated("rotate90", spec.rotate90 * p, lambda kv: jnp.floor(unif(kv) * 4), 0.0),
+      xint=gated("xint", spec.xint * p,
                  lambda kv: (unif(kv, (2,)) * 2 - 1) * spec.xint_max, jnp.zeros(2)),
-      scale=gated("scale", spec.scale, None, lambda kv: jnp.exp2(normal(kv) * spec.scale_std), 1.0),
-      rotate_pre=gated("rotate_pre", spec.rotate, p_rot,
+      scale=gated("scale", spec.scale * p, lambda kv: jnp.exp2(normal(kv) * spec.scale_std), 1.0),
+      rotate_pre=gated("rotate_pre", p_rot,
                        lambda kv: (unif(kv) * 2 - 1) * np.pi * spec.rotate_max, 0.0),
-      aniso=gated("aniso", spec.aniso, None, lambda kv: jnp.exp2(normal(kv) * spec.aniso_std), 1.0),
-      rotate_post=gated("rotate_post", spec.rotate, p_rot,
+      aniso=gated("aniso", spec.aniso * p, lambda kv: jnp.exp2(normal(kv) * spec.aniso_std), 1.0),
+      rotate_post=gated("rotate_post", p_rot,
                         lambda kv: (unif(kv) * 2 - 1) * np.pi * spec.rotate_max, 0.0),
-      xfrac=gated("xfrac", spec.xfrac, None, lambda kv: normal(kv, (2,)) * spec.xfrac_std,
+      xfrac=gated("xfrac", spec.xfrac * p, lambda kv: normal(kv, (2,)) * spec.xfrac_std,
                   jnp.zeros(2)),
-      brightness=gated("brightness", spec.brightness, None,
+      brightness=gated("brightness", spec.brightness * p,
                        lambda kv: normal(kv) * spec.brightness_std, 0.0),
-      contrast=gated("contrast", spec.contrast, None,
+      contrast=gated("contrast", spec.contrast * p,
                      lambda kv: jnp.exp2(normal(kv) * spec.contrast_std), 1.0),
-      lumaflip=gated("lumaflip", spec.lumaflip, None, lambda kv: jnp.floor(unif(kv) * 2), 0.0),
-      hue=gated("hue", spec.hue, None, lambda kv: (unif(kv) * 2 - 1) * np.pi * spec.hue_max, 0.0),
-      saturation=gated("saturation", spec.saturation, None,
+      lumaflip=gated("lumaflip", spec.lumaflip * p, lambda kv: jnp.floor(unif(kv) * 2), 0.0),
+      hue=gated("hue", spec.hue * p, lambda kv: (unif(kv) * 2 - 1) * np.pi * spec.hue_max, 0.0),
+      saturation=gated("saturation", spec.saturation * p,
                        lambda kv: jnp.exp2(normal(kv) * spec.saturation_std), 1.0),
   )
 
@@ -348,7 +349,9 @@ def color_matrix(d: AugmentDraws, num_channels: int) -> jax.Array:
 
 def _fir(x: jax.Array, taps: np.ndarray, axis: int, up: int = 1, down: int = 1,
          pad: tuple[int, int] = (0, 0)) -> jax.Array:
-  """upfirdn along ``axis`` (0 or 1) of ``[H, W, C]``: zero-stuff by ``up``, pad, correlate, keep every ``down``-th.
+  """upfirdn along ``axis`` (0 or 1) of ``[H, W, C]``.
+
+  Zero-stuff by ``up``, pad, correlate with ``taps``, keep every ``down``-th sample.
 
   Zero-stuffing puts ``up - 1`` zeros after each sample (so the trailing zeros
   count as padding), as upfirdn2d does.
