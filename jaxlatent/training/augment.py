@@ -40,6 +40,14 @@ the same filter.  What differs from the official, and why:
 
 Hue and saturation act only on RGB images; on one channel brightness, contrast
 and luma flip act on the value (as the official does).
+
+In a StyleGAN2 step (as stylegan2-ada ``training/loss.py``), with
+``spec = spec_from_config(config.augment)`` and ``p = state.ada.p``::
+
+  d_aug = lambda x, k: D(augment(x, k, p, spec))   # every image D sees
+  # G main: d_aug(fakes, k1).  D main: d_aug(fakes, k2), d_aug(reals, k3).
+  # D reg: R1 = |grad_x d_aug(x, k4)|^2 at the un-augmented reals x.
+  ada = ada_update(state.ada, real_logits_of_d_main, global_batch, target, interval, kimg)
 """
 
 from __future__ import annotations
@@ -478,7 +486,8 @@ def augment(images: jax.Array, key: jax.Array, p: jax.Array | float,
             spec: AugmentSpec) -> jax.Array:
   """Augments a batch ``[B, H, W, C]`` (C = 1 or 3) with probability strength ``p``.
 
-  Each image gets its own draws (one key per image, ``vmap``).  ``p == 0`` returns
+  Image ``i`` is augmented with ``sample_draws(jax.random.split(key, B)[i], p, spec)``
+  (``vmap`` over images).  ``p == 0`` returns
   ``images`` unchanged (a Python 0 skips all work; a traced 0 takes a ``lax.cond``
   branch that does nothing).  Differentiable w.r.t. ``images``.
   """
