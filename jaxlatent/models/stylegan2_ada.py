@@ -48,7 +48,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxlatent.errors import CheckpointError
+from jaxlatent.errors import CheckpointError, ConfigError
+from jaxlatent.generator import Generator as GeneratorFn, LatentSpec
 from jaxlatent.ops import upfirdn2d as fir
 
 NOISE_MODES = ("random", "const", "none")
@@ -834,3 +835,83 @@ def state_dict_from_variables(variables: Mapping[str, Any]) -> dict[str, np.ndar
   variables: the inverse of the ``*_variables_from_state_dict`` functions."""
   flat = traverse_util.flatten_dict(unfreeze(variables))
   return {".".join(k[1:]): _to_reference(k[-1], np.asarray(v, np.float32)) for k, v in flat.items()}
+
+
+# ----------------------------------------------------------------------------- Generator contract
+
+
+@dataclasses.dataclass(frozen=True)
+class _ApplyZ:
+  """Hashable ``(variables, z [N, z_dim]) -> images``."""
+
+  module: Generator
+  truncation_psi: float
+  truncation_cutoff: int | None
+  noise_mode: str
+
+  def __call__(self, variables, z):
+    return self.module.apply(variables, z, None, self.truncation_psi, self.truncation_cutoff,
+                             self.noise_mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ApplyW:
+  """Hashable apply of w ``[N, w_dim]`` (every layer) or w+ ``[N, num_ws, w_dim]``."""
+
+  module: Generator
+  noise_mode: str
+  broadcast: bool
+
+  def __call__(self, variables, w):
+    if self.broadcast:
+      w = jnp.broadcast_to(w[:, None, :], (w.shape[0], self.module.num_ws, w.shape[-1]))
+    return self.module.apply(variables, w, self.noise_mode, method=Generator.synthesize)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SampleW:
+  """Hashable ``(variables, key, n) -> w [n, w_dim]`` or w+ ``[n, num_ws, w_dim]``: mapped z."""
+
+  module: Generator
+  truncation_psi: float
+  truncation_cutoff: int | None
+  single: bool
+
+  def __call__(self, variables, key, n):
+    z = jax.random.normal(key, (n, self.module.z_dim), jnp.float32)
+    ws = self.module.apply(variables, z, None, self.truncation_psi, self.truncation_cutoff,
+                           method=Generator.map)
+    return ws[:, 0] if self.single else ws
+
+
+def make_generator(variables: Any, config: Mapping[str, Any], space: str = "z",
+                   truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                   noise_mode: str = "const") -> GeneratorFn:
+  """A :class:`jaxlatent.generator.Generator` of ``Generator(**config)`` in space
+  'z' (apply maps z, with truncation), 'w' (one w for every layer) or 'w+'
+  (``[N, num_ws, w_dim]``); for 'w' / 'w+' ``sample_fn`` maps random z (truncated).
+
+  ``variables``: ``{'params', 'buffers'}`` (e.g. from
+  :func:`generator_variables_from_state_dict` of the reference's ``G_ema``).
+  ``noise_mode`` must be 'const' or 'none' so images are a pure function of latents.
+  Unconditional networks only (c_dim = 0).
+  """
+  if noise_mode not in ("const", "none"):
+    raise ConfigError(f"noise_mode={noise_mode!r}: a Generator needs 'const' or 'none'")
+  g = Generator(**config)
+  if g.c_dim:
+    raise ConfigError(f"c_dim={g.c_dim}: conditional generators need a label per image; "
+                      "only unconditional ones (c_dim=0) are supported")
+  common = dict(params=variables, image_shape=(g.img_resolution, g.img_resolution,
+                                               g.img_channels))
+  if space == "z":
+    return GeneratorFn(apply_fn=_ApplyZ(g, truncation_psi, truncation_cutoff, noise_mode),
+                       latent_spec=LatentSpec((g.z_dim,), "z", "normal"),
+                       name="stylegan2-ada-z", **common)
+  if space not in ("w", "w+"):
+    raise ConfigError(f"space={space!r}: expected 'z', 'w' or 'w+'")
+  sample = _SampleW(g, truncation_psi, truncation_cutoff, space == "w")
+  shape = (g.w_dim,) if space == "w" else (g.num_ws, g.w_dim)
+  return GeneratorFn(apply_fn=_ApplyW(g, noise_mode, space == "w"), sample_fn=sample,
+                     latent_spec=LatentSpec(shape, space, "none"),
+                     name=f"stylegan2-ada-{space}", **common)

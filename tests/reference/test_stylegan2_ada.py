@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import sg2ada_torch as ref
-from jaxlatent.errors import CheckpointError
+from jaxlatent.errors import CheckpointError, ConfigError
 from jaxlatent.models import stylegan2_ada as sg
 from jaxlatent.ops import upfirdn2d as fir
 
@@ -319,3 +319,50 @@ def test_state_dict_names_round_trip_and_errors():
     sg.generator_config_from_kwargs(dict(kwargs, synthesis_kwargs={"channels_first": True}))
   with pytest.raises(CheckpointError, match="'img_resolution' is missing"):
     sg.generator_config_from_kwargs({k: v for k, v in kwargs.items() if k != "img_resolution"})
+
+
+@pytest.mark.parametrize("res, arch", [(4, "skip"), (16, "orig"), (128, "resnet")])
+def test_layout_matches_port_at_other_sizes(res, arch):
+  """Every tensor name and shape of the reference networks, at sizes not run above."""
+  g_kwargs = dict(z_dim=4, c_dim=0, w_dim=4, img_resolution=res, img_channels=2,
+                  synthesis_kwargs=dict(channel_base=256, channel_max=8, architecture=arch))
+  g_t = ref.Generator(**g_kwargs)
+  config = sg.generator_config_from_kwargs(g_kwargs)
+  assert sg.Generator(**config).num_ws == g_t.num_ws == 2 * int(np.log2(res)) - 2
+  sd = {k: v.numpy() for k, v in g_t.state_dict().items()}
+  back = sg.state_dict_from_variables(sg.generator_variables_from_state_dict(sd, config))
+  assert sorted(back) == sorted(sd)
+  if res > 4:
+    d_kwargs = dict(c_dim=2, img_resolution=res, img_channels=2, channel_base=256,
+                    channel_max=8, architecture=arch)
+    sd = {k: v.numpy() for k, v in ref.Discriminator(**d_kwargs).state_dict().items()}
+    d_config = sg.discriminator_config_from_kwargs(d_kwargs)
+    assert sorted(sg.state_dict_from_variables(
+        sg.discriminator_variables_from_state_dict(sd, d_config))) == sorted(sd)
+
+
+def test_make_generator_spaces_agree():
+  config = dict(z_dim=8, w_dim=8, img_resolution=8, img_channels=1, channel_base=64,
+                channel_max=8, mapping_num_layers=2)
+  g = sg.Generator(**config)
+  variables = jax.jit(g.init)({"params": jax.random.key(0), "noise": jax.random.key(1)},
+                              jnp.ones((1, 8)))
+  z = jax.random.normal(jax.random.key(2), (2, 8))
+
+  @jax.jit
+  def run(variables, z, key):
+    gz = sg.make_generator(variables, config, "z", truncation_psi=0.5)
+    gw = sg.make_generator(variables, config, "w+", truncation_psi=0.5)
+    ws = g.apply(variables, z, None, 0.5, method=sg.Generator.map)
+    w1 = sg.make_generator(variables, config, "w", truncation_psi=0.5).sample_latents(key, 5)
+    return gz(z), gw(ws), gw.sample_latents(key, 5), w1
+
+  img_z, img_w, wplus, w1 = run(variables, z, jax.random.key(3))
+  assert img_z.shape == (2, 8, 8, 1)
+  np.testing.assert_allclose(img_z, img_w, atol=1e-6)
+  assert wplus.shape == (5, g.num_ws, 8) and w1.shape == (5, 8)
+  np.testing.assert_allclose(w1, wplus[:, 0], atol=1e-6)  # same key: the same mapped z
+  with pytest.raises(ConfigError, match="noise_mode"):
+    sg.make_generator(variables, config, noise_mode="random")
+  with pytest.raises(ConfigError, match="c_dim=3"):
+    sg.make_generator(variables, dict(config, c_dim=3))
