@@ -117,10 +117,6 @@ def _filter_buffer(module: nn.Module, taps: Sequence[float]) -> jax.Array:
                          lambda: jnp.asarray(fir.setup_filter(list(taps)))).value
 
 
-def _compute_dtype(dtype: Any) -> Any:
-  return jnp.dtype(dtype)
-
-
 # ----------------------------------------------------------------------------- layers
 
 
@@ -165,7 +161,7 @@ class Conv2dLayer(nn.Module):
     f = _filter_buffer(self, self.resample_filter)
     weight = self.param("weight", nn.initializers.normal(1.0), (k, k, in_ch, self.out_channels))
     b = self.param("bias", nn.initializers.zeros, (self.out_channels,)) if self.bias else None
-    dt = _compute_dtype(self.dtype)
+    dt = jnp.dtype(self.dtype)
     w = (weight * (1.0 / math.sqrt(in_ch * k * k))).astype(dt)
     x = fir.conv2d_resample(x.astype(dt), w, f, up=self.up, down=self.down, padding=k // 2,
                             flip_weight=self.up == 1)
@@ -196,7 +192,8 @@ class MappingNetwork(nn.Module):
     if self.c_dim == 0:
       embed_features = 0
     layer_features = self.w_dim if self.layer_features is None else self.layer_features
-    features = [self.z_dim + embed_features] + [layer_features] * (self.num_layers - 1) + [self.w_dim]
+    features = ([self.z_dim + embed_features] + [layer_features] * (self.num_layers - 1)
+                + [self.w_dim])
     x = None
     if self.z_dim > 0:
       x = normalize_2nd_moment(z.astype(jnp.float32))
@@ -213,7 +210,7 @@ class MappingNetwork(nn.Module):
         mean = jnp.mean(jax.lax.stop_gradient(x), axis=0)
         w_avg.value = mean + self.w_avg_beta * (w_avg.value - mean)  # lerp(mean, w_avg, beta)
     if self.num_ws is not None:
-      x = jnp.broadcast_to(x[:, None, :], (x.shape[0], self.num_ws, self.w_dim))  # [N, num_ws, w_dim]
+      x = jnp.broadcast_to(x[:, None, :], (x.shape[0], self.num_ws, self.w_dim))  # [N, ws, w]
     if isinstance(truncation_psi, (int, float)) and truncation_psi == 1:
       return x
     if w_avg is None:
@@ -265,7 +262,7 @@ class SynthesisLayer(nn.Module):
       elif noise_mode == "const":
         noise = noise_const.value[None, :, :, None] * noise_strength  # [1, R, R, 1]
     bias = self.param("bias", nn.initializers.zeros, (self.out_channels,))
-    x = modulated_conv2d(x.astype(_compute_dtype(self.dtype)), weight, styles, noise=noise,
+    x = modulated_conv2d(x.astype(jnp.dtype(self.dtype)), weight, styles, noise=noise,
                          up=self.up, padding=k // 2, resample_filter=f,
                          flip_weight=self.up == 1, fused_modconv=self.fused_modconv)
     clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
@@ -289,7 +286,7 @@ class ToRGBLayer(nn.Module):
     styles = styles * (1.0 / math.sqrt(in_ch * k * k))  # the conv's equalized-lr gain
     weight = self.param("weight", nn.initializers.normal(1.0), (k, k, in_ch, self.out_channels))
     bias = self.param("bias", nn.initializers.zeros, (self.out_channels,))
-    x = modulated_conv2d(x.astype(_compute_dtype(self.dtype)), weight, styles,
+    x = modulated_conv2d(x.astype(jnp.dtype(self.dtype)), weight, styles,
                          demodulate=False, fused_modconv=self.fused_modconv)
     return fir.bias_act(x, bias, clamp=self.conv_clamp)
 
@@ -325,7 +322,7 @@ class SynthesisBlock(nn.Module):
     # ws: [N, num_conv + num_torgb, w_dim]; the torgb's w is the next block's conv0 w.
     if self.architecture not in ARCHITECTURES:
       raise ValueError(f"architecture={self.architecture!r}: expected one of {ARCHITECTURES}")
-    dt = _compute_dtype(self.dtype)
+    dt = jnp.dtype(self.dtype)
     f = _filter_buffer(self, self.resample_filter)
     # Only the resampling layers get the block's filter; the others keep the default
     # (unused, but part of the reference's state).
@@ -634,7 +631,7 @@ class Discriminator(nn.Module):
       x, img = DiscriminatorBlock(
           in_channels=ch[res] if res < r else 0, tmp_channels=ch[res], out_channels=ch[res // 2],
           resolution=res, img_channels=self.img_channels, architecture=self.architecture,
-          activation=self.activation, resample_filter=self.resample_filter,
+          activation=self.activation, resample_filter=tuple(self.resample_filter),
           conv_clamp=self.conv_clamp, dtype=self.dtype, name=f"b{res}")(x, img)
     cmap = None
     if self.c_dim > 0:

@@ -214,8 +214,9 @@ def downsample2d(x: jax.Array, f: Any, down: Scaling = 2, padding: Padding = 0,
   return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain)
 
 
-def _conv(x: jax.Array, w: jax.Array, stride: int = 1, padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0)),
-          lhs_dilation: int = 1, groups: int = 1) -> jax.Array:
+def _conv(x: jax.Array, w: jax.Array, stride: int = 1,
+          padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0)), lhs_dilation: int = 1,
+          groups: int = 1) -> jax.Array:
   return jax.lax.conv_general_dilated(
       x, w.astype(x.dtype), (stride, stride), padding, lhs_dilation=(lhs_dilation,) * 2,
       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)

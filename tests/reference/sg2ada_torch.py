@@ -192,7 +192,8 @@ class Conv2dLayer(torch.nn.Module):
     self.register_buffer("resample_filter", setup_filter(resample_filter))
     self.padding = kernel_size // 2
     self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
-    self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+    self.weight = torch.nn.Parameter(
+        torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
     self.bias = torch.nn.Parameter(torch.zeros([out_channels])) if bias else None
 
   def forward(self, x, gain=1.0):
@@ -254,7 +255,8 @@ class SynthesisLayer(torch.nn.Module):
     self.register_buffer("resample_filter", setup_filter(resample_filter))
     self.padding = kernel_size // 2
     self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-    self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+    self.weight = torch.nn.Parameter(
+        torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
     if use_noise:
       self.register_buffer("noise_const", torch.randn([resolution, resolution]))
       self.noise_strength = torch.nn.Parameter(torch.zeros([]))
@@ -280,7 +282,8 @@ class ToRGBLayer(torch.nn.Module):
     super().__init__()
     self.conv_clamp = conv_clamp
     self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-    self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+    self.weight = torch.nn.Parameter(
+        torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
     self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
     self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
 

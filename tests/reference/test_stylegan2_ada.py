@@ -301,7 +301,8 @@ def test_state_dict_names_round_trip_and_errors():
   back = sg.state_dict_from_variables(variables)
   assert sorted(back) == sorted(sd)
   assert all(np.array_equal(back[k], sd[k]) for k in sd)
-  for key in ("mapping.embed.weight", "synthesis.b8.skip.weight", "synthesis.b8.conv0.resample_filter",
+  for key in ("mapping.embed.weight", "synthesis.b8.skip.weight",
+              "synthesis.b8.conv0.resample_filter",
               "synthesis.b4.conv1.noise_const", "synthesis.b32.torgb.affine.bias"):
     assert key in sd
 
