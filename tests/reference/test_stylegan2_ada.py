@@ -4,10 +4,17 @@ Tiny networks of our PyTorch port of NVlabs stylegan2-ada-pytorch (sg2ada_torch.
 same state_dict names and shapes as the official networks) get random weights
 (non-zero biases, noise strengths and w_avg); their state_dict is converted with
 ``generator_variables_from_state_dict`` and the mapped ws, images and logits must agree.
-The FIR ops are checked against a slow NumPy definition.
+The FIR ops are checked against a slow NumPy definition. With ``SG2ADA_PYTORCH_DIR``
+set to a checkout of NVlabs/stylegan2-ada-pytorch, the port itself is checked against
+the official modules.
 """
 
 from __future__ import annotations
+
+import importlib
+import os
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -367,3 +374,42 @@ def test_make_generator_spaces_agree():
     sg.make_generator(variables, config, noise_mode="random")
   with pytest.raises(ConfigError, match="c_dim=3"):
     sg.make_generator(variables, dict(config, c_dim=3))
+
+
+@pytest.mark.skipif(not os.environ.get("SG2ADA_PYTORCH_DIR"),
+                    reason="set SG2ADA_PYTORCH_DIR to a stylegan2-ada-pytorch checkout")
+def test_port_matches_official_code(monkeypatch):
+  """Optional: our port against NVlabs' own networks.py (its CPU reference ops, float32).
+
+  The official modules must accept the port's state_dict strictly (same names and
+  shapes) and compute bit-identical outputs.
+  """
+  monkeypatch.syspath_prepend(os.environ["SG2ADA_PYTORCH_DIR"])
+  try:
+    import requests  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:  # dnnlib imports it for downloads only
+    monkeypatch.setitem(sys.modules, "requests", types.ModuleType("requests"))
+  networks = importlib.import_module("training.networks")
+  for name, kwargs in G_KWARGS.items():
+    port, sd = _torch_g(kwargs, seed=len(name))
+    official = networks.Generator(**kwargs).eval()
+    official.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+    z = torch.randn([2, kwargs["z_dim"]])
+    c = torch.randn([2, kwargs["c_dim"]])
+    with torch.no_grad():
+      want = official(z, c, truncation_psi=0.7, truncation_cutoff=3, noise_mode="const",
+                      force_fp32=True)
+      got = port(z, c if kwargs["c_dim"] else None, truncation_psi=0.7, truncation_cutoff=3,
+                 noise_mode="const")
+    assert torch.equal(want, got), name
+  for name, kwargs in D_KWARGS.items():
+    port = ref.Discriminator(**kwargs).eval()
+    sd = _randomize(port, len(name))
+    official = networks.Discriminator(**kwargs).eval()
+    official.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+    img = torch.rand([4, kwargs["img_channels"]] + [kwargs["img_resolution"]] * 2) * 2 - 1
+    c = torch.randn([4, kwargs["c_dim"]])
+    with torch.no_grad():
+      want = official(img, c, force_fp32=True)
+      got = port(img, c if kwargs["c_dim"] else None)
+    assert torch.equal(want, got), name
