@@ -136,14 +136,27 @@ def atomic_path(path) -> Iterator[str]:
     _fsync_file(tmp)
     os.replace(tmp, path)
   except BaseException as e:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
+    err = None
     if isinstance(e, OSError):
       err = output_error(e, path)
-      if err is not e:
-        raise err from None
+      if err is e and e.errno is None and _nearly_full(folder):
+        # numpy's tofile reports a short write without errno ("N requested and M written").
+        err = OutputError(f"no space left on device while writing {path}")
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    if err is not None and err is not e:
+      raise err from None
     raise
   fsync_dir(folder)
+
+
+def _nearly_full(folder: str) -> bool:
+  """True when the file system of ``folder`` has (next to) no space left for us."""
+  try:
+    st = os.statvfs(folder)
+  except OSError:
+    return False
+  return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def atomic_write_bytes(path, data: bytes) -> str:

@@ -218,6 +218,11 @@ def test_real_full_and_read_only_file_system(tmp_path):
                        f"writing {path}$"):
       atomic_io.atomic_save_npy(path, np.zeros(1 << 16))  # 512 KiB
     assert path.read_bytes() == before and os.listdir(mnt) == ["a.npy"]
+    # A cache build that does not fit (128 KiB of images) fails at once, not with SIGBUS.
+    cfg = _cfg(_ct_folder(tmp_path / "ct"))
+    with pytest.raises(atomic_io.OutputError, match="^no space left on device while writing"):
+      data.load_dataset(cfg, 64, str(mnt / "cache"))
+    assert os.listdir(mnt / "cache") == []
     subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
     with pytest.raises(atomic_io.OutputError, match="read-only file system"):
       atomic_io.atomic_write_text(path, "x")

@@ -21,6 +21,7 @@ Caches made before checksums were recorded are rebuilt once.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -139,6 +140,19 @@ def _remove_dead_builds(cache_dir: str) -> None:
       shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
 
 
+def _reserve(path: str) -> None:
+  """Allocates a memmap's disk blocks now: a full disk is then an ENOSPC here, not a
+  SIGBUS when a page of the sparse file is first written."""
+  fd = os.open(path, os.O_RDWR)
+  try:
+    os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+  except OSError as e:
+    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+      raise
+  finally:
+    os.close(fd)
+
+
 class CacheWriter:
   """Writes a cache incrementally: ``append`` slice batches, then ``finish(meta)``.
 
@@ -170,9 +184,11 @@ class CacheWriter:
           self._img_tmp, mode="w+", dtype=np.float32, shape=(self.max_slices, size, size, 1))
       self._masks = np.lib.format.open_memmap(
           self._mask_tmp, mode="w+", dtype=np.uint8, shape=(self.max_slices, size, size))
+      _reserve(self._img_tmp)
+      _reserve(self._mask_tmp)
     except OSError as e:
       self.abort()
-      raise atomic_io.output_error(e, self.build_dir) from None
+      raise atomic_io.output_error(e, self.cache_dir) from None
 
   def __enter__(self):
     return self
