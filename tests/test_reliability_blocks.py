@@ -327,6 +327,12 @@ def test_corrupt_cache_is_detected(tmp_path, caplog):
     data.open_cache(str(cache))
   assert str(e.value) == (f"cache {cache} is corrupt (checksum mismatch in images.npy): "
                           "delete it or rebuild it")
+  # A build folder left by a killed process of this host is cleared by the next build.
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True).stdout.strip()
+  left = cache / f".build-{socket.gethostname()}-{dead}-0123abcd"
+  left.mkdir()
+  (left / "images.npy").write_bytes(b"partial")
   with caplog.at_level(logging.INFO, logger="jaxlatent.data"):
     ds = data.load_dataset(cfg, 8, str(cache))
   assert "corrupt (checksum mismatch in images.npy)" in caplog.text
