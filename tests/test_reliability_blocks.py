@@ -242,7 +242,7 @@ def _phantoms_main(argv, capsys):
   return e.value.code, capsys.readouterr().err.strip().splitlines()
 
 
-def test_phantoms_out_refuses_existing_and_overwrite_replaces(tmp_path, capsys):
+def test_phantoms_out_refuses_existing_and_overwrite_replaces(tmp_path, capsys, monkeypatch):
   from jaxlatent.phantoms.__main__ import main
   out = tmp_path / "brain"
   small = ["--size", "8", "--slices", "3", "--subjects", "2"]
@@ -258,6 +258,17 @@ def test_phantoms_out_refuses_existing_and_overwrite_replaces(tmp_path, capsys):
   code, err = _phantoms_main(["--kind", "brain", "--out", str(out / "labels.csv")], capsys)
   assert code == 2 and len(err) == 1 and "labels.csv is a regular file, not a folder" in err[0]
   assert _hashes(out) == before
+  # A full disk during --overwrite: one line, the old folder as it was, no temp sibling.
+  def full_disk(*a, **k):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(nib, "save", full_disk)
+  code, err = _phantoms_main(["--kind", "thorax", "--out", str(out), "--overwrite", *small],
+                             capsys)
+  assert code == 2 and len(err) == 1, err
+  assert err[0] == f"error: no space left on device while writing {out}/sub-000.nii.gz"
+  monkeypatch.undo()
+  assert _hashes(out) == before and os.listdir(tmp_path) == ["brain"]
   # --overwrite: wholly the new population, nothing of the old one, no temp sibling.
   assert main(["--kind", "thorax", "--out", str(out), "--overwrite", "--size", "8",
                "--slices", "3", "--subjects", "1"]) == 0

@@ -116,7 +116,8 @@ def write_dataset(kind: str, n_subjects: int, out_dir, size: int = 64, n_slices:
   ``render_volume(kind, factors_i, size, n_slices, subject_key_i)``.
 
   The folder is built in a temporary sibling and swapped in whole at the end, so
-  an interrupted run leaves no folder (or the previous one) behind.  An existing
+  an interrupted run leaves the previous folder (or none) as it was; a ``kill -9``
+  may leave that hidden ``.<name>.tmp-*`` sibling, which is safe to delete.  An existing
   non-empty ``out_dir`` is refused (ConfigError) unless ``overwrite``, which then
   replaces it entirely.
 
@@ -131,7 +132,7 @@ def write_dataset(kind: str, n_subjects: int, out_dir, size: int = 64, n_slices:
   _prepare_out_dir(os.path.dirname(out_dir))
   build = atomic_io.temp_dir_beside(out_dir)
   try:
-    names = _write_files(kind, n, build, size, n_slices, seed, ms_fraction)
+    names = _write_files(kind, n, build, size, n_slices, seed, ms_fraction, out_dir)
     atomic_io.atomic_replace_dir(build, out_dir)
   except BaseException:
     shutil.rmtree(build, ignore_errors=True)
@@ -139,8 +140,11 @@ def write_dataset(kind: str, n_subjects: int, out_dir, size: int = 64, n_slices:
   return [os.path.join(out_dir, name) for name in names]
 
 
-def _write_files(kind, n, out_dir, size, n_slices, seed, ms_fraction) -> list[str]:
-  """Renders and writes every file of :func:`write_dataset` into ``out_dir``."""
+def _write_files(kind, n, out_dir, size, n_slices, seed, ms_fraction, shown_dir) -> list[str]:
+  """Renders and writes every file of :func:`write_dataset` into ``out_dir``.
+
+  Errors name the file under ``shown_dir``, the folder the user asked for.
+  """
   pop = P.draw_population(kind, jax.random.PRNGKey(seed), n, ms_fraction)
   affine = volume_affine(kind, size, n_slices)
   names = P.subject_factor_names(kind)
@@ -158,7 +162,7 @@ def _write_files(kind, n, out_dir, size, n_slices, seed, ms_fraction) -> list[st
       try:
         nib.save(img, path)
       except OSError as e:
-        raise atomic_io.output_error(e, path) from None
+        raise atomic_io.output_error(e, os.path.join(shown_dir, name)) from None
     files.append(f"{sid}.nii.gz")
   buf = io.StringIO()
   w = csv.writer(buf)
@@ -171,7 +175,11 @@ def _write_files(kind, n, out_dir, size, n_slices, seed, ms_fraction) -> list[st
       row.append(f"{float(v):.6g}" if isinstance(v, np.floating) else
                  str(int(v)) if isinstance(v, np.bool_) else str(v))
     w.writerow(row)
-  atomic_io.atomic_write_text(os.path.join(out_dir, "labels.csv"), buf.getvalue())
+  try:
+    with open(os.path.join(out_dir, "labels.csv"), "w", newline="") as fh:
+      fh.write(buf.getvalue())
+  except OSError as e:
+    raise atomic_io.output_error(e, os.path.join(shown_dir, "labels.csv")) from None
   return files
 
 
