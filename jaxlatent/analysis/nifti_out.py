@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import nibabel as nib
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent.errors import DataError
 
 
@@ -113,7 +114,8 @@ def write_volume(path: str, data: np.ndarray, affine: np.ndarray,
   if description:
     img.header["descrip"] = description.encode()[:79]
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  nib.save(img, path)
+  with atomic_io.atomic_path(path) as tmp:
+    nib.save(img, tmp)
   return path
 
 

@@ -5,27 +5,36 @@ Layout of ``cache_dir``:
               ``np.lib.format.open_memmap`` (never the whole set in RAM);
   masks.npy   uint8 [N, S, S];
   meta.json   per-slice columns, per-subject geometry, preprocessing settings,
-              the input fingerprint and the byte sizes of the two arrays.
+              the input fingerprint, and the byte sizes and blake2b checksums of
+              the two arrays.
 
-Atomicity: arrays are written under temporary names; a build first deletes any
-old ``meta.json``, renames the arrays into place, then writes ``meta.json`` via a
-temporary file + ``os.replace``.  ``meta.json`` is thus the completion marker: a
-cache without it, or whose arrays do not match the sizes and shapes it records,
-is treated as absent and rebuilt.
+Atomicity: a build writes the arrays and its ``meta.json`` into a temporary
+subfolder ``cache_dir/.build-<host>-<pid>-<random>/``.  Only when the whole build
+and the caller's validation of the result succeeded is it moved into place: the
+old ``meta.json`` is deleted first, the arrays are renamed over the old ones, and
+the new ``meta.json`` is renamed in last.  A failed or interrupted build thus
+leaves an existing cache byte-identical, and ``meta.json`` is the completion
+marker: a cache without it, or whose arrays do not match the sizes, shapes and
+checksums it records, is rebuilt (or refused by :func:`open_cache`), never used.
+Caches made before checksums were recorded are rebuilt once.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import logging
 import os
+import shutil
+import socket
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent.data.dataset import SliceDataset
 from jaxlatent.errors import DataError
 
@@ -89,27 +98,97 @@ def _trim_npy(path: str, n: int) -> None:
   os.replace(tmp, path)
 
 
+def file_checksum(path: str, chunk_bytes: int = 1 << 24) -> str:
+  """'blake2b:<hex>' of a file's bytes, read in chunks (memory stays small)."""
+  h = hashlib.blake2b(digest_size=32)
+  with open(path, "rb") as f:
+    while chunk := f.read(chunk_bytes):
+      h.update(chunk)
+  return "blake2b:" + h.hexdigest()
+
+
+_BUILD_PREFIX = ".build-"
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # e.g. EPERM: exists, owned by someone else
+    return True
+  return True
+
+
+def _remove_dead_builds(cache_dir: str) -> None:
+  """Deletes build folders left by killed processes of this host (a kill -9 mid-build)."""
+  host = socket.gethostname()
+  try:
+    names = os.listdir(cache_dir)
+  except OSError:
+    return
+  for name in names:
+    parts = name[len(_BUILD_PREFIX):].rsplit("-", 2)
+    if not name.startswith(_BUILD_PREFIX) or len(parts) != 3 or parts[0] != host:
+      continue
+    try:
+      pid = int(parts[1])
+    except ValueError:
+      continue
+    if pid != os.getpid() and not _pid_alive(pid):
+      log.info("removing %s, left by an interrupted cache build", name)
+      shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
+
+
+def _reserve(path: str) -> None:
+  """Allocates a memmap's disk blocks now: a full disk is then an ENOSPC here, not a
+  SIGBUS when a page of the sparse file is first written."""
+  fd = os.open(path, os.O_RDWR)
+  try:
+    os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+  except OSError as e:
+    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+      raise
+  finally:
+    os.close(fd)
+
+
 class CacheWriter:
   """Writes a cache incrementally: ``append`` slice batches, then ``finish(meta)``.
 
-  Use as a context manager: leaving the block without ``finish`` (an exception,
-  Ctrl-C) deletes the temporary files and leaves no cache that looks complete.
+  Everything goes to a temporary build folder inside ``cache_dir`` and replaces the
+  existing cache only in :meth:`finish`, after the optional ``validate`` callback
+  accepted the complete build.  Use as a context manager: leaving the block
+  without ``finish`` (an exception, Ctrl-C) deletes the build folder and leaves
+  the previous cache, if any, untouched.
   """
 
   def __init__(self, cache_dir: str, max_slices: int, size: int):
     if max_slices < 1:
       raise DataError(f"cache {cache_dir!r}: nothing to write (0 slices)")
-    os.makedirs(cache_dir, exist_ok=True)
+    try:
+      os.makedirs(cache_dir, exist_ok=True)
+    except OSError as e:
+      raise atomic_io.output_error(e, cache_dir) from None
+    _remove_dead_builds(cache_dir)
     self.cache_dir = cache_dir
     self.max_slices, self.size, self.n = int(max_slices), int(size), 0
-    tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    self._img_tmp = os.path.join(cache_dir, IMAGES + tag)
-    self._mask_tmp = os.path.join(cache_dir, MASKS + tag)
-    self._images = np.lib.format.open_memmap(
-        self._img_tmp, mode="w+", dtype=np.float32, shape=(self.max_slices, size, size, 1))
-    self._masks = np.lib.format.open_memmap(
-        self._mask_tmp, mode="w+", dtype=np.uint8, shape=(self.max_slices, size, size))
+    self.build_dir = os.path.join(
+        cache_dir, f"{_BUILD_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    self._img_tmp = os.path.join(self.build_dir, IMAGES)
+    self._mask_tmp = os.path.join(self.build_dir, MASKS)
     self._done = False
+    try:
+      os.mkdir(self.build_dir)
+      self._images = np.lib.format.open_memmap(
+          self._img_tmp, mode="w+", dtype=np.float32, shape=(self.max_slices, size, size, 1))
+      self._masks = np.lib.format.open_memmap(
+          self._mask_tmp, mode="w+", dtype=np.uint8, shape=(self.max_slices, size, size))
+      _reserve(self._img_tmp)
+      _reserve(self._mask_tmp)
+    except OSError as e:
+      self.abort()
+      raise atomic_io.output_error(e, self.cache_dir) from None
 
   def __enter__(self):
     return self
@@ -130,41 +209,67 @@ class CacheWriter:
     self.n += k
 
   def abort(self) -> None:
+    """Deletes the build folder; the previous cache stays as it was."""
     self._images = self._masks = None
-    for p in (self._img_tmp, self._mask_tmp):
-      if os.path.exists(p):
-        os.remove(p)
+    shutil.rmtree(self.build_dir, ignore_errors=True)
     self._done = True
 
-  def finish(self, meta: dict[str, Any]) -> None:
-    """Trims to the slices written, moves the arrays into place, writes meta.json last."""
+  def finish(self, meta: dict[str, Any],
+             validate: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Completes the build, lets ``validate(build_dir)`` refuse it, then swaps it in.
+
+    Trims the arrays to the slices written, records their sizes and checksums in
+    ``meta.json``; ``validate`` gets the folder of the complete new cache (open it
+    with :func:`load_cache`) and raises to keep the previous cache.  Returns the
+    meta written.
+    """
     if self.n == 0:
       raise DataError(f"cache {self.cache_dir!r}: no slice was written")
-    self._images.flush()
-    self._masks.flush()
-    self._images = self._masks = None
-    if self.n < self.max_slices:
-      _trim_npy(self._img_tmp, self.n)
-      _trim_npy(self._mask_tmp, self.n)
-    meta = dict(meta, num_slices=self.n, image_size=self.size, cache_version=CACHE_VERSION,
-                images_bytes=os.path.getsize(self._img_tmp),
-                masks_bytes=os.path.getsize(self._mask_tmp))
+    try:
+      self._images.flush()
+      self._masks.flush()
+      self._images = self._masks = None
+      if self.n < self.max_slices:
+        _trim_npy(self._img_tmp, self.n)
+        _trim_npy(self._mask_tmp, self.n)
+      meta = dict(meta, num_slices=self.n, image_size=self.size, cache_version=CACHE_VERSION,
+                  images_bytes=os.path.getsize(self._img_tmp),
+                  masks_bytes=os.path.getsize(self._mask_tmp),
+                  checksums={IMAGES: file_checksum(self._img_tmp),
+                             MASKS: file_checksum(self._mask_tmp)})
+      atomic_io.atomic_write_text(os.path.join(self.build_dir, META),
+                                  json.dumps(meta, default=_jsonable))
+    except OSError as e:
+      raise atomic_io.output_error(e, self.build_dir) from None
+    if validate is not None:
+      validate(self.build_dir)
+    self._commit()
+    return meta
+
+  def _commit(self) -> None:
     meta_path = os.path.join(self.cache_dir, META)
-    if os.path.exists(meta_path):
-      os.remove(meta_path)  # The old cache is invalid from here on.
-    os.replace(self._img_tmp, os.path.join(self.cache_dir, IMAGES))
-    os.replace(self._mask_tmp, os.path.join(self.cache_dir, MASKS))
-    tmp = meta_path + f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-      json.dump(meta, f, default=_jsonable)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, meta_path)
+    try:
+      if os.path.exists(meta_path):
+        os.remove(meta_path)  # The old cache is invalid from here on.
+      atomic_io.fsync_dir(self.cache_dir)
+      os.replace(self._img_tmp, os.path.join(self.cache_dir, IMAGES))
+      os.replace(self._mask_tmp, os.path.join(self.cache_dir, MASKS))
+      atomic_io.fsync_dir(self.cache_dir)
+      os.replace(os.path.join(self.build_dir, META), meta_path)
+      atomic_io.fsync_dir(self.cache_dir)
+    except OSError as e:
+      raise atomic_io.output_error(e, self.cache_dir) from None
+    shutil.rmtree(self.build_dir, ignore_errors=True)
     self._done = True
 
 
-def _check_cache(cache_dir: str, expected_fingerprint: str | None):
-  """Returns (meta, images, masks) or a reason string why the cache cannot be used."""
+def _check_cache(cache_dir: str, expected_fingerprint: str | None, verify=True):
+  """Returns (meta, images, masks) or a reason string why the cache cannot be used.
+
+  ``verify``: True re-hashes the arrays and compares with meta.json's checksums;
+  a dict of checksums skips the hashing when meta.json records exactly those
+  (the caller just wrote them).
+  """
   meta_path = os.path.join(cache_dir, META)
   if not os.path.isfile(meta_path):
     return "no meta.json (no cache, or an interrupted build)"
@@ -177,6 +282,10 @@ def _check_cache(cache_dir: str, expected_fingerprint: str | None):
     return "meta.json is from another cache version"
   if expected_fingerprint is not None and meta.get("fingerprint") != expected_fingerprint:
     return "the inputs or preprocessing settings changed (fingerprint differs)"
+  checksums = meta.get("checksums")
+  if not isinstance(checksums, dict) or not all(
+      isinstance(checksums.get(k), str) for k in (IMAGES, MASKS)):
+    return NO_CHECKSUMS
   try:
     n, s = int(meta["num_slices"]), int(meta["image_size"])
     arrays = []
@@ -198,24 +307,39 @@ def _check_cache(cache_dir: str, expected_fingerprint: str | None):
                                                for k, v in meta["factors"].items()]:
       if len(v["values"]) != n:
         return f"meta.json column {k!r} has {len(v['values'])} entries for {n} slices"
+    if verify is True or (isinstance(verify, dict) and verify != {
+        IMAGES: checksums[IMAGES], MASKS: checksums[MASKS]}):
+      for name in (IMAGES, MASKS):
+        if file_checksum(os.path.join(cache_dir, name)) != checksums[name]:
+          return f"{CORRUPT} in {name})"
   except (KeyError, TypeError, ValueError, OSError) as e:
     return f"cache files are inconsistent ({type(e).__name__}: {e})"
   return meta, arrays[0], arrays[1]
 
 
+NO_CHECKSUMS = "meta.json records no checksums (made by an older version)"
+CORRUPT = "corrupt (checksum mismatch"  # + " in <file>)"
+
+
 def load_cache(cache_dir: str, expected_fingerprint: str | None = None,
-               label_column: str = "") -> SliceDataset | None:
-  """Opens a complete cache whose fingerprint matches, else returns None (and logs why).
+               label_column: str = "", verify=True) -> SliceDataset | None:
+  """Opens a complete, intact cache whose fingerprint matches, else returns None (and logs why).
 
   ``images`` is opened with ``mmap_mode='r'``.  With ``expected_fingerprint=None``
-  any complete cache is accepted.
+  any complete cache is accepted.  ``verify`` re-hashes the arrays against the
+  checksums in meta.json (a same-size corrupt file is found here, not as a NaN
+  loss later); False skips that.
   """
-  checked = _check_cache(cache_dir, expected_fingerprint)
+  checked = _check_cache(cache_dir, expected_fingerprint, verify)
   if isinstance(checked, str):
-    level = logging.INFO if checked.startswith(("no meta", "the inputs")) else logging.WARNING
+    level = (logging.INFO if checked.startswith(("no meta", "the inputs")) or
+             checked == NO_CHECKSUMS else logging.WARNING)
     log.log(level, "cache %s not used: %s", cache_dir, checked)
     return None
-  meta, images, masks = checked
+  return _dataset(*checked, label_column)
+
+
+def _dataset(meta, images, masks, label_column: str) -> SliceDataset:
   cols = meta["columns"]
   labels = {k: (np.asarray(v["values"], dtype=str) if v["dtype"] == "str"
                 else np.asarray(v["values"], np.float64)) for k, v in meta["labels"].items()}
@@ -231,8 +355,13 @@ def load_cache(cache_dir: str, expected_fingerprint: str | None = None,
 
 
 def open_cache(cache_dir: str, label_column: str = "") -> SliceDataset:
-  """Opens an existing cache without knowing its inputs; DataError when it is unusable."""
+  """Opens an existing cache without knowing its inputs; DataError when it is unusable.
+
+  The arrays are checked against meta.json's checksums; a corrupt cache is refused.
+  """
   checked = _check_cache(cache_dir, None)
   if isinstance(checked, str):
+    if checked.startswith(CORRUPT):
+      raise DataError(f"cache {cache_dir} is {checked}: delete it or rebuild it")
     raise DataError(f"cache {cache_dir!r} is unusable: {checked}")
-  return load_cache(cache_dir, None, label_column)
+  return _dataset(*checked, label_column)

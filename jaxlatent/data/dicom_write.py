@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent.data.dicom import (CT_IMAGE_STORAGE, LPS_TO_RAS, MR_IMAGE_STORAGE,
                                   import_pydicom)
 from jaxlatent.errors import DataError
@@ -175,6 +176,7 @@ def write_dicom_series(
     ds.RescaleType = "HU" if modality == "CT" and sop == CT_IMAGE_STORAGE else "US"
     ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).astype("<u2").tobytes()
     path = os.path.join(out_dir, f"{file_prefix}_{k:04d}.dcm")
-    ds.save_as(path, enforce_file_format=True)
+    with atomic_io.atomic_path(path) as tmp:
+      ds.save_as(tmp, enforce_file_format=True)
     paths.append(path)
   return paths

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import nibabel as nib
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent.data.dataset import SliceDataset
 from jaxlatent.data.resize import SquareGeometry
 from jaxlatent.data.slicing import axis_index
@@ -65,4 +66,5 @@ def save_slices_as_nifti(dataset: SliceDataset, subject_id: str, values: np.ndar
                          path: str, fill: float = 0.0, method: str = "linear") -> None:
   """:func:`slices_to_volume` + ``nib.save`` with the subject's (canonical) affine."""
   vol, affine = slices_to_volume(dataset, subject_id, values, fill, method)
-  nib.save(nib.Nifti1Image(vol, affine), path)
+  with atomic_io.atomic_path(path) as tmp:
+    nib.save(nib.Nifti1Image(vol, affine), tmp)

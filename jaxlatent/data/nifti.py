@@ -15,6 +15,7 @@ import os
 import nibabel as nib
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent.errors import DataError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -204,4 +205,5 @@ def load_mask(path: str, volume: Volume) -> np.ndarray:
 
 def save_volume(data: np.ndarray, affine: np.ndarray, path: str) -> None:
   """Writes ``data`` [X, Y, Z(, T)] with ``affine`` as NIfTI (e.g. an analysis map)."""
-  nib.save(nib.Nifti1Image(np.asarray(data), np.asarray(affine, np.float64)), path)
+  with atomic_io.atomic_path(path) as tmp:
+    nib.save(nib.Nifti1Image(np.asarray(data), np.asarray(affine, np.float64)), tmp)

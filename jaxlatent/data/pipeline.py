@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
@@ -131,7 +131,7 @@ def _plan_nifti(cfg) -> dict[str, Any]:
 
 
 def _build_nifti(cfg, plan, image_size: int, cache_dir: str, settings: dict,
-                 fp: str) -> None:
+                 fp: str, validate=None) -> dict:
   ax = plan["axis"]
   max_slices = sum(stop - start for start, stop in plan["ranges"])
   cols = {"subject_id": [], "source_file": [], "slice_index": [], "slice_position": []}
@@ -180,8 +180,7 @@ def _build_nifti(cfg, plan, image_size: int, cache_dir: str, settings: dict,
     if plan["table"] is not None:
       keys = plan.get("label_keys", {})
       labels = dict(plan["table"].lookup([keys.get(s, s) for s in cols["subject_id"]]))
-    meta = _meta(cols, labels, {}, subjects, settings, fp)
-    writer.finish(meta)
+    return writer.finish(_meta(cols, labels, {}, subjects, settings, fp), validate)
 
 
 def _meta(cols, labels, factors, subjects, settings, fp) -> dict:
@@ -223,7 +222,7 @@ def _phantom_sources(module) -> list[str]:
 
 
 def _build_phantom(cfg, kind: str, image_size: int, cache_dir: str, settings: dict,
-                   fp: str) -> None:
+                   fp: str, validate=None) -> dict:
   phantoms = _phantom_module()
   out = phantoms.render_dataset(kind, n=int(cfg.num_images), size=int(image_size),
                                 seed=int(cfg.seed))
@@ -269,17 +268,23 @@ def _build_phantom(cfg, kind: str, image_size: int, cache_dir: str, settings: di
       if v.shape != (n,):
         raise DataError(f"phantoms.render_dataset({kind!r}): column {k!r} has shape "
                         f"{v.shape}, expected ({n},)")
-    writer.finish(_meta(cols, labels, factors, subjects, settings, fp))
+    return writer.finish(_meta(cols, labels, factors, subjects, settings, fp), validate)
 
 
 def load_dataset(data_config: ml_collections.ConfigDict, image_size: int,
-                 cache_dir: str | None = None) -> "cache_lib.SliceDataset":
+                 cache_dir: str | None = None,
+                 check: Callable[["cache_lib.SliceDataset"], None] | None = None,
+                 ) -> "cache_lib.SliceDataset":
   """Builds (or re-uses) the preprocessed cache for ``data_config`` and opens it.
 
   Args:
     data_config: see :func:`jaxlatent.data.config.default_data_config`.
     image_size: side S of the square slices.
     cache_dir: cache folder; None or '' uses ``data_config.cache_dir``.
+    check: the caller's validation of the data set (e.g. enough images for the
+      batch size); it raises to refuse it.  A newly built cache replaces the
+      existing one only after ``check`` passed, so a refused build leaves the
+      previous cache byte-identical.
 
   Returns:
     The :class:`SliceDataset` (images memory-mapped read-only from the cache).
@@ -303,20 +308,33 @@ def load_dataset(data_config: ml_collections.ConfigDict, image_size: int,
     inputs = _phantom_sources(phantoms)
     settings["phantom_kind"] = kind
   fp = cache_lib.fingerprint(inputs, settings)
+
+  def accept(ds):
+    if cfg.label_column and cfg.label_column not in ds.labels:
+      raise ConfigError(f"data.label_column={cfg.label_column!r} is not a label of this "
+                        f"dataset (labels: {sorted(ds.labels)})")
+    if check is not None:
+      check(ds)
+
+  def validate(build_dir: str) -> None:
+    built = cache_lib.load_cache(build_dir, fp, cfg.label_column, verify=False)
+    if built is None:
+      raise DataError(f"the cache just built in {cache_dir!r} cannot be read back")
+    accept(built)
+
   ds = cache_lib.load_cache(cache_dir, fp, cfg.label_column)
   if ds is not None:
     log.info("re-using the preprocessed cache in %s (%d slices, fingerprint %s)",
              cache_dir, len(ds), fp[:12])
+    accept(ds)
+    return ds
+  log.info("building the preprocessed cache in %s", cache_dir)
+  if cfg.source in ("nifti", "dicom"):
+    meta = _build_nifti(cfg, plan, image_size, cache_dir, settings, fp, validate)
   else:
-    log.info("building the preprocessed cache in %s", cache_dir)
-    if cfg.source in ("nifti", "dicom"):
-      _build_nifti(cfg, plan, image_size, cache_dir, settings, fp)
-    else:
-      _build_phantom(cfg, kind, image_size, cache_dir, settings, fp)
-    ds = cache_lib.load_cache(cache_dir, fp, cfg.label_column)
-    if ds is None:
-      raise DataError(f"the cache just built in {cache_dir!r} cannot be read back")
-  if cfg.label_column and cfg.label_column not in ds.labels:
-    raise ConfigError(f"data.label_column={cfg.label_column!r} is not a label of this "
-                      f"dataset (labels: {sorted(ds.labels)})")
+    meta = _build_phantom(cfg, kind, image_size, cache_dir, settings, fp, validate)
+  # Hashing is skipped when meta.json still holds the checksums just computed.
+  ds = cache_lib.load_cache(cache_dir, fp, cfg.label_column, verify=meta["checksums"])
+  if ds is None:
+    raise DataError(f"the cache just built in {cache_dir!r} cannot be read back")
   return ds

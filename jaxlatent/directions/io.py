@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent.errors import DataError, TrainingError
 
 FORMAT_VERSION = 1
@@ -126,7 +127,9 @@ def save_directions(path: str | os.PathLike, directions: Directions, *,
   if parent:
     os.makedirs(parent, exist_ok=True)
   npz_path, json_path = stem + ".npz", stem + ".json"
-  np.savez(npz_path, vectors=np.asarray(directions.vectors, np.float32))
+  if os.path.exists(json_path):
+    os.remove(json_path)  # the json is written last: a pair is complete only with it.
+  atomic_io.atomic_save_npz(npz_path, vectors=np.asarray(directions.vectors, np.float32))
   record = {
       "format_version": FORMAT_VERSION,
       "method": directions.method,
@@ -138,8 +141,7 @@ def save_directions(path: str | os.PathLike, directions: Directions, *,
       "scores": to_jsonable(directions.scores),
       "meta": to_jsonable(directions.meta),
   }
-  with open(json_path, "w") as f:
-    json.dump(record, f, indent=2, allow_nan=True)
+  atomic_io.atomic_write_json(json_path, record, allow_nan=True)
   return npz_path, json_path
 
 

@@ -1,7 +1,10 @@
 """Command line: write a phantom population as NIfTI + labels.csv, or a preview PNG.
 
   python -m jaxlatent.phantoms --kind brain --subjects 40 --out data/brain \\
-      [--size 64 --slices 32 --seed 0 --ms-fraction 0.5] [--preview out.png]
+      [--size 64 --slices 32 --seed 0 --ms-fraction 0.5] [--preview out.png] [--overwrite]
+
+An existing non-empty --out folder is refused unless --overwrite, which replaces it
+as a whole once the new data set is complete (an interrupted run keeps the old one).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="population / rendering seed")
   p.add_argument("--ms-fraction", type=_number("ms-fraction", float), default=0.5,
                  help="brain: fraction of MS subjects; thorax: fraction of women")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace an existing non-empty --out folder (swapped in when complete)")
   p.add_argument("--preview", default=None, help="also write a PNG grid of sample slices")
   return p.parse_args(argv)
 
@@ -61,7 +66,8 @@ def main(argv=None) -> int:
     raise ConfigError("give --out (NIfTI data set) and/or --preview (PNG)")
   if args.out is not None:
     paths = io.write_dataset(args.kind, args.subjects, args.out, size=args.size,
-                             n_slices=args.slices, seed=args.seed, ms_fraction=args.ms_fraction)
+                             n_slices=args.slices, seed=args.seed, ms_fraction=args.ms_fraction,
+                             overwrite=args.overwrite)
     print(f"wrote {len(paths)} {args.kind} volumes (+ masks, labels.csv) to {args.out}")
   if args.preview is not None:
     io.write_preview(args.kind, args.preview, size=args.size, seed=args.seed,

@@ -28,14 +28,17 @@ display transform.
 from __future__ import annotations
 
 import csv
+import io
 import numbers
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
 import nibabel as nib
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent.errors import ConfigError
 from jaxlatent.phantoms import population as P
 from jaxlatent.phantoms import rendering as R
@@ -78,6 +81,23 @@ def _prepare_out_dir(out_dir) -> str:
   return out_dir
 
 
+def check_out_dir(out_dir, overwrite: bool = False) -> str:
+  """Validates a data set folder before anything is rendered; creates nothing.
+
+  Refuses a regular file, an unwritable place, and an existing non-empty folder
+  unless ``overwrite`` (mixing two populations in one folder would silently give a
+  data set that no seed describes).  Returns the absolute path.
+  """
+  try:
+    out_dir = atomic_io.check_writable_dir(out_dir, "output folder")
+  except atomic_io.OutputError as e:
+    raise ConfigError(str(e)) from None
+  if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+    raise ConfigError(f"output folder {out_dir} already exists and is not empty; choose "
+                      "a new folder or pass --overwrite to replace it")
+  return out_dir
+
+
 def csv_columns(kind: str) -> list[str]:
   """Columns of ``labels.csv``: subject_id, group, subject-level factors, extras."""
   extra = ["age"] if R.check_kind(kind) == "brain" else ["large_breast"]
@@ -85,7 +105,7 @@ def csv_columns(kind: str) -> list[str]:
 
 
 def write_dataset(kind: str, n_subjects: int, out_dir, size: int = 64, n_slices: int = 32,
-                  seed: int = 0, ms_fraction: float = 0.5) -> list[str]:
+                  seed: int = 0, ms_fraction: float = 0.5, overwrite: bool = False) -> list[str]:
   """Writes a population as NIfTI volumes and a labels CSV.
 
   Files: ``<out>/sub-XXX.nii.gz`` (float32 volume in HU / T1 units, see the module
@@ -95,6 +115,12 @@ def write_dataset(kind: str, n_subjects: int, out_dir, size: int = 64, n_slices:
   (thorax: ms_fraction is the female fraction) and subject ``i`` is rendered with
   ``render_volume(kind, factors_i, size, n_slices, subject_key_i)``.
 
+  The folder is built in a temporary sibling and swapped in whole at the end, so
+  an interrupted run leaves the previous folder (or none) as it was; a ``kill -9``
+  may leave that hidden ``.<name>.tmp-*`` sibling, which is safe to delete.  An existing
+  non-empty ``out_dir`` is refused (ConfigError) unless ``overwrite``, which then
+  replaces it entirely.
+
   Returns the volume paths (masks and CSV sit next to them).
   """
   kind, size = R.check_kind(kind), R.check_size(size)
@@ -102,36 +128,59 @@ def write_dataset(kind: str, n_subjects: int, out_dir, size: int = 64, n_slices:
   n_slices = P._check_count(n_slices, "n_slices")
   if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
     raise ConfigError(f"seed={seed!r} must be an integer")
-  out_dir = _prepare_out_dir(out_dir)
+  out_dir = check_out_dir(out_dir, overwrite)
+  _prepare_out_dir(os.path.dirname(out_dir))
+  build = atomic_io.temp_dir_beside(out_dir)
+  try:
+    names = _write_files(kind, n, build, size, n_slices, seed, ms_fraction, out_dir)
+    atomic_io.atomic_replace_dir(build, out_dir)
+  except BaseException:
+    shutil.rmtree(build, ignore_errors=True)
+    raise
+  return [os.path.join(out_dir, name) for name in names]
+
+
+def _write_files(kind, n, out_dir, size, n_slices, seed, ms_fraction, shown_dir) -> list[str]:
+  """Renders and writes every file of :func:`write_dataset` into ``out_dir``.
+
+  Errors name the file under ``shown_dir``, the folder the user asked for.
+  """
   pop = P.draw_population(kind, jax.random.PRNGKey(seed), n, ms_fraction)
   affine = volume_affine(kind, size, n_slices)
   names = P.subject_factor_names(kind)
-  paths = []
+  files = []
   for i, sid in enumerate(pop["subject_id"]):
     key = jnp.asarray(pop["subject_key"][i])  # raw uint32 [2] key
     vol, mask = R.render_volume(kind, {k: pop[k][i] for k in names}, size, n_slices, key,
                                 return_mask=True)
-    path = os.path.join(out_dir, f"{sid}.nii.gz")
-    mask_path = os.path.join(out_dir, f"{sid}_mask.nii.gz")
-    for data, p in ((vol, path), (mask.astype(np.uint8), mask_path)):
+    for data, name in ((vol, f"{sid}.nii.gz"), (mask.astype(np.uint8), f"{sid}_mask.nii.gz")):
       img = nib.Nifti1Image(data, affine)
       img.header.set_xyzt_units("mm")
       img.set_qform(affine, code=1)
       img.set_sform(affine, code=1)
-      nib.save(img, p)
-    paths.append(path)
-  with open(os.path.join(out_dir, "labels.csv"), "w", newline="") as fh:
-    w = csv.writer(fh)
-    cols = csv_columns(kind)
-    w.writerow(cols)
-    for i in range(n):
-      row = []
-      for c in cols:
-        v = pop[c][i]
-        row.append(f"{float(v):.6g}" if isinstance(v, np.floating) else
-                   str(int(v)) if isinstance(v, np.bool_) else str(v))
-      w.writerow(row)
-  return paths
+      path = os.path.join(out_dir, name)
+      try:
+        nib.save(img, path)
+      except OSError as e:
+        raise atomic_io.output_error(e, os.path.join(shown_dir, name)) from None
+    files.append(f"{sid}.nii.gz")
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  cols = csv_columns(kind)
+  w.writerow(cols)
+  for i in range(n):
+    row = []
+    for c in cols:
+      v = pop[c][i]
+      row.append(f"{float(v):.6g}" if isinstance(v, np.floating) else
+                 str(int(v)) if isinstance(v, np.bool_) else str(v))
+    w.writerow(row)
+  try:
+    with open(os.path.join(out_dir, "labels.csv"), "w", newline="") as fh:
+      fh.write(buf.getvalue())
+  except OSError as e:
+    raise atomic_io.output_error(e, os.path.join(shown_dir, "labels.csv")) from None
+  return files
 
 
 DISPLAY_WINDOW = {"thorax": (-1000.0, 400.0), "brain": (0.0, 1.0)}
@@ -161,9 +210,10 @@ def write_preview(kind: str, path, size: int = 64, seed: int = 0, n: int = 16,
                    f"z={d['slice_position'][i]:.2f}", fontsize=7)
   fig.tight_layout()
   try:
-    fig.savefig(path, dpi=80)
+    with atomic_io.atomic_path(path) as tmp:
+      fig.savefig(tmp, dpi=80)
   except OSError as e:
-    raise ConfigError(f"preview {path!r} cannot be written: {e.strerror or e}")
+    raise ConfigError(f"preview {path!r} cannot be written: {e.strerror or e}") from None
   finally:
     plt.close(fig)
   return path

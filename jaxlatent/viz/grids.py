@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from jaxlatent import atomic_io
+
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
   """Maps values in [-1, 1] to uint8 [0, 255]; values outside are clipped, NaN -> 0."""
@@ -62,9 +64,8 @@ def write_png(pixels: np.ndarray, path: str | os.PathLike) -> None:
     raise ValueError(f"write_png needs [H, W], [H, W, 1] or [H, W, 3], got {pixels.shape}")
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp"
-  Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG")
-  os.replace(tmp, path)
+  with atomic_io.atomic_path(path) as tmp:
+    Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG")
 
 
 def save_image_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None,

@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from jaxlatent import atomic_io
+
 
 def _pyplot():
   import matplotlib
@@ -24,6 +26,12 @@ def _ensure_parent(path: str | os.PathLike) -> str:
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   return path
+
+
+def _savefig(fig, path) -> None:
+  """``fig.savefig`` through a temporary file, so a crash never leaves half a figure."""
+  with atomic_io.atomic_path(_ensure_parent(path)) as tmp:
+    fig.savefig(tmp)
 
 
 def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str,
@@ -41,7 +49,7 @@ def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], p
   if len(curves) > 1 or hline_label:
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(_ensure_parent(path))
+  _savefig(fig, path)
   plt.close(fig)
   return path
 
@@ -78,7 +86,7 @@ def plot_eigenvectors(alphas: np.ndarray, eigenvectors: np.ndarray, path: str, *
   ax.set(title=title, xlabel="alpha", ylabel="eigenvector entry")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(_ensure_parent(path))
+  _savefig(fig, path)
   plt.close(fig)
   return path
 
@@ -117,7 +125,7 @@ def plot_change_sequence(frames: np.ndarray, alphas: np.ndarray, path: str, *,
     axes[0, j].set_title(f"α={float(alphas[t]):.3g}", fontsize=8)
   axes[1, 0].set_ylabel("− α₀", fontsize=8)
   fig.tight_layout()
-  fig.savefig(_ensure_parent(path))
+  _savefig(fig, path)
   plt.close(fig)
   return path
 
@@ -149,7 +157,7 @@ def plot_component_maps(anatomy: np.ndarray, maps: np.ndarray, path: str, *,
     if titles is not None:
       ax.set_title(titles[k], fontsize=8)
   fig.tight_layout()
-  fig.savefig(_ensure_parent(path))
+  _savefig(fig, path)
   plt.close(fig)
   return path
 
@@ -167,6 +175,7 @@ def save_gif(frames: np.ndarray, path: str, *, duration_ms: int = 120, scale: in
     pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
   seq = list(pixels) + (list(pixels[-2:0:-1]) if bounce and len(pixels) > 2 else [])
   images = [Image.fromarray(p, mode="L") for p in seq]
-  images[0].save(_ensure_parent(path), save_all=True, append_images=images[1:],
-                 duration=duration_ms, loop=0)
+  with atomic_io.atomic_path(_ensure_parent(path)) as tmp:
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                   duration=duration_ms, loop=0)
   return path

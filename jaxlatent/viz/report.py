@@ -8,6 +8,8 @@ import html
 import os
 from typing import Any, Sequence
 
+from jaxlatent import atomic_io
+
 
 @dataclasses.dataclass
 class Section:
@@ -94,8 +96,5 @@ def write_report(report_dir: str, title: str, sections: Sequence[Section],
         parts.append(f"<p><em>missing figure: {html.escape(rel)}</em></p>")
   parts.append("</body></html>")
   path = os.path.join(report_dir, "index.html")
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write("\n".join(parts))
-  os.replace(tmp, path)
+  atomic_io.atomic_write_text(path, "\n".join(parts))
   return path

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent.errors import DataError
 from jaxlatent.viz.grids import to_uint8
 
@@ -279,14 +280,7 @@ def write_scrubber(path: str | os.PathLike, frames: Mapping[str, Mapping[str, An
   if os.path.isdir(path):
     raise DataError(f"{path} is a folder; give the .html file to write")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp"
-  try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(page)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic_io.atomic_write_text(path, page)
   return path
 
 
