@@ -253,5 +253,5 @@ def test_explicit_noise_buffers_override_and_const_noise_is_stored():
                              atol=1e-5)
   mw = jax.jit(functools.partial(sg.mean_w, n=64, config=c))(v, jax.random.key(0))
   zs = jax.random.normal(jax.random.key(0), (64, 8))
-  ws_all = jax.jit(functools.partial(sg.map_z, config=c))(v, zs)
+  ws_all = jax.jit(lambda v, z: sg.build_generator(c).apply(v, z, method="map"))(v, zs)
   np.testing.assert_allclose(np.asarray(mw), np.asarray(ws_all[:, 0].mean(0)), atol=1e-5)
