@@ -10,7 +10,7 @@ followed by a conv; the other modes are kept for comparison.  The 2x2 convs are
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,8 +20,6 @@ from jaxlatent.ops import norm
 from jaxlatent.ops.conv2x2 import Conv2x2
 from jaxlatent.ops.resample import depth_to_space, space_to_depth
 
-UpsampleMode = Literal["subpixel", "resize", "transpose"]
-DownsampleMode = Literal["space_to_depth", "strided", "avgpool"]
 UPSAMPLE_MODES = ("subpixel", "resize", "transpose")
 DOWNSAMPLE_MODES = ("space_to_depth", "strided", "avgpool")
 

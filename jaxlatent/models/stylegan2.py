@@ -313,20 +313,20 @@ class SynthesisBlock(nn.Module):
   @nn.compact
   def __call__(self, x, img, ws, noise_mode="random", noise_buffers=None):
     # ws: [B, num_conv + 1, w_dim] (the ToRGB's w is shared with the next block's conv0).
-    nb = noise_buffers or {}
+    noise_by_layer = noise_buffers or {}
     name = f"b{self.resolution}"
     kw = dict(resolution=self.resolution, resample=self.resample, fused_modconv=self.fused_modconv)
     if self.is_first:
       const = self.param("const", nn.initializers.normal(1.0), (4, 4, self.out_channels))
       x = jnp.broadcast_to(const[None], (ws.shape[0], 4, 4, self.out_channels))
-      wi = 0
+      w_index = 0
     else:
       x = SynthesisLayer(self.out_channels, up=2, name="conv0", **kw)(
-          x, ws[:, 0], noise_mode, nb.get(f"{name}.conv0"))  # [B, R, R, C]
-      wi = 1
+          x, ws[:, 0], noise_mode, noise_by_layer.get(f"{name}.conv0"))  # [B, R, R, C]
+      w_index = 1
     x = SynthesisLayer(self.out_channels, name="conv1", **kw)(
-        x, ws[:, wi], noise_mode, nb.get(f"{name}.conv1"))
-    y = ToRGB(self.img_channels, self.fused_modconv, name="torgb")(x, ws[:, wi + 1])
+        x, ws[:, w_index], noise_mode, noise_by_layer.get(f"{name}.conv1"))
+    y = ToRGB(self.img_channels, self.fused_modconv, name="torgb")(x, ws[:, w_index + 1])
     img = y if img is None else upsample2d(img, self.resample) + y  # [B, R, R, 1]
     return x, img
 
@@ -684,25 +684,3 @@ class _SampleW:
     z = jax.random.normal(key, (n, self.module.z_dim), jnp.float32)
     ws = self.module.apply(variables, z, self.truncation_psi, method="map")
     return ws[:, 0] if self.single else ws
-
-
-def synthesize(params: Any, ws: jax.Array, config: ml_collections.ConfigDict,
-               noise_mode: str = "const", noise_buffers: dict[str, jax.Array] | None = None,
-               key: jax.Array | None = None) -> jax.Array:
-  """ws ``[B, num_ws, w_dim]`` -> images ``[B, R, R, 1]``.
-
-  ``noise_buffers`` (names as in :func:`noise_buffer_shapes`) override ``noise_mode``
-  for their layers (a projector optimises them); ``key`` is needed for 'random'.
-  """
-  rngs = {"noise": key} if key is not None else {}
-  return build_generator(config).apply(params, ws, noise_mode, noise_buffers,
-                                       method="synthesize", rngs=rngs)
-
-
-def mean_w(params: Any, key: jax.Array, n: int = 10000, *,
-           config: ml_collections.ConfigDict) -> jax.Array:
-  """Mean of ``n`` mapped z: the projector's starting w, ``[w_dim]``."""
-  g = build_generator(config)
-  z = jax.random.normal(key, (n, g.z_dim), jnp.float32)
-  ws = g.apply(params, z, method="map")  # [n, num_ws, w_dim]
-  return jnp.mean(ws[:, 0], axis=0)

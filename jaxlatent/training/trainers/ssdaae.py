@@ -31,7 +31,7 @@ import ml_collections
 import optax
 
 from jaxlatent.generator import Generator
-from jaxlatent.models import ssdaae as ssd
+from jaxlatent.models import ssdaae
 from jaxlatent.training import losses
 from jaxlatent.training.optim import apply_gradients, make_optimizer
 from jaxlatent.training.trainers.labels import batch_labels, check_labelled_config
@@ -43,8 +43,8 @@ from jaxlatent.training.trainers.state import (ModelTrainer, TrainState, first_s
 class SSDAAEParts:
   """The networks, settings and optimizers of one semi-supervised DAAE run."""
 
-  nets: ssd.SSDAAE
-  model: ssd.SSDAAESettings
+  nets: ssdaae.SSDAAE
+  model: ssdaae.SSDAAESettings
   ae_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
 
@@ -64,7 +64,7 @@ class SSDAAEParts:
 def init_state(parts: SSDAAEParts, config: ml_collections.ConfigDict, key: jax.Array
                ) -> TrainState:
   """Fresh parameters and the three optimizer states."""
-  params = ssd.init_params(config, key)
+  params = ssdaae.init_params(config, key)
   ae_params = {"encoder": params["encoder"], "decoder": params["decoder"]}
   return first_state(params, {"ae": parts.ae_tx.init(ae_params),
                               "disc_z": parts.d_tx.init(params["disc_z"]),
@@ -117,10 +117,10 @@ def train_step(parts: SSDAAEParts, state: TrainState, batch: dict, key: jax.Arra
   model = parts.model
   x = batch["image"]  # [B, S, S, 1]
   labels = batch_labels(batch, "ssdaae")  # [B]
-  labelled = ssd.batch_labelled(batch, float(model.labelled_fraction),
+  labelled = ssdaae.batch_labelled(batch, float(model.labelled_fraction),
                                 int(model.label_seed)).astype(jnp.float32)  # [B]
   k_corrupt, k_z, k_y = jax.random.split(key, 3)
-  x_tilde = ssd.corrupt(x, k_corrupt, float(model.noise_std), float(model.dropout))  # C(x~|x)
+  x_tilde = ssdaae.corrupt(x, k_corrupt, float(model.noise_std), float(model.dropout))  # C(x~|x)
   disc_params, (dz_opt, dy_opt), (dz_loss, dy_loss) = latent_discriminator_phase(
       parts, state, x_tilde, (k_z, k_y))
   ae_params = {"encoder": state.params["encoder"], "decoder": state.params["decoder"]}
@@ -140,7 +140,7 @@ def train_step(parts: SSDAAEParts, state: TrainState, batch: dict, key: jax.Arra
 
 def make_generator(config: ml_collections.ConfigDict, state: TrainState) -> Generator:
   """The decoder over ``concat(z, y_onehot)`` as a Generator."""
-  return ssd.make_decoder_generator(state.params, config)
+  return ssdaae.make_decoder_generator(state.params, config)
 
 
 def make_ssdaae_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
@@ -150,11 +150,16 @@ def make_ssdaae_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
   is the per-index draw of :func:`jaxlatent.models.ssdaae.labelled_mask`.
   """
   check_labelled_config(config, "ssdaae")
-  parts = SSDAAEParts(ssd.build(config), ssd.model_settings(config),
+  parts = SSDAAEParts(ssdaae.build(config), ssdaae.model_settings(config),
                       make_optimizer(config, "g"), make_optimizer(config, "d"))
+
+  # A function of its own (not a partial): chex.assert_max_traces reads its source.
+  def ssdaae_step(state, batch, key):
+    return train_step(parts, state, batch, key)
+
   return ModelTrainer(
       init=functools.partial(init_state, parts, config),
-      train_step=functools.partial(train_step, parts),
+      train_step=ssdaae_step,
       generator=functools.partial(make_generator, config),
       loss_terms=("loss", "recon", "class_loss", "d_z_loss", "d_y_loss"),
       name="ssdaae", needs_index=True)

@@ -242,8 +242,13 @@ def make_stylegan2_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
       stylegan2.build_generator(config), stylegan2.build_discriminator(config), loss,
       make_optimizer(config, "g", lazy_ratio(loss.pl_interval, loss.do_pl)),
       make_optimizer(config, "d", lazy_ratio(loss.r1_interval, loss.do_r1)))
+
+  # A function of its own (not a partial): chex.assert_max_traces reads its source.
+  def stylegan2_step(state, batch, key, phase=None):
+    return train_step(parts, state, batch, key, phase)
+
   return ModelTrainer(init=functools.partial(init_state, parts),
-                      train_step=functools.partial(train_step, parts),
+                      train_step=stylegan2_step,
                       generator=functools.partial(make_generator, config),
                       loss_terms=("g_loss", "d_loss", "r1", "pl"), name="stylegan2",
                       phase=functools.partial(reg_phase, loss))
