@@ -18,8 +18,8 @@ def train_and_evaluate(config: Any, workdir: str, **kwargs) -> Any:
 
 def default_optim_config(name: str) -> Any:
   """The paper's ``config.optim`` for model ``name``; see :mod:`jaxlatent.training.optim`."""
-  from jaxlatent.training.optim import default_optim_config as defaults  # pylint: disable=g-import-not-at-top
-  return defaults(name)
+  from jaxlatent.training import optim  # pylint: disable=g-import-not-at-top
+  return optim.default_optim_config(name)
 
 
 __all__ = ["default_optim_config", "train_and_evaluate"]

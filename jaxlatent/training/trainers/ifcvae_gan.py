@@ -80,9 +80,13 @@ def forward(parts: IFcVAEGANParts, vae_params, x, labels, k_eps, k_prior):
   k = parts.nets.num_classes
   mean, logvar, y_logits = parts.encode(vae_params["encoder"], x)
   z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(k_eps, mean.shape)  # [B, z_dim]
-  y = ifcvae_gan.y_code(labels, k) if parts.model.recon_y == "label" else ifcvae_gan.y_probs(y_logits, k)
+  if parts.model.recon_y == "label":
+    y = ifcvae_gan.y_code(labels, k)
+  else:
+    y = ifcvae_gan.y_probs(y_logits, k)
   x_rec = parts.decode(vae_params["decoder"], jnp.concatenate([z, y], -1))  # [B, S, S, 1]
-  code = ifcvae_gan.ZYSampler(parts.nets.z_dim, k)(None, k_prior, x.shape[0])  # [B, z_dim + y_dim]
+  # [B, z_dim + y_dim]: z ~ N(0, I) and a random class code.
+  code = ifcvae_gan.ZYSampler(parts.nets.z_dim, k)(None, k_prior, x.shape[0])
   x_prior = parts.decode(vae_params["decoder"], code)
   return z, mean, logvar, y_logits, x_rec, x_prior
 
