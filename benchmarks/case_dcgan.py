@@ -36,7 +36,8 @@ def _widths(size: int, c4: int) -> tuple[list[int], list[int]]:
 def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = "batch",
                 conv_grad: str = "auto", matmul_dtype: str = "float32"):
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from jaxlatent.models import default_model_config, default_optim_config  # pylint: disable=g-import-not-at-top
+  from jaxlatent.models import default_model_config  # pylint: disable=g-import-not-at-top
+  from jaxlatent.training import default_optim_config  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
   c.image_size = size
   c.model = default_model_config("dcgan")

@@ -36,7 +36,8 @@ import common
 
 def _config(size: int, quick: bool, full: bool):
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from jaxlatent.models import default_model_config, default_optim_config  # pylint: disable=g-import-not-at-top
+  from jaxlatent.models import default_model_config  # pylint: disable=g-import-not-at-top
+  from jaxlatent.training import default_optim_config  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
   c.image_size = size
   c.model = default_model_config("stylegan2")

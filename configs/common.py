@@ -16,7 +16,7 @@
     with the same seed, image size and sample count).
   data: ``jaxlatent.data.default_data_config()`` fields.
   model: ``jaxlatent.models.default_model_config(name)`` fields (``model.name``).
-  optim: ``jaxlatent.models.default_optim_config(name)`` (lr, b1, b2, eps, grad_clip).
+  optim: ``jaxlatent.training.default_optim_config(name)`` (lr, b1, b2, eps, grad_clip).
   distributed: 'auto' (initialize jax.distributed when SLURM / a coordinator / a TPU
     pod is detected) | 'on' | 'off'.
 """
@@ -26,7 +26,8 @@ from __future__ import annotations
 import ml_collections
 
 from jaxlatent.data.config import default_data_config
-from jaxlatent.models import default_model_config, default_optim_config
+from jaxlatent.models import default_model_config
+from jaxlatent.training import default_optim_config
 
 
 def base_config(model_name: str) -> ml_collections.ConfigDict:

@@ -17,7 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jaxlatent.models import default_model_config, default_optim_config  # noqa: E402
+from jaxlatent.models import default_model_config  # noqa: E402
+from jaxlatent.training import default_optim_config  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

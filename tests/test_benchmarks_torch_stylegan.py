@@ -22,7 +22,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jaxlatent.models import default_model_config, default_optim_config  # noqa: E402
+from jaxlatent.models import default_model_config  # noqa: E402
+from jaxlatent.training import default_optim_config  # noqa: E402
 from jaxlatent.models import stylegan2 as sg  # noqa: E402
 from jaxlatent.training import losses  # noqa: E402
 
@@ -167,7 +168,7 @@ def test_path_lengths_match_jax():
 def test_step_phases_adam_and_ema_follow_the_jax_trainer():
   cfg = _config(pl_interval=2, r1_interval=4)
   step = ts.StyleGAN2Step.from_config(cfg, batch=4)
-  # Adam per network with lr and betas rescaled by c / (c + 1), as trainers._adam.
+  # Adam per network with lr and betas rescaled by c / (c + 1), as jaxlatent.training.optim.adam.
   for opt, c in ((step.opt_g, 2), (step.opt_d, 4)):
     group = opt.param_groups[0]
     r = c / (c + 1)

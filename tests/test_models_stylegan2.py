@@ -247,11 +247,3 @@ def test_explicit_noise_buffers_override_and_const_noise_is_stored():
   np.testing.assert_allclose(np.asarray(synth(v, ws, zeros, "const")),
                              np.asarray(synth(v, ws, None, "none")), atol=1e-6)
   assert not np.allclose(np.asarray(const), np.asarray(synth(v, ws, None, "none")))
-  # The functional API: synthesize with explicit buffers = the const image; mean_w.
-  synth_fn = jax.jit(functools.partial(sg.synthesize, config=c, noise_mode="none"))
-  np.testing.assert_allclose(np.asarray(synth_fn(v, ws, noise_buffers=bufs)), np.asarray(const),
-                             atol=1e-5)
-  mw = jax.jit(functools.partial(sg.mean_w, n=64, config=c))(v, jax.random.key(0))
-  zs = jax.random.normal(jax.random.key(0), (64, 8))
-  ws_all = jax.jit(functools.partial(sg.map_z, config=c))(v, zs)
-  np.testing.assert_allclose(np.asarray(mw), np.asarray(ws_all[:, 0].mean(0)), atol=1e-5)

@@ -13,6 +13,7 @@ import numpy as np
 from jaxlatent.generator import Generator
 from jaxlatent.models import default_model_config, vae
 from jaxlatent.training import losses
+from jaxlatent.training.trainers import make_trainer
 
 
 def _config(size=16):
@@ -25,7 +26,8 @@ def _config(size=16):
 
 def test_vae_init_encode_decode_shapes_and_contract():
   c = _config(16)
-  params = jax.jit(functools.partial(vae.init_vae, c))(jax.random.key(0))
+  state = jax.jit(make_trainer(c).init)(jax.random.key(0))  # the VAE's variables
+  params = {"params": state.params}
   assert set(params["params"]) == {"encoder", "decoder"}
   assert sum(x.size for x in jax.tree.leaves(params)) > 0
   x = jnp.tanh(jax.random.normal(jax.random.key(1), (3, 16, 16, 1)))

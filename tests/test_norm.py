@@ -1,4 +1,4 @@
-"""jaxlatent.models.norm.GroupNorm against flax's GroupNorm, and its float32 accuracy."""
+"""jaxlatent.ops.norm.GroupNorm against flax's GroupNorm, and its float32 accuracy."""
 
 import chex
 import flax.linen as nn
@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlatent.models import norm
+from jaxlatent.ops import norm
+from jaxlatent.ops import pool
+from jaxlatent.ops.resample import blocks_to_image
 
 
 def _params(channels: int) -> dict:
@@ -75,7 +77,6 @@ def test_group_norm_relu_max_pool_blocks_matches_the_three_ops(channels, groups)
   """The fused block op equals GroupNorm -> ReLU -> ``max_pool_2x2`` of the image, in
   values and in gradients for the blocks, scale and bias, with negative and zero
   scales (the pool then takes each window's minimum, or nothing flows)."""
-  from jaxlatent.models import layers  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(3)
   blocks = jnp.asarray(rng.normal(size=(3, 4, 5, 4, channels)) * 2 + 1, jnp.float32)
   scale = jnp.asarray(np.linspace(-1.5, 2.0, channels), jnp.float32).at[1].set(0.0)
@@ -83,11 +84,11 @@ def test_group_norm_relu_max_pool_blocks_matches_the_three_ops(channels, groups)
   ct = jnp.asarray(rng.normal(size=(3, 4, 5, channels)), jnp.float32)
 
   def three_ops(b, s, c):
-    image = layers.blocks_to_image(jax.nn.relu(norm.group_norm(b, s, c, groups)))
-    return layers.max_pool_2x2(image)
+    image = blocks_to_image(jax.nn.relu(norm.group_norm(b, s, c, groups)))
+    return pool.max_pool_2x2(image)
 
   def fused(b, s, c):
-    return layers.group_norm_relu_max_pool_blocks(b, s, c, groups)
+    return pool.group_norm_relu_max_pool_blocks(b, s, c, groups)
 
   np.testing.assert_allclose(np.asarray(jax.jit(fused)(blocks, scale, bias)),
                              np.asarray(three_ops(blocks, scale, bias)), rtol=1e-5, atol=1e-5)
@@ -97,7 +98,7 @@ def test_group_norm_relu_max_pool_blocks_matches_the_three_ops(channels, groups)
   for g, r in zip(got, ref):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
   # The module: norm.GroupNorm's parameters; 2x2 blocks only.
-  module = layers.GroupNormReluMaxPool(groups)
+  module = pool.GroupNormReluMaxPool(groups)
   params = module.init(jax.random.key(0), blocks)
   chex.assert_trees_all_equal_shapes(params, norm.GroupNorm(groups).init(jax.random.key(0), blocks))
   with pytest.raises(ValueError, match=r"2x2 blocks \[B, h, w, 4, C\]"):
@@ -107,14 +108,13 @@ def test_group_norm_relu_max_pool_blocks_matches_the_three_ops(channels, groups)
 def test_group_norm_relu_max_pool_blocks_float32_accuracy_with_a_large_mean():
   """|mean| >> std (100 against 0.5): the fused op's float32 gradients, which go
   through the statistics by autodiff, stay within 1e-4 (relative) of float64 ones."""
-  from jaxlatent.models import layers  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(4)
   x64 = rng.normal(size=(2, 4, 4, 4, 6)) * 0.5 + 100.0
   scale, bias = np.linspace(-1.5, 2.0, 6), np.linspace(-0.4, 0.4, 6)
   ct = rng.normal(size=(2, 4, 4, 6))
 
   def grads(dt):
-    f = lambda b, s, c: jnp.sum(layers.group_norm_relu_max_pool_blocks(b, s, c, 2)
+    f = lambda b, s, c: jnp.sum(pool.group_norm_relu_max_pool_blocks(b, s, c, 2)
                                 * jnp.asarray(ct, dt))
     return jax.grad(f, argnums=(0, 1, 2))(*(jnp.asarray(v, dt) for v in (x64, scale, bias)))
 

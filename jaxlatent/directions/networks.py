@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from jax.scipy.linalg import expm
 
 from jaxlatent.errors import ConfigError
-from jaxlatent.models import layers, norm
+from jaxlatent.ops import conv_same, norm
+from jaxlatent.ops.pool import GroupNormReluMaxPool, max_pool_2x2
 
 DEFORMATOR_KINDS = ("id", "linear", "proj", "ortho", "fc", "random")
 RECONSTRUCTOR_KINDS = ("lenet", "resnet", "mlp")
@@ -135,7 +136,7 @@ class LeNetReconstructor(nn.Module):
 
   num_directions: int
   width: int = 2
-  conv_impl: str = "auto"  # layers.CONV_IMPLS; 'auto': the faster formulation on CPU
+  conv_impl: str = "auto"  # conv_same.CONV_IMPLS; 'auto': the faster formulation on CPU
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -144,14 +145,14 @@ class LeNetReconstructor(nn.Module):
       # With pooling next, the conv may return 2x2 blocks [B, H/2, W/2, 4, F]: the
       # pool is a max over the blocks, and the norm and ReLU, per channel and
       # monotone, run after it on the pooled array.
-      x = layers.ConvSame(feat, 5, conv_impl=self.conv_impl, blocks=pool,
+      x = conv_same.ConvSame(feat, 5, conv_impl=self.conv_impl, blocks=pool,
                           name=f"Conv_{i}")(x)
       if x.ndim == 5:  # norm, ReLU and pool in one, on the blocks
-        x = layers.GroupNormReluMaxPool(_groups(feat), name=f"GroupNorm_{i}")(x)
+        x = GroupNormReluMaxPool(_groups(feat), name=f"GroupNorm_{i}")(x)
         continue
       x = nn.relu(_norm(feat, name=f"GroupNorm_{i}")(x))
       if pool:
-        x = layers.max_pool_2x2(x)
+        x = max_pool_2x2(x)
     h = x.mean(axis=(1, 2))  # [B, 60w]
     logits = nn.Dense(self.num_directions, name="logits")(h)
     eps = nn.Dense(1, name="shift")(h)[:, 0]

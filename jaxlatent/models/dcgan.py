@@ -19,7 +19,8 @@ import ml_collections
 
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator, LatentSpec
-from jaxlatent.models import layers
+from jaxlatent.models import blocks, settings
+from jaxlatent.ops import conv2x2
 
 NORMS = ("batch", "none")
 
@@ -40,12 +41,12 @@ class DCGANGenerator(nn.Module):
     latent_dim: size of z (paper: 32).
     gen_channels: channels at 4x4 (paper: 2048); halved per doubling.
     max_channels: cap on the channels of any layer.
-    upsample: 'subpixel' | 'resize' | 'transpose' (see layers.Upsample).
+    upsample: 'subpixel' | 'resize' | 'transpose' (see jaxlatent.models.blocks.Upsample).
     subpixel_kernel: conv kernel of sub-pixel up-sampling.
     norm: 'batch' (DCGAN) or 'none'.
-    conv_grad: how the 2x2 resampling convs back-propagate (layers.Conv2x2).
+    conv_grad: how the 2x2 resampling convs back-propagate (jaxlatent.ops.conv2x2.Conv2x2).
     matmul_dtype: 'float32', or 'bfloat16' for mixed precision in the 2x2 resampling
-      convs (bfloat16 operands, float32 accumulation; layers.Conv2x2).
+      convs (bfloat16 operands, float32 accumulation; jaxlatent.ops.conv2x2.Conv2x2).
   """
 
   image_size: int
@@ -62,18 +63,18 @@ class DCGANGenerator(nn.Module):
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     b = z.shape[0]
     bias = self.norm == "none"
-    ch = lambda res: layers.channels_at(res, self.gen_channels, self.max_channels)
+    ch = lambda res: blocks.channels_at(res, self.gen_channels, self.max_channels)
     x = nn.Dense(4 * 4 * ch(4), use_bias=bias, name="fc")(z)
     x = x.reshape(b, 4, 4, ch(4))  # [B, 4, 4, C4]
     x = nn.relu(_norm(self.norm, train, "fc_norm")(x))
     res = 4
     while res < self.image_size // 2:
       res *= 2
-      x = layers.Upsample(ch(res), self.upsample, self.subpixel_kernel, use_bias=bias,
+      x = blocks.Upsample(ch(res), self.upsample, self.subpixel_kernel, use_bias=bias,
                           conv_grad=self.conv_grad, matmul_dtype=self.matmul_dtype,
                           name=f"up{res}")(x)  # [B, res, res, C_res]
       x = nn.relu(_norm(self.norm, train, f"norm{res}")(x))
-    x = layers.Upsample(1, self.upsample, self.subpixel_kernel, conv_grad=self.conv_grad,
+    x = blocks.Upsample(1, self.upsample, self.subpixel_kernel, conv_grad=self.conv_grad,
                         matmul_dtype=self.matmul_dtype, name="to_image")(x)
     return jnp.tanh(x)  # [B, S, S, 1]
 
@@ -85,10 +86,10 @@ class DCGANDiscriminator(nn.Module):
     image_size: input side S.
     disc_channels: channels at 4x4; halved per doubling of the resolution.
     max_channels: cap on the channels of any layer.
-    downsample: 'space_to_depth' | 'strided' | 'avgpool' (see layers.Downsample).
+    downsample: 'space_to_depth' | 'strided' | 'avgpool' (see jaxlatent.models.blocks.Downsample).
     subpixel_kernel: conv kernel after space-to-depth.
     norm: 'batch' (DCGAN; none on the first layer) or 'none'.
-    conv_grad: how the 2x2 convs back-propagate (layers.Conv2x2).
+    conv_grad: how the 2x2 convs back-propagate (jaxlatent.ops.conv2x2.Conv2x2).
     matmul_dtype: 'float32' or 'bfloat16' (as in DCGANGenerator).
   """
 
@@ -103,16 +104,16 @@ class DCGANDiscriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    ch = lambda res: layers.channels_at(res, self.disc_channels, self.max_channels)
+    ch = lambda res: blocks.channels_at(res, self.disc_channels, self.max_channels)
     bias = self.norm == "none"
     res = self.image_size // 2
-    x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel,
+    x = blocks.Downsample(ch(res), self.downsample, self.subpixel_kernel,
                           conv_grad=self.conv_grad, matmul_dtype=self.matmul_dtype,
                           name=f"down{res}")(x)
     x = nn.leaky_relu(x, 0.2)  # [B, S/2, S/2, C]
     while res > 4:
       res //= 2
-      x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel, use_bias=bias,
+      x = blocks.Downsample(ch(res), self.downsample, self.subpixel_kernel, use_bias=bias,
                             conv_grad=self.conv_grad, matmul_dtype=self.matmul_dtype,
                             name=f"down{res}")(x)
       x = nn.leaky_relu(_norm(self.norm, train, f"norm{res}")(x), 0.2)
@@ -121,54 +122,35 @@ class DCGANDiscriminator(nn.Module):
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """``config.model`` of the paper's DCGAN (Schön et al. 2022)."""
-  c = ml_collections.ConfigDict()
-  c.name = "dcgan"
-  c.latent_dim = 32
-  c.gen_channels = 2048  # channels at 4x4 in G (paper: 4x4x2048)
-  c.disc_channels = 2048  # channels at 4x4 in D (mirror of G)
-  c.max_channels = 2048
-  c.upsample = "subpixel"  # 'subpixel' | 'resize' | 'transpose'
-  c.downsample = "space_to_depth"  # 'space_to_depth' | 'strided' | 'avgpool'
-  c.subpixel_kernel = 2
-  c.norm = "batch"  # 'batch' | 'none' (G and D)
-  c.conv_grad = "auto"  # 2x2 conv gradients: 'auto' (GEMMs on CPU) | 'xla' | 'gemm'
-  # 2x2 conv operands: 'float32' | 'bfloat16' (mixed precision: float32 accumulation,
-  # parameters and outputs; ~0.3% relative error per conv, faster on bf16-capable CPUs)
-  c.matmul_dtype = "float32"
-  return c
+  """``config.model`` of the paper's DCGAN (Schön et al. 2022): the modules' field defaults."""
+  return settings.default_config("dcgan", DCGANGenerator, DCGANDiscriminator)
 
 
-def _model_cfg(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, int]:
+def _checked_image_size(config: ml_collections.ConfigDict) -> int:
+  """``config.image_size`` after checking the model's mode keys (ConfigError names the key)."""
   m = config.model
-  size = layers.check_image_size(config.image_size, 8)
-  layers.check_resample_modes(m.get("upsample", "subpixel"), m.get("downsample", "space_to_depth"))
-  if m.get("norm", "batch") not in NORMS:
+  size = blocks.check_image_size(config.image_size, 8)
+  blocks.check_resample_modes(m.get("upsample"), m.get("downsample"))
+  if "norm" in m and m.norm not in NORMS:
     raise ConfigError(f"model.norm={m.norm!r}: expected one of {NORMS}")
-  layers.check_conv_grad(m.get("conv_grad", "auto"))
-  layers.check_matmul_dtype(m.get("matmul_dtype", "float32"))
-  return m, size
+  if "conv_grad" in m:
+    conv2x2.check_conv_grad(m.conv_grad)
+  if "matmul_dtype" in m:
+    conv2x2.check_matmul_dtype(m.matmul_dtype)
+  return size
 
 
 def build_generator(config: ml_collections.ConfigDict) -> DCGANGenerator:
   """The generator module for ``config`` (``config.model`` + ``config.image_size``)."""
-  m, size = _model_cfg(config)
-  return DCGANGenerator(
-      image_size=size, latent_dim=m.get("latent_dim", 32),
-      gen_channels=m.get("gen_channels", 2048), max_channels=m.get("max_channels", 2048),
-      upsample=m.get("upsample", "subpixel"), subpixel_kernel=m.get("subpixel_kernel", 2),
-      norm=m.get("norm", "batch"), conv_grad=m.get("conv_grad", "auto"),
-      matmul_dtype=m.get("matmul_dtype", "float32"))
+  size = _checked_image_size(config)
+  return DCGANGenerator(image_size=size, **settings.kwargs_for(DCGANGenerator, config.model))
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> DCGANDiscriminator:
   """The discriminator module for ``config``."""
-  m, size = _model_cfg(config)
-  return DCGANDiscriminator(
-      image_size=size, disc_channels=m.get("disc_channels", 2048),
-      max_channels=m.get("max_channels", 2048), downsample=m.get("downsample", "space_to_depth"),
-      subpixel_kernel=m.get("subpixel_kernel", 2), norm=m.get("norm", "batch"),
-      conv_grad=m.get("conv_grad", "auto"), matmul_dtype=m.get("matmul_dtype", "float32"))
+  size = _checked_image_size(config)
+  return DCGANDiscriminator(image_size=size,
+                            **settings.kwargs_for(DCGANDiscriminator, config.model))
 
 
 def init_generator(config: ml_collections.ConfigDict, key: jax.Array) -> dict[str, Any]:
@@ -187,7 +169,7 @@ def make_generator(params: Any, config: ml_collections.ConfigDict) -> Generator:
   """
   g = build_generator(config)
   # train=False: BatchNorm uses the stored running statistics.
-  apply_fn = layers.ModuleApply(g, None, (("train", False),))
+  apply_fn = blocks.ModuleApply(g, None, (("train", False),))
   return Generator(
       params=params, apply_fn=apply_fn, latent_spec=LatentSpec((g.latent_dim,), "z", "normal"),
       image_shape=(g.image_size, g.image_size, 1), name="dcgan")

@@ -11,7 +11,7 @@ gives a GAN loss on reconstructions and on samples from the prior with a random 
 Editing a real image = encode, change y, decode (:func:`edit`).
 
 How well z is cleared of the attribute is measured with a FRESH linear probe
-(:func:`jaxlatent.training.trainers_attr.probe_attribute`: logistic regression fitted
+(:func:`jaxlatent.studies.label_fraction.probe_attribute`: logistic regression fitted
 on z of training images, scored on held-out ones), not with A, which the encoder
 learns to fool without removing the information: with the adversary alone the
 probe read 0.92-1.0 (chance 0.5) on the tests' planted 16 px phantoms, and still
@@ -57,7 +57,7 @@ import ml_collections
 
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator, LatentSpec
-from jaxlatent.models import layers
+from jaxlatent.models import blocks, settings
 from jaxlatent.models.vae import Decoder, ResBlock
 
 
@@ -162,7 +162,7 @@ class ConvTrunk(nn.Module):
     channels: channels at 4x4; halved per doubling of the resolution.
     max_channels: cap on channels.
     num_res_blocks: residual blocks per resolution (0: plain conv stack).
-    downsample: see ``layers.Downsample``.
+    downsample: see ``blocks.Downsample``.
     subpixel_kernel: conv kernel after space-to-depth.
   """
 
@@ -175,20 +175,20 @@ class ConvTrunk(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    ch = lambda res: layers.channels_at(res, self.channels, self.max_channels)
+    ch = lambda res: blocks.channels_at(res, self.channels, self.max_channels)
     res = self.image_size
     x = nn.Conv(ch(res), (3, 3), padding="SAME", name="from_image")(x)  # [B, S, S, C_S]
     while res > 4:
       for i in range(self.num_res_blocks):
         x = ResBlock(ch(res), name=f"res{res}_{i}")(x)
       res //= 2
-      x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel,
+      x = blocks.Downsample(ch(res), self.downsample, self.subpixel_kernel,
                             name=f"down{res}")(x)  # [B, res, res, C_res]
       if self.num_res_blocks == 0:
         x = nn.leaky_relu(x, 0.2)
     for i in range(self.num_res_blocks):
       x = ResBlock(ch(4), name=f"res4_{i}")(x)
-    x = nn.leaky_relu(layers.group_norm(x.shape[-1], "norm_out")(x), 0.2)
+    x = nn.leaky_relu(blocks.group_norm(x.shape[-1], "norm_out")(x), 0.2)
     return x.reshape(x.shape[0], -1)  # [B, 16 * C_4]
 
 
@@ -256,93 +256,120 @@ class IFcVAEGAN:
 
 # ----------------------------------------------------------------------------- config
 
+
+@dataclasses.dataclass(frozen=True)
+class IFcVAEGANSettings:
+  """``config.model`` of the IFcVAE-GAN: sizes, objective and loss weights.
+
+  Attributes:
+    z_dim: size of the non-attribute code z.
+    num_classes: attribute classes (2: y is one scalar in [0, 1]).
+    channels: channels at 4x4 of encoder and decoder; halved per doubling.
+    max_channels: cap on the channels of any layer.
+    disc_channels: channels at 4x4 of the image discriminator.
+    num_res_blocks: residual blocks per resolution (encoder, decoder, D).
+    upsample, downsample, subpixel_kernel: resampling (jaxlatent.models.blocks).
+    aux_hidden: hidden widths of the auxiliary classifier A(z); () = linear.
+    aux_input: what A reads: the posterior 'mean' (what code edits use) or a
+      'sample' z.  With 'sample' the encoder hides the attribute under a wide
+      posterior while the means still carry it.
+    aux_steps: A updates per training step (on the step's detached codes).
+    aux_objective: the encoder's term against A: 'uniform' (A's output -> 1/K) or
+      'maximise' A's cross-entropy.
+    mean_gap_weight: encoder: class_explained_variance of the codes A reads (class
+      means of z apart); with it a fresh linear probe on z drops to near chance.
+    recon_weight: mean squared error over pixels.
+    kl_weight: KL(q(z|x) || N(0, I)), summed over z dims.
+    class_weight: cross-entropy of the encoder's y_hat against the label.
+    aux_weight: encoder: cross-entropy of A(z) towards uniform (0: no factorisation).
+    gan_weight: non-saturating GAN loss of reconstructions and prior samples.
+    recon_y: decode reconstructions from the 'label' y or the 'predicted' y_hat.
+  """
+
+  z_dim: int = 32
+  num_classes: int = 2
+  channels: int = 256
+  max_channels: int = 256
+  disc_channels: int = 256
+  num_res_blocks: int = 1
+  upsample: str = "subpixel"
+  downsample: str = "space_to_depth"
+  subpixel_kernel: int = 2
+  aux_hidden: tuple[int, ...] = (64,)
+  aux_input: str = "mean"
+  aux_steps: int = 1
+  aux_objective: str = "uniform"
+  mean_gap_weight: float = 10.0
+  recon_weight: float = 1.0
+  kl_weight: float = 0.005
+  class_weight: float = 1.0
+  aux_weight: float = 1.0
+  gan_weight: float = 0.05
+  recon_y: str = "label"
+
+
 AUX_INPUTS = ("sample", "mean")
 AUX_OBJECTIVES = ("uniform", "maximise")
+RECON_YS = ("label", "predicted")
+_LOSS_WEIGHTS = ("recon_weight", "kl_weight", "class_weight", "aux_weight", "gan_weight",
+                 "mean_gap_weight")
 
 
 def default_config() -> ml_collections.ConfigDict:
   """``config.model`` of the IFcVAE-GAN (binary attribute, z 32, small GAN weight)."""
-  c = ml_collections.ConfigDict()
-  c.name = "ifcvae_gan"
-  c.z_dim = 32  # size of the non-attribute code z
-  c.num_classes = 2  # attribute classes (2: y is one scalar in [0, 1])
-  c.channels = 256  # channels at 4x4 of encoder/decoder; halved per doubling
-  c.max_channels = 256
-  c.disc_channels = 256  # channels at 4x4 of the image discriminator
-  c.num_res_blocks = 1  # residual blocks per resolution (encoder, decoder, D)
-  c.upsample = "subpixel"
-  c.downsample = "space_to_depth"
-  c.subpixel_kernel = 2
-  c.aux_hidden = (64,)  # hidden widths of the auxiliary classifier A(z); () = linear
-  # A reads the posterior 'mean' (the code edits use) or a 'sample' z.  With 'sample'
-  # the encoder hides the attribute under a wide posterior (sigma ~2 against a spread
-  # of the means ~0.25, measured) while the means still carry it.
-  c.aux_input = "mean"
-  c.aux_steps = 1  # A updates per training step (on the step's detached codes)
-  c.aux_objective = "uniform"  # encoder: 'uniform' (A's output -> 1/K) or 'maximise' A's CE
-  # Encoder: class_explained_variance of the codes A reads (class means of z apart);
-  # with it a fresh linear probe on z drops to near chance (see the module doc).
-  c.mean_gap_weight = 10.0
-  c.recon_weight = 1.0  # mean squared error over pixels
-  c.kl_weight = 0.005  # KL(q(z|x) || N(0, I)), summed over z dims
-  c.class_weight = 1.0  # CE of the encoder's y_hat against the label
-  c.aux_weight = 1.0  # encoder: CE of A(z) towards uniform (0 = no factorisation)
-  c.gan_weight = 0.05  # non-saturating GAN loss of reconstructions and prior samples
-  c.recon_y = "label"  # decode reconstructions from 'label' y or the 'predicted' y_hat
-  return c
+  return settings.default_config("ifcvae_gan", IFcVAEGANSettings)
 
 
-def check_attribute_model(m: ml_collections.ConfigDict, default_z_dim: int,
-                          weights: tuple[str, ...]) -> tuple[int, int]:
-  """Validates the fields the attribute models share; returns (num_classes, z_dim).
+def check_attribute_model(model: Any, weights: tuple[str, ...]) -> None:
+  """Validates the fields the attribute models share (``model``: their settings).
 
-  Checks fields of ``config.model``: ``num_classes >= 2``,
-  ``z_dim >= 1``, the resample modes, and that every loss weight in ``weights`` is >= 0.
+  Checks ``num_classes >= 2``, ``z_dim >= 1``, the resample modes, and that every
+  loss weight in ``weights`` is >= 0; ConfigError names the ``config.model`` key.
   """
-  layers.check_resample_modes(m.get("upsample", "subpixel"), m.get("downsample", "space_to_depth"))
-  k = int(m.get("num_classes", 2))
-  if k < 2:
-    raise ConfigError(f"model.num_classes={k}: must be >= 2")
-  z_dim = int(m.get("z_dim", default_z_dim))
-  if z_dim < 1:
-    raise ConfigError(f"model.z_dim={z_dim}: must be >= 1")
+  blocks.check_resample_modes(model.upsample, model.downsample)
+  if int(model.num_classes) < 2:
+    raise ConfigError(f"model.num_classes={model.num_classes}: must be >= 2")
+  if int(model.z_dim) < 1:
+    raise ConfigError(f"model.z_dim={model.z_dim}: must be >= 1")
   for w in weights:
-    if float(m.get(w, 0.0)) < 0:
-      raise ConfigError(f"model.{w}={m.get(w)}: must be >= 0")
-  return k, z_dim
+    if float(getattr(model, w)) < 0:
+      raise ConfigError(f"model.{w}={getattr(model, w)}: must be >= 0")
+
+
+def model_settings(config: ml_collections.ConfigDict) -> IFcVAEGANSettings:
+  """The checked :class:`IFcVAEGANSettings` of ``config.model``."""
+  model = IFcVAEGANSettings(**settings.kwargs_for(IFcVAEGANSettings, config.model))
+  check_attribute_model(model, _LOSS_WEIGHTS)
+  if model.recon_y not in RECON_YS:
+    raise ConfigError(f"model.recon_y={model.recon_y!r}: expected one of {RECON_YS}")
+  if model.aux_input not in AUX_INPUTS:
+    raise ConfigError(f"model.aux_input={model.aux_input!r}: expected one of {AUX_INPUTS}")
+  if model.aux_objective not in AUX_OBJECTIVES:
+    raise ConfigError(f"model.aux_objective={model.aux_objective!r}: expected one of "
+                      f"{AUX_OBJECTIVES}")
+  aux_steps = model.aux_steps
+  if isinstance(aux_steps, bool) or not isinstance(aux_steps, int) or aux_steps < 1:
+    raise ConfigError(f"model.aux_steps={aux_steps!r}: must be an int >= 1")
+  return model
 
 
 def build(config: ml_collections.ConfigDict) -> IFcVAEGAN:
   """The networks for ``config`` (``config.model`` + ``config.image_size``)."""
-  m = config.model
-  size = layers.check_image_size(config.image_size, 8)
-  k, z_dim = check_attribute_model(
-      m, 32, ("recon_weight", "kl_weight", "class_weight", "aux_weight", "gan_weight",
-              "mean_gap_weight"))
-  if m.get("recon_y", "label") not in ("label", "predicted"):
-    raise ConfigError(f"model.recon_y={m.recon_y!r}: expected 'label' or 'predicted'")
-  if m.get("aux_input", "sample") not in AUX_INPUTS:
-    raise ConfigError(f"model.aux_input={m.aux_input!r}: expected one of {AUX_INPUTS}")
-  if m.get("aux_objective", "uniform") not in AUX_OBJECTIVES:
-    raise ConfigError(f"model.aux_objective={m.aux_objective!r}: expected one of "
-                      f"{AUX_OBJECTIVES}")
-  aux_steps = m.get("aux_steps", 1)
-  if isinstance(aux_steps, bool) or not isinstance(aux_steps, int) or aux_steps < 1:
-    raise ConfigError(f"model.aux_steps={aux_steps!r}: must be an int >= 1")
-  common = dict(num_res_blocks=int(m.get("num_res_blocks", 1)),
-                subpixel_kernel=int(m.get("subpixel_kernel", 2)))
-  down = m.get("downsample", "space_to_depth")
-  trunk = ConvTrunk(size, m.get("channels", 256), m.get("max_channels", 256), downsample=down,
+  size = blocks.check_image_size(config.image_size, 8)
+  model = model_settings(config)
+  k, z_dim = int(model.num_classes), int(model.z_dim)
+  common = dict(num_res_blocks=int(model.num_res_blocks),
+                subpixel_kernel=int(model.subpixel_kernel))
+  trunk = ConvTrunk(size, model.channels, model.max_channels, downsample=model.downsample,
                     **common)
-  d_trunk = ConvTrunk(size, m.get("disc_channels", 256), m.get("max_channels", 256),
-                      downsample=down, **common)
+  d_trunk = ConvTrunk(size, model.disc_channels, model.max_channels,
+                      downsample=model.downsample, **common)
   yd = y_dim_of(k)
   return IFcVAEGAN(
       encoder=AttributeEncoder(trunk, z_dim, yd),
-      decoder=Decoder(image_size=size, latent_dim=z_dim + yd, channels=m.get("channels", 256),
-                      max_channels=m.get("max_channels", 256),
-                      upsample=m.get("upsample", "subpixel"), **common),
-      aux=AuxClassifier(yd, tuple(int(h) for h in m.get("aux_hidden", (64,)))),
+      decoder=Decoder(image_size=size, latent_dim=z_dim + yd, channels=model.channels,
+                      max_channels=model.max_channels, upsample=model.upsample, **common),
+      aux=AuxClassifier(yd, tuple(int(h) for h in model.aux_hidden)),
       discriminator=ImageDiscriminator(d_trunk),
       image_size=size, z_dim=z_dim, num_classes=k)
 
@@ -399,7 +426,7 @@ def make_decoder_generator(params: dict[str, Any], config: ml_collections.Config
   net = build(config)
   s = net.image_size
   return Generator(
-      params={"params": params["decoder"]}, apply_fn=layers.ModuleApply(net.decoder),
+      params={"params": params["decoder"]}, apply_fn=blocks.ModuleApply(net.decoder),
       latent_spec=LatentSpec((net.z_dim + net.y_dim,), "z", "none"),
       image_shape=(s, s, 1), sample_fn=ZYSampler(net.z_dim, net.num_classes),
       name="ifcvae_gan")

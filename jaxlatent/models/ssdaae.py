@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator, LatentSpec
-from jaxlatent.models import layers
+from jaxlatent.models import blocks, settings
 from jaxlatent.models.ifcvae_gan import ConvTrunk, check_attribute_model
 from jaxlatent.models.vae import Decoder
 
@@ -144,51 +144,78 @@ class SSDAAE:
   num_classes: int
 
 
+@dataclasses.dataclass(frozen=True)
+class SSDAAESettings:
+  """``config.model`` of the semi-supervised denoising AAE.
+
+  Attributes:
+    z_dim: style code z, matched to N(0, I).
+    num_classes: classes of the head; y is one-hot in the decoder's latent.
+    channels: channels at 4x4 (encoder and decoder); halved per doubling.
+    max_channels: cap on the channels of any layer.
+    num_res_blocks: residual blocks per resolution.
+    upsample, downsample, subpixel_kernel: resampling (jaxlatent.models.blocks).
+    disc_hidden: the latent discriminators' hidden widths.
+    noise_std: corruption: additive Gaussian noise std (pixel units of [-1, 1]).
+    dropout: corruption: probability of zeroing a pixel.
+    labelled_fraction: fraction of examples whose label is used.
+    label_seed: seed choosing the labelled examples (fixed over resumes).
+    recon_weight: MSE(Dec(Enc(C(x))), x).
+    adv_weight: the encoder's non-saturating loss against the latent discriminator.
+    cat_adv_weight: ... against the categorical one (0: no categorical prior).
+    class_weight: cross-entropy on labelled examples.
+  """
+
+  z_dim: int = 16
+  num_classes: int = 2
+  channels: int = 256
+  max_channels: int = 256
+  num_res_blocks: int = 1
+  upsample: str = "subpixel"
+  downsample: str = "space_to_depth"
+  subpixel_kernel: int = 2
+  disc_hidden: tuple[int, ...] = (256, 256)
+  noise_std: float = 0.25
+  dropout: float = 0.0
+  labelled_fraction: float = 0.1
+  label_seed: int = 0
+  recon_weight: float = 1.0
+  adv_weight: float = 0.1
+  cat_adv_weight: float = 0.1
+  class_weight: float = 1.0
+
+
 def default_config() -> ml_collections.ConfigDict:
   """``config.model`` of the semi-supervised denoising AAE."""
-  c = ml_collections.ConfigDict()
-  c.name = "ssdaae"
-  c.z_dim = 16  # style code z, matched to N(0, I)
-  c.num_classes = 2  # classes of the head; y one-hot in the decoder's latent
-  c.channels = 256  # channels at 4x4 (encoder and decoder); halved per doubling
-  c.max_channels = 256
-  c.num_res_blocks = 1
-  c.upsample = "subpixel"
-  c.downsample = "space_to_depth"
-  c.subpixel_kernel = 2
-  c.disc_hidden = (256, 256)  # latent discriminators' hidden widths
-  c.noise_std = 0.25  # corruption: additive Gaussian noise std (pixel units of [-1, 1])
-  c.dropout = 0.0  # corruption: probability of zeroing a pixel
-  c.labelled_fraction = 0.1  # fraction of examples whose label is used
-  c.label_seed = 0  # seed choosing the labelled examples (fixed over resumes)
-  c.recon_weight = 1.0  # MSE(Dec(Enc(C(x))), x)
-  c.adv_weight = 0.1  # encoder's non-saturating loss against the latent discriminators
-  c.cat_adv_weight = 0.1  # ... against the categorical one (0 = no categorical prior)
-  c.class_weight = 1.0  # CE on labelled examples
-  return c
+  return settings.default_config("ssdaae", SSDAAESettings)
+
+
+def model_settings(config: ml_collections.ConfigDict) -> SSDAAESettings:
+  """The checked :class:`SSDAAESettings` of ``config.model``."""
+  model = SSDAAESettings(**settings.kwargs_for(SSDAAESettings, config.model))
+  check_attribute_model(
+      model, ("noise_std", "recon_weight", "adv_weight", "cat_adv_weight", "class_weight"))
+  if not 0.0 <= float(model.labelled_fraction) <= 1.0:
+    raise ConfigError(f"model.labelled_fraction={model.labelled_fraction}: must be in [0, 1]")
+  if not 0.0 <= float(model.dropout) < 1.0:
+    raise ConfigError(f"model.dropout={model.dropout}: must be in [0, 1)")
+  return model
 
 
 def build(config: ml_collections.ConfigDict) -> SSDAAE:
   """The networks for ``config`` (``config.model`` + ``config.image_size``)."""
-  m = config.model
-  size = layers.check_image_size(config.image_size, 8)
-  k, z_dim = check_attribute_model(
-      m, 16, ("noise_std", "recon_weight", "adv_weight", "cat_adv_weight", "class_weight"))
-  frac = float(m.get("labelled_fraction", 0.1))
-  if not 0.0 <= frac <= 1.0:
-    raise ConfigError(f"model.labelled_fraction={frac}: must be in [0, 1]")
-  if not 0.0 <= float(m.get("dropout", 0.0)) < 1.0:
-    raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
-  common = dict(num_res_blocks=int(m.get("num_res_blocks", 1)),
-                subpixel_kernel=int(m.get("subpixel_kernel", 2)))
-  trunk = ConvTrunk(size, m.get("channels", 256), m.get("max_channels", 256),
-                    downsample=m.get("downsample", "space_to_depth"), **common)
-  hidden = tuple(int(h) for h in m.get("disc_hidden", (256, 256)))
+  size = blocks.check_image_size(config.image_size, 8)
+  model = model_settings(config)
+  k, z_dim = int(model.num_classes), int(model.z_dim)
+  common = dict(num_res_blocks=int(model.num_res_blocks),
+                subpixel_kernel=int(model.subpixel_kernel))
+  trunk = ConvTrunk(size, model.channels, model.max_channels, downsample=model.downsample,
+                    **common)
+  hidden = tuple(int(h) for h in model.disc_hidden)
   return SSDAAE(
       encoder=SSEncoder(trunk, z_dim, k),
-      decoder=Decoder(image_size=size, latent_dim=z_dim + k, channels=m.get("channels", 256),
-                      max_channels=m.get("max_channels", 256),
-                      upsample=m.get("upsample", "subpixel"), **common),
+      decoder=Decoder(image_size=size, latent_dim=z_dim + k, channels=model.channels,
+                      max_channels=model.max_channels, upsample=model.upsample, **common),
       disc_z=LatentDiscriminator(hidden), disc_y=LatentDiscriminator(hidden),
       image_size=size, z_dim=z_dim, num_classes=k)
 
@@ -230,7 +257,7 @@ def make_decoder_generator(params: dict[str, Any], config: ml_collections.Config
   s = net.image_size
   # y is one-hot for every K here (the IFcVAE-GAN uses one scalar for K = 2).
   return Generator(
-      params={"params": params["decoder"]}, apply_fn=layers.ModuleApply(net.decoder),
+      params={"params": params["decoder"]}, apply_fn=blocks.ModuleApply(net.decoder),
       latent_spec=LatentSpec((net.z_dim + net.num_classes,), "z", "none"),
       image_shape=(s, s, 1), sample_fn=OneHotSampler(net.z_dim, net.num_classes),
       name="ssdaae")

@@ -33,7 +33,7 @@ import ml_collections
 
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator, LatentSpec
-from jaxlatent.models import layers
+from jaxlatent.models import blocks, settings
 
 SQRT2 = math.sqrt(2.0)
 NOISE_MODES = ("random", "const", "none")
@@ -313,20 +313,20 @@ class SynthesisBlock(nn.Module):
   @nn.compact
   def __call__(self, x, img, ws, noise_mode="random", noise_buffers=None):
     # ws: [B, num_conv + 1, w_dim] (the ToRGB's w is shared with the next block's conv0).
-    nb = noise_buffers or {}
+    noise_by_layer = noise_buffers or {}
     name = f"b{self.resolution}"
     kw = dict(resolution=self.resolution, resample=self.resample, fused_modconv=self.fused_modconv)
     if self.is_first:
       const = self.param("const", nn.initializers.normal(1.0), (4, 4, self.out_channels))
       x = jnp.broadcast_to(const[None], (ws.shape[0], 4, 4, self.out_channels))
-      wi = 0
+      w_index = 0
     else:
       x = SynthesisLayer(self.out_channels, up=2, name="conv0", **kw)(
-          x, ws[:, 0], noise_mode, nb.get(f"{name}.conv0"))  # [B, R, R, C]
-      wi = 1
+          x, ws[:, 0], noise_mode, noise_by_layer.get(f"{name}.conv0"))  # [B, R, R, C]
+      w_index = 1
     x = SynthesisLayer(self.out_channels, name="conv1", **kw)(
-        x, ws[:, wi], noise_mode, nb.get(f"{name}.conv1"))
-    y = ToRGB(self.img_channels, self.fused_modconv, name="torgb")(x, ws[:, wi + 1])
+        x, ws[:, w_index], noise_mode, noise_by_layer.get(f"{name}.conv1"))
+    y = ToRGB(self.img_channels, self.fused_modconv, name="torgb")(x, ws[:, w_index + 1])
     img = y if img is None else upsample2d(img, self.resample) + y  # [B, R, R, 1]
     return x, img
 
@@ -493,66 +493,104 @@ class Discriminator(nn.Module):
 # ----------------------------------------------------------------------------- config / API
 
 
+@dataclasses.dataclass(frozen=True)
+class StyleGAN2Loss:
+  """Loss, regularisation and EMA settings (stylegan2-ada names; ``config.model`` keys).
+
+  Attributes:
+    r1_gamma: weight of the R1 penalty on real images.
+    r1_interval: lazy R1 every N steps; 0: no R1.
+    pl_weight: weight of the path-length penalty.
+    pl_interval: lazy path-length regularisation every N steps; 0: none.
+    pl_decay: decay of the running mean path length.
+    pl_batch_shrink: the path-length batch is the batch divided by this.
+    style_mixing_prob: probability of mixing two zs' styles in a batch.
+    ema_half_life_images: half-life of the generator EMA in images (ema_kimg * 1000).
+    ema_kimg: if set, overrides ``ema_half_life_images`` (thousands of images).
+    ema_rampup: half-life <= rampup * images seen; None or 0: no ramp-up.
+  """
+
+  r1_gamma: float = 1.0
+  r1_interval: int = 16
+  pl_weight: float = 2.0
+  pl_interval: int = 4
+  pl_decay: float = 0.01
+  pl_batch_shrink: int = 2
+  style_mixing_prob: float = 0.9
+  ema_half_life_images: int = 10000
+  ema_kimg: float | None = None
+  ema_rampup: float | None = 0.05
+
+  @property
+  def do_r1(self) -> bool:
+    return self.r1_gamma > 0 and self.r1_interval > 0
+
+  @property
+  def do_pl(self) -> bool:
+    return self.pl_weight > 0 and self.pl_interval > 0
+
+  @property
+  def ema_images(self) -> float:
+    """The EMA half-life in images."""
+    if self.ema_kimg is not None:
+      return float(self.ema_kimg) * 1000
+    return float(self.ema_half_life_images)
+
+
+# The generator's image channels are fixed (single-channel slices), not a setting.
+_FIXED_FIELDS = ("img_channels",)
+# Config keys that name a module field differently (stylegan2-ada's z_dim).
+_CONFIG_KEYS = {"z_dim": "latent_dim"}
+
+
 def default_config() -> ml_collections.ConfigDict:
   """``config.model`` of the StyleGAN2 (stylegan2-ada defaults, single channel)."""
-  c = ml_collections.ConfigDict()
-  c.name = "stylegan2"
-  c.latent_dim = 512  # z_dim
-  c.w_dim = 512
-  c.num_mapping_layers = 8  # 2 for small data sets
-  c.mapping_lr_multiplier = 0.01
-  c.w_avg_beta = 0.995
-  c.channel_base = 32768  # channels at res r: min(channel_base // r, channel_max)
-  c.channel_max = 512
-  c.resample = "bilinear"  # 'bilinear' | 'nearest' up-sampling before the convs
-  c.fused_modconv = False  # grouped-conv modulation (same function, slower on CPU)
-  c.output_tanh = True
-  c.mbstd_group_size = 4
-  c.mbstd_num_channels = 1
-  # Loss and regularisation (stylegan2-ada names).
-  c.r1_gamma = 1.0
-  c.r1_interval = 16  # lazy R1 every N steps; 0: no R1
-  c.pl_weight = 2.0
-  c.pl_interval = 4  # lazy path-length every N steps; 0: no path-length reg
-  c.pl_decay = 0.01
-  c.pl_batch_shrink = 2
-  c.style_mixing_prob = 0.9
-  c.ema_half_life_images = 10000  # G EMA half-life in images (ema_kimg * 1000)
-  c.ema_kimg = ml_collections.FieldReference(None, field_type=float)  # if set, overrides
-  c.ema_rampup = 0.05  # half-life <= rampup * images seen; None or 0: no ramp-up
-  return c
+  return settings.default_config("stylegan2", StyleGAN2Generator, Discriminator,
+                                 StyleGAN2Loss, renames=_CONFIG_KEYS, exclude=_FIXED_FIELDS)
 
 
-def _check(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, int]:
+def loss_settings(config: ml_collections.ConfigDict) -> StyleGAN2Loss:
+  """The checked :class:`StyleGAN2Loss` of ``config.model`` (ConfigError names the key)."""
   m = config.model
-  size = layers.check_image_size(config.image_size, 8)
-  if m.get("resample", "bilinear") not in RESAMPLE:
+  loss = StyleGAN2Loss(**settings.kwargs_for(StyleGAN2Loss, m))
+  loss = dataclasses.replace(
+      loss, r1_gamma=float(loss.r1_gamma), r1_interval=int(loss.r1_interval),
+      pl_weight=float(loss.pl_weight), pl_interval=int(loss.pl_interval),
+      pl_decay=float(loss.pl_decay), pl_batch_shrink=int(loss.pl_batch_shrink),
+      style_mixing_prob=float(loss.style_mixing_prob))
+  for key in ("r1_interval", "pl_interval"):
+    if getattr(loss, key) < 0:
+      raise ConfigError(f"model.{key}={getattr(loss, key)}: must be >= 0")
+  if loss.pl_batch_shrink < 1:
+    raise ConfigError(f"model.pl_batch_shrink={loss.pl_batch_shrink}: must be >= 1")
+  if not 0.0 <= loss.style_mixing_prob <= 1.0:
+    raise ConfigError(f"model.style_mixing_prob={loss.style_mixing_prob}: must be in [0, 1]")
+  return loss
+
+
+def _checked_image_size(config: ml_collections.ConfigDict) -> int:
+  m = config.model
+  size = blocks.check_image_size(config.image_size, 8)
+  if "resample" in m and m.resample not in RESAMPLE:
     raise ConfigError(f"model.resample={m.resample!r}: expected one of {RESAMPLE}")
   for key in ("latent_dim", "w_dim", "num_mapping_layers", "channel_base", "channel_max"):
     if key in m and int(m[key]) < 1:
       raise ConfigError(f"model.{key}={m[key]}: must be >= 1")
-  return m, size
+  return size
 
 
 def build_generator(config: ml_collections.ConfigDict) -> StyleGAN2Generator:
   """The generator module for ``config``."""
-  m, size = _check(config)
-  return StyleGAN2Generator(
-      img_resolution=size, z_dim=m.get("latent_dim", 512), w_dim=m.get("w_dim", 512),
-      num_mapping_layers=m.get("num_mapping_layers", 8),
-      mapping_lr_multiplier=m.get("mapping_lr_multiplier", 0.01),
-      w_avg_beta=m.get("w_avg_beta", 0.995), channel_base=m.get("channel_base", 32768),
-      channel_max=m.get("channel_max", 512), resample=m.get("resample", "bilinear"),
-      fused_modconv=m.get("fused_modconv", False), output_tanh=m.get("output_tanh", True))
+  size = _checked_image_size(config)
+  return StyleGAN2Generator(img_resolution=size, **settings.kwargs_for(
+      StyleGAN2Generator, config.model, _CONFIG_KEYS, _FIXED_FIELDS))
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
   """The discriminator module for ``config``."""
-  m, size = _check(config)
-  return Discriminator(
-      img_resolution=size, channel_base=m.get("channel_base", 32768),
-      channel_max=m.get("channel_max", 512), mbstd_group_size=m.get("mbstd_group_size", 4),
-      mbstd_num_channels=m.get("mbstd_num_channels", 1))
+  size = _checked_image_size(config)
+  return Discriminator(img_resolution=size,
+                       **settings.kwargs_for(Discriminator, config.model))
 
 
 def init_generator(config: ml_collections.ConfigDict, key: jax.Array) -> dict[str, Any]:
@@ -563,7 +601,7 @@ def init_generator(config: ml_collections.ConfigDict, key: jax.Array) -> dict[st
 
 def noise_buffer_shapes(config: ml_collections.ConfigDict) -> dict[str, tuple[int, int, int, int]]:
   """Names and shapes ``[1, res, res, 1]`` of the explicit noise inputs."""
-  size = layers.check_image_size(config.image_size, 8)
+  size = blocks.check_image_size(config.image_size, 8)
   out = {}
   for res in [2**i for i in range(2, int(round(math.log2(size))) + 1)]:
     for conv in (("conv1",) if res == 4 else ("conv0", "conv1")):
@@ -581,7 +619,7 @@ def const_noise_buffers(params: Any) -> dict[str, jax.Array]:
 
 
 def _apply_z(g, psi, noise_mode):
-  return layers.ModuleApply(g, None, (("truncation_psi", psi), ("noise_mode", noise_mode)))
+  return blocks.ModuleApply(g, None, (("truncation_psi", psi), ("noise_mode", noise_mode)))
 
 
 def make_generator(params: Any, config: ml_collections.ConfigDict, space: str = "z",
@@ -646,31 +684,3 @@ class _SampleW:
     z = jax.random.normal(key, (n, self.module.z_dim), jnp.float32)
     ws = self.module.apply(variables, z, self.truncation_psi, method="map")
     return ws[:, 0] if self.single else ws
-
-
-def map_z(params: Any, z: jax.Array, config: ml_collections.ConfigDict,
-          truncation_psi: Any = 1.0, truncation_cutoff: int | None = None) -> jax.Array:
-  """z ``[B, z_dim]`` -> ws ``[B, num_ws, w_dim]`` (with truncation towards w_avg)."""
-  return build_generator(config).apply(params, z, truncation_psi, truncation_cutoff, method="map")
-
-
-def synthesize(params: Any, ws: jax.Array, config: ml_collections.ConfigDict,
-               noise_mode: str = "const", noise_buffers: dict[str, jax.Array] | None = None,
-               key: jax.Array | None = None) -> jax.Array:
-  """ws ``[B, num_ws, w_dim]`` -> images ``[B, R, R, 1]``.
-
-  ``noise_buffers`` (names as in :func:`noise_buffer_shapes`) override ``noise_mode``
-  for their layers (a projector optimises them); ``key`` is needed for 'random'.
-  """
-  rngs = {"noise": key} if key is not None else {}
-  return build_generator(config).apply(params, ws, noise_mode, noise_buffers,
-                                       method="synthesize", rngs=rngs)
-
-
-def mean_w(params: Any, key: jax.Array, n: int = 10000, *,
-           config: ml_collections.ConfigDict) -> jax.Array:
-  """Mean of ``n`` mapped z: the projector's starting w, ``[w_dim]``."""
-  g = build_generator(config)
-  z = jax.random.normal(key, (n, g.z_dim), jnp.float32)
-  ws = g.apply(params, z, method="map")  # [n, num_ws, w_dim]
-  return jnp.mean(ws[:, 0], axis=0)

@@ -9,6 +9,7 @@ GroupNorm, so outputs never depend on the rest of the batch.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -18,7 +19,7 @@ import ml_collections
 
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator, LatentSpec
-from jaxlatent.models import layers
+from jaxlatent.models import blocks, settings
 
 LOSSES = ("log_mse_kl", "elbo")
 
@@ -33,9 +34,9 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.swish(layers.group_norm(x.shape[-1], "norm0")(x))
+    h = nn.swish(blocks.group_norm(x.shape[-1], "norm0")(x))
     h = nn.Conv(self.features, (3, 3), padding="SAME", name="conv0")(h)
-    h = nn.swish(layers.group_norm(self.features, "norm1")(h))
+    h = nn.swish(blocks.group_norm(self.features, "norm1")(h))
     h = nn.Conv(self.features, (3, 3), padding="SAME", name="conv1",
                 kernel_init=nn.initializers.variance_scaling(0.1, "fan_in", "normal"))(h)
     if x.shape[-1] != self.features:
@@ -52,7 +53,7 @@ class Encoder(nn.Module):
     channels: channels at 4x4; halved per doubling of the resolution.
     max_channels: cap on channels.
     num_res_blocks: residual blocks per resolution.
-    downsample: see layers.Downsample.
+    downsample: see jaxlatent.models.blocks.Downsample.
     subpixel_kernel: conv kernel after space-to-depth.
   """
 
@@ -66,18 +67,18 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    ch = lambda res: layers.channels_at(res, self.channels, self.max_channels)
+    ch = lambda res: blocks.channels_at(res, self.channels, self.max_channels)
     res = self.image_size
     x = nn.Conv(ch(res), (3, 3), padding="SAME", name="from_image")(x)  # [B, S, S, C_S]
     while res > 4:
       for i in range(self.num_res_blocks):
         x = ResBlock(ch(res), name=f"res{res}_{i}")(x)
       res //= 2
-      x = layers.Downsample(ch(res), self.downsample, self.subpixel_kernel,
+      x = blocks.Downsample(ch(res), self.downsample, self.subpixel_kernel,
                             name=f"down{res}")(x)  # [B, res, res, C_res]
     for i in range(self.num_res_blocks):
       x = ResBlock(ch(4), name=f"res4_{i}")(x)
-    x = nn.swish(layers.group_norm(x.shape[-1], "norm_out")(x))
+    x = nn.swish(blocks.group_norm(x.shape[-1], "norm_out")(x))
     x = x.reshape(x.shape[0], -1)  # [B, 16*C4]
     h = nn.Dense(2 * self.latent_dim, name="posterior")(x)  # [B, 2D]
     mean, logvar = jnp.split(h, 2, axis=-1)
@@ -87,7 +88,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
   """z ``[B, latent_dim]`` -> images ``[B, S, S, 1]`` in [-1, 1] (tanh).
 
-  Attributes mirror :class:`Encoder`; ``upsample`` see layers.Upsample.
+  Attributes mirror :class:`Encoder`; ``upsample`` see jaxlatent.models.blocks.Upsample.
   """
 
   image_size: int
@@ -100,17 +101,17 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    ch = lambda res: layers.channels_at(res, self.channels, self.max_channels)
+    ch = lambda res: blocks.channels_at(res, self.channels, self.max_channels)
     x = nn.Dense(4 * 4 * ch(4), name="fc")(z).reshape(z.shape[0], 4, 4, ch(4))  # [B, 4, 4, C4]
     res = 4
     for i in range(self.num_res_blocks):
       x = ResBlock(ch(4), name=f"res4_{i}")(x)
     while res < self.image_size:
       res *= 2
-      x = layers.Upsample(ch(res), self.upsample, self.subpixel_kernel, name=f"up{res}")(x)
+      x = blocks.Upsample(ch(res), self.upsample, self.subpixel_kernel, name=f"up{res}")(x)
       for i in range(self.num_res_blocks):
         x = ResBlock(ch(res), name=f"res{res}_{i}")(x)  # [B, res, res, C_res]
-    x = nn.swish(layers.group_norm(x.shape[-1], "norm_out")(x))
+    x = nn.swish(blocks.group_norm(x.shape[-1], "norm_out")(x))
     x = nn.Conv(1, (3, 3), padding="SAME", name="to_image")(x)
     return jnp.tanh(x)  # [B, S, S, 1]
 
@@ -134,44 +135,47 @@ class VAE(nn.Module):
     return self.decoder(z), mean, logvar
 
 
+@dataclasses.dataclass(frozen=True)
+class VAELoss:
+  """The training objective's settings (``config.model`` keys next to the networks').
+
+  Attributes:
+    loss: 'log_mse_kl' (Schön et al.: log(MSE) + kl_weight KL) or 'elbo' (Gaussian
+      beta-VAE).
+    kl_weight: 'log_mse_kl': weight of the KL term.
+    sigma: 'elbo': std of the Gaussian likelihood in [-1, 1] pixel units.
+    beta: 'elbo': weight of the KL term (1: the ELBO).
+  """
+
+  loss: str = "log_mse_kl"
+  kl_weight: float = 0.01
+  sigma: float = 0.1
+  beta: float = 1.0
+
+
 def default_config() -> ml_collections.ConfigDict:
   """``config.model`` of the VAE (latent 32 and log(MSE) + 0.01 KL as in Schön et al.)."""
-  c = ml_collections.ConfigDict()
-  c.name = "vae"
-  c.latent_dim = 32
-  c.channels = 256  # channels at 4x4; halved per doubling (32 at 128x128)
-  c.max_channels = 256
-  c.num_res_blocks = 1
-  c.upsample = "subpixel"
-  c.downsample = "space_to_depth"
-  c.subpixel_kernel = 2
-  c.loss = "log_mse_kl"  # 'log_mse_kl' (Schön et al.) | 'elbo' (Gaussian beta-VAE)
-  c.kl_weight = 0.01  # 'log_mse_kl': weight of the KL term
-  c.sigma = 0.1  # 'elbo': std of the Gaussian likelihood in [-1, 1] pixel units
-  c.beta = 1.0  # 'elbo': weight of the KL term (1: the ELBO)
-  return c
+  return settings.default_config("vae", Encoder, Decoder, VAELoss)
+
+
+def loss_settings(config: ml_collections.ConfigDict) -> VAELoss:
+  """The checked :class:`VAELoss` of ``config.model``."""
+  loss = VAELoss(**settings.kwargs_for(VAELoss, config.model))
+  if loss.loss not in LOSSES:
+    raise ConfigError(f"model.loss={loss.loss!r}: expected one of {LOSSES}")
+  if loss.loss == "elbo" and loss.sigma <= 0:
+    raise ConfigError(f"model.sigma={loss.sigma}: must be > 0")
+  return loss
 
 
 def build_vae(config: ml_collections.ConfigDict) -> VAE:
   """The VAE module for ``config`` (``config.model`` + ``config.image_size``)."""
   m = config.model
-  size = layers.check_image_size(config.image_size, 8)
-  layers.check_resample_modes(m.get("upsample", "subpixel"), m.get("downsample", "space_to_depth"))
-  if m.get("loss", "log_mse_kl") not in LOSSES:
-    raise ConfigError(f"model.loss={m.loss!r}: expected one of {LOSSES}")
-  common = dict(image_size=size, latent_dim=m.get("latent_dim", 32),
-                channels=m.get("channels", 256), max_channels=m.get("max_channels", 256),
-                num_res_blocks=m.get("num_res_blocks", 1),
-                subpixel_kernel=m.get("subpixel_kernel", 2))
-  return VAE(encoder=Encoder(downsample=m.get("downsample", "space_to_depth"), **common),
-             decoder=Decoder(upsample=m.get("upsample", "subpixel"), **common))
-
-
-def init_vae(config: ml_collections.ConfigDict, key: jax.Array) -> dict[str, Any]:
-  """VAE variables ``{'params': {'encoder', 'decoder'}}``."""
-  v = build_vae(config)
-  s = v.encoder.image_size
-  return dict(v.init(key, jnp.zeros((1, s, s, 1), jnp.float32), jax.random.key(0)))
+  size = blocks.check_image_size(config.image_size, 8)
+  blocks.check_resample_modes(m.get("upsample"), m.get("downsample"))
+  loss_settings(config)
+  return VAE(encoder=Encoder(image_size=size, **settings.kwargs_for(Encoder, m)),
+             decoder=Decoder(image_size=size, **settings.kwargs_for(Decoder, m)))
 
 
 def encode(params: Any, images: jax.Array, config: ml_collections.ConfigDict
@@ -188,6 +192,6 @@ def make_decoder_generator(params: Any, config: ml_collections.ConfigDict) -> Ge
   v = build_vae(config)
   s = v.decoder.image_size
   return Generator(
-      params=params, apply_fn=layers.ModuleApply(v, "decode"),
+      params=params, apply_fn=blocks.ModuleApply(v, "decode"),
       latent_spec=LatentSpec((v.decoder.latent_dim,), "z", "normal"),
       image_shape=(s, s, 1), name="vae")

@@ -1,7 +1,8 @@
-"""Training: per-model steps (``trainers``) and the generic loop (``loop``).
+"""Training: the optimizer settings (``optim``), per-model steps (``trainers``) and the
+generic loop (``loop``).
 
-Import-light on purpose: ``import jaxlatent.training`` loads nothing heavy;
-``train_and_evaluate`` imports the loop (orbax, the models) on first use.
+Import-light on purpose: ``import jaxlatent.training`` loads nothing heavy; the
+functions below import their modules (orbax, optax, the models) on first use.
 """
 
 from __future__ import annotations
@@ -15,4 +16,10 @@ def train_and_evaluate(config: Any, workdir: str, **kwargs) -> Any:
   return run(config, workdir, **kwargs)
 
 
-__all__ = ["train_and_evaluate"]
+def default_optim_config(name: str) -> Any:
+  """The paper's ``config.optim`` for model ``name``; see :mod:`jaxlatent.training.optim`."""
+  from jaxlatent.training import optim  # pylint: disable=g-import-not-at-top
+  return optim.default_optim_config(name)
+
+
+__all__ = ["default_optim_config", "train_and_evaluate"]

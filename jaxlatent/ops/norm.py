@@ -1,17 +1,16 @@
 """GroupNorm written as two passes over the activations in each direction.
 
 ``flax.linen.GroupNorm`` reduces ``[B, H, W, G, C/G]`` over the spatial axes and
-the last one, and autodiff adds several more reductions on the way back; on XLA:CPU
-that took 25 ms forward + backward for the reconstructor's 128 x 64 x 64 x 6
-activation (11 ms here; 1 core), and a plain sum over H, W with 6 channels minor took
-1.6-3.4x as long as on the view below.  Here the per-channel sums are
+the last one, and autodiff adds several more reductions on the way back, all slow on
+XLA:CPU; a plain sum over H, W with few channels minor is also slower than the same
+sum on the view below.  Here the per-channel sums are
 taken over a ``[B, N, L]`` view whose minor axis ``L`` is a multiple of both ``C``
 and 16 floats, the group statistics come from those ``[B, C]`` sums, and the
 backward pass is one reduction (``sum dy``, ``sum dy * (x - mean)``) plus one
 elementwise pass.  The variance is flax's exact two-pass one, computed in one pass
 about a per-group shift (flax's default ``use_fast_variance`` loses float32 precision
 when |mean| >> std); the parameters (``scale``, ``bias``) are flax's, so checkpoints
-of either load in the other.  Figures: benchmarks/RESULTS.md, case 3.
+of either load in the other.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ def per_channel(v: jax.Array, channels: int) -> jax.Array:
 
   A product with the 0/1 group-membership matrix, not ``jnp.repeat``: XLA fuses a
   repeat into the elementwise pass that reads it and recomputes it per element (an
-  integer division per value: 2.3x slower at 120 channels in 8 groups, 1 core).
+  integer division per value).
   """
   groups = v.shape[1]
   member = np.equal.outer(np.arange(groups), np.arange(channels) // (channels // groups))
@@ -64,7 +63,7 @@ def _group_sum(v: jax.Array, num_groups: int) -> jax.Array:
 def group_statistics(x: jax.Array, num_groups: int, epsilon: float):
   """Per sample and group: mean and 1/sqrt(var + eps), each ``[B, G]`` float32
   (differentiable: :func:`group_norm` takes its own backward pass, but
-  ``layers.group_norm_relu_max_pool_blocks`` differentiates through these)."""
+  ``pool.group_norm_relu_max_pool_blocks`` differentiates through these)."""
   b, c = x.shape[0], x.shape[-1]
   count = (x.size // b) // num_groups
   group = lambda v: _group_sum(v, num_groups)
