@@ -91,7 +91,8 @@ def train_config_for(model_fields: dict, image_size: int,
   """
   # pylint: disable=g-import-not-at-top
   from jaxlatent.data.config import default_data_config
-  from jaxlatent.models import default_model_config, default_optim_config
+  from jaxlatent.models import default_model_config
+  from jaxlatent.training import default_optim_config
 
   c = ml_collections.ConfigDict()
   c.seed = 0
