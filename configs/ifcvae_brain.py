@@ -20,11 +20,11 @@ Real data: a NIfTI folder plus a CSV with a 'subject_id' and a 'group' column:
 
 from __future__ import annotations
 
-from configs.common import base_config
+from configs.common import train_config
 
 
 def get_config():
-  c = base_config("ifcvae_gan")  # model: ifcvae_gan.default_config(); Adam 2e-4, b1 0.5
+  c = train_config("ifcvae_gan")
   c.image_size = 64
   c.batch_size = 64
   c.data.source = "phantom_brain"

@@ -16,11 +16,11 @@ Accuracy vs the fraction of labels on held-out subjects: configs/label_fraction_
 
 from __future__ import annotations
 
-from configs.common import base_config
+from configs.common import train_config
 
 
 def get_config():
-  c = base_config("ssdaae")  # model: ssdaae.default_config(); Adam 2e-4, b1 0.5
+  c = train_config("ssdaae")
   c.image_size = 64
   c.batch_size = 64
   c.data.source = "phantom_brain"

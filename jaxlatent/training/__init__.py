@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# default_optim_config: re-exported until it lives here.
+from jaxlatent.models import default_optim_config
+# After default_optim_config: defaults.py imports it from this package.
+from jaxlatent.training.defaults import complete_train_config, default_train_config  # pylint: disable=g-bad-import-order
+
 
 def train_and_evaluate(config: Any, workdir: str, **kwargs) -> Any:
   """Trains ``config`` into ``workdir``; see :func:`jaxlatent.training.loop.train_and_evaluate`."""
@@ -15,4 +20,5 @@ def train_and_evaluate(config: Any, workdir: str, **kwargs) -> Any:
   return run(config, workdir, **kwargs)
 
 
-__all__ = ["train_and_evaluate"]
+__all__ = ["complete_train_config", "default_optim_config", "default_train_config",
+           "train_and_evaluate"]
