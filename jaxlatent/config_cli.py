@@ -61,12 +61,13 @@ def parse_config_flags(
   fv = flags.FlagValues()
   # sys_argv: the overrides are read from THIS argv, not from sys.argv (so the
   # function also works in-process, e.g. in tests).
-  config_flags.DEFINE_config_dict(
-      "config", config, "the config file's settings over the defaults", flag_values=fv,
-      lock_config=True, sys_argv=rest)
   for name, default, help_string in extra_flags:
     flags.DEFINE_string(name, default, help_string, flag_values=fv)
   try:
+    # Defining the flag already registers (and checks) the overrides named in ``rest``.
+    config_flags.DEFINE_config_dict(
+        "config", config, "the config file's settings over the defaults", flag_values=fv,
+        lock_config=True, sys_argv=rest)
     fv(rest)
     config = fv["config"].value
   except Exception as e:  # pylint: disable=broad-except

@@ -17,7 +17,7 @@ the phantom (:func:`phantom_edit_subjects`): the same subject (same subject key)
 rendered with the changed factors minus the original, noise-free.  Correlation is
 scale-free, so model images in [-1, 1] compare with true maps in physical units,
 and every model is scored on the same subjects: one table
-(:func:`format_edit_table`).
+(:mod:`jaxlatent.studies.edit_comparison`).
 """
 
 from __future__ import annotations
@@ -242,17 +242,6 @@ def score_encoder_edits(model: str, params: Any, config: Any, subjects: "EditSub
                                             jnp.asarray(subjects.images), y_from, y_to)
   return score_edits(gen, start, direction, jnp.linspace(0.0, 1.0, int(steps)),
                      subjects.true_difference, subjects.masks)
-
-
-def format_edit_table(rows: Mapping[str, EditScores]) -> str:
-  """One plain-text table, a row per model (same subjects), mean +- std over subjects."""
-  lines = [f"{'model':<28} {'edit corr':>16} {'component-2 corr':>18} {'|edit|':>15}"]
-  for name, s in rows.items():
-    m = s.summary()
-    lines.append(f"{name:<28} {m['edit_corr_mean']:7.3f} +- {m['edit_corr_std']:5.3f} "
-                 f"{m['component2_corr_mean']:9.3f} +- {m['component2_corr_std']:5.3f} "
-                 f"{m['edit_magnitude_mean']:6.3f} +- {m['edit_magnitude_std']:5.3f}")
-  return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- subjects

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlatent.directions import _common
+from jaxlatent.directions import vector_ops
 from jaxlatent.directions.io import Directions
 from jaxlatent.errors import ConfigError, DataError
 
@@ -221,9 +221,9 @@ def factor_alignment(generator, directions, regressor: Callable[[jax.Array], jax
   if isinstance(directions, Directions):
     vecs, dir_names = directions.flat(), list(directions.names)
   else:
-    vecs = np.asarray(_common.flatten_directions(directions))
+    vecs = np.asarray(vector_ops.flatten_directions(directions))
     dir_names = [f"d{k}" for k in range(vecs.shape[0])]
-  vecs = np.asarray(_common.unit_rows(jnp.asarray(vecs)))
+  vecs = np.asarray(vector_ops.unit_rows(jnp.asarray(vecs)))
   spec = generator.latent_spec
   if vecs.shape[1] != spec.size:
     raise DataError(f"directions have size {vecs.shape[1]}, the generator's latent "

@@ -8,7 +8,7 @@ matplotlib runs on the Agg backend (no screen needed); GIFs are written with Pil
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -23,26 +23,6 @@ def _pyplot():
 def _ensure_parent(path: str | os.PathLike) -> str:
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  return path
-
-
-def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str,
-                *, title: str = "", xlabel: str = "step", ylabel: str = "",
-                hline: float | None = None, hline_label: str = "") -> str:
-  """Line plot of named (x, y) curves, e.g. losses or the RCA curve (``hline`` = chance)."""
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-  for name, (x, y) in curves.items():
-    ax.plot(np.asarray(x), np.asarray(y), label=name)
-  if hline is not None:
-    ax.axhline(hline, color="grey", ls="--", lw=1, label=hline_label or None)
-  ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-  ax.grid(alpha=0.3)
-  if len(curves) > 1 or hline_label:
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(_ensure_parent(path))
-  plt.close(fig)
   return path
 
 
