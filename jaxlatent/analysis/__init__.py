@@ -1,7 +1,7 @@
 """Traversal eigen-analysis (Güllmar et al.): traversals, M -> covariance eigh ->
 component maps, subtraction maps, NIfTI output and phantom ground-truth scores."""
 
-from jaxlatent.analysis.eigen import (EigenResult, StreamResult, covariance_reference,
+from jaxlatent.analysis.eigen import (EigenResult, StreamResult,
                                       eigen_analysis, eigen_analysis_batched,
                                       eigen_analysis_chunked, eigen_analysis_stream,
                                       sign_fix)
@@ -12,7 +12,7 @@ from jaxlatent.analysis.traversal import (default_alphas, shifted_latents, trave
                                           traverse_and_analyze, traverse_many)
 
 __all__ = [
-    "EigenResult", "StreamResult", "covariance_reference", "default_alphas",
+    "EigenResult", "StreamResult", "default_alphas",
     "difference_map_correlation", "eigen_analysis", "eigen_analysis_batched",
     "eigen_analysis_chunked", "eigen_analysis_stream", "phantom_difference_map",
     "shifted_latents", "sign_fix", "slice_grid_affine", "traverse",

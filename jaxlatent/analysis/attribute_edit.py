@@ -30,14 +30,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlatent import phantoms
 from jaxlatent.analysis.eigen import eigen_analysis_batched
 from jaxlatent.analysis.ground_truth import difference_map_correlation
+from jaxlatent.data.intensity import mr_percentile_range, scale_to_unit, window_ct
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator
+from jaxlatent.models import ifcvae_gan, ssdaae
+from jaxlatent.phantoms.population import subject_factor_names
+from jaxlatent.phantoms.rendering import slice_keys
 
 # Default factor changes of an edit, per phantom kind: brain HC -> MS moves a healthy
 # subject by the difference of the population means (jaxlatent.phantoms.population);
 # thorax small -> large breast sets breast_size to 0.9 (large_breast: > 0.6).
+# The attribute models an edit can encode with: model.name -> its module.
+ENCODERS = {"ifcvae_gan": ifcvae_gan, "ssdaae": ssdaae}
 BRAIN_HC_TO_MS = {"ventricle_size": 0.40, "atrophy": 0.27, "lesion_load": 0.45}
 THORAX_TO_LARGE_BREAST = {"breast_size": 0.9}
 
@@ -127,12 +134,8 @@ def encoder_edit_path(model: str, params: Any, config: Any, images: jax.Array,
   ``model``: 'ifcvae_gan' (z = posterior mean) or 'ssdaae' (z = encoder code of the
   clean image; y one-hot, so pass one-hot ``y_from``/``y_to``).
   """
-  if model == "ifcvae_gan":
-    from jaxlatent.models import ifcvae_gan as mod  # pylint: disable=g-import-not-at-top
-    z = mod.encode(params, images, config)[0]
-  elif model == "ssdaae":
-    from jaxlatent.models import ssdaae as mod  # pylint: disable=g-import-not-at-top
-    z = mod.encode(params, images, config)[0]
+  if model in ENCODERS:
+    z = ENCODERS[model].encode(params, images, config)[0]
   else:
     raise ConfigError(f"model={model!r}: expected 'ifcvae_gan' or 'ssdaae'")
   start, direction = attribute_path(z, y_from, y_to)
@@ -299,12 +302,6 @@ def phantom_edit_subjects(
     slice_position: one position for every subject; None = mid-range per kind
       (brain 0.5, thorax 0.5).
   """
-  # pylint: disable=g-import-not-at-top
-  from jaxlatent import phantoms
-  from jaxlatent.data.intensity import mr_percentile_range, scale_to_unit, window_ct
-  from jaxlatent.phantoms.population import subject_factor_names
-  from jaxlatent.phantoms.rendering import slice_keys
-  # pylint: enable=g-import-not-at-top
 
   if kind not in ("brain", "thorax"):
     raise ConfigError(f"kind={kind!r}: expected 'brain' or 'thorax'")

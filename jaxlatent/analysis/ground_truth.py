@@ -14,6 +14,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxlatent import phantoms
 from jaxlatent.errors import ConfigError
 
 
@@ -69,7 +70,6 @@ def phantom_difference_map(
   Returns:
     [n, size, size] difference in the phantom's physical units.
   """
-  from jaxlatent import phantoms  # local: keeps analysis importable on its own
 
   if not factors:
     raise ConfigError("factors is empty: give at least one factor as an array [n]")

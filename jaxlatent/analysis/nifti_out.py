@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import nibabel as nib
 import numpy as np
 
+from jaxlatent.data.slicing import axis_index
 from jaxlatent.errors import DataError
 
 
@@ -194,7 +195,6 @@ def write_subject_maps(
   Returns:
     The written paths (see :func:`write_component_volumes`).
   """
-  from jaxlatent.data.slicing import axis_index  # local: data is a sibling package
 
   grid, pos = _regular_grid(slice_indices)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxlatent.directions import vector_ops
 from jaxlatent.directions.io import Directions
+from jaxlatent.viz.grids import save_image_grid
 from jaxlatent.viz.report import table_markdown
 
 PAPER_SHIFTS = (-18.0, -6.0, 0.0, 6.0, 18.0)  # Schön et al. 2022 show +-6 and +-18
@@ -61,7 +62,6 @@ def save_traversal_grid(path: str | os.PathLike, grid, row_labels: Sequence[str]
   """
   grid = np.asarray(grid)
   if row_labels is None and col_labels is None and title is None:
-    from jaxlatent.viz.grids import save_image_grid
     k, s = grid.shape[:2]
     save_image_grid(grid.reshape((k * s, *grid.shape[2:])), path, nrow=s)
     return os.fspath(path)
