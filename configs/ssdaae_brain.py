@@ -10,8 +10,8 @@ trained on the labelled 10% (a seeded per-example draw, fixed over resumes).
     --config.model.labelled_fraction=0.5
 
 Accuracy vs the fraction of labels on held-out subjects: configs/label_fraction_brain.py
-(``jaxlatent.analysis.label_fraction.run_label_fraction``), built on
-``jaxlatent.training.trainers_attr.accuracy_vs_label_fraction(config, ...)``.
+(``jaxlatent.studies.label_fraction.run_label_fraction``), built on
+``jaxlatent.studies.label_fraction.accuracy_vs_label_fraction(config, ...)``.
 """
 
 from __future__ import annotations

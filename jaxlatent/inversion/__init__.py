@@ -17,8 +17,8 @@ from jaxlatent.inversion.vae import invert_vae
 __all__ = [
     "InversionResult", "InvertedSlices", "NoiseInputs", "ProjectionResult", "coverage",
     "default_inversion_config", "invert_batched", "invert_dataset", "invert_images",
-    "make_inverter", "select_subjects", "invert_vae", "invert_z", "make_optimizer", "multiscale_ssim_loss",
+    "invert_vae", "invert_z", "make_inverter", "make_optimizer", "multiscale_ssim_loss",
     "noise_regularization", "normal_prior_penalty", "normalize_noise", "pixel_mse",
-    "project", "projector_schedule", "reconstruction_loss", "ssim",
+    "project", "projector_schedule", "reconstruction_loss", "select_subjects", "ssim",
     "stylegan2_noise_inputs", "w_statistics",
 ]
