@@ -35,7 +35,7 @@ from jaxlatent.config_cli import parse_config_flags
 from jaxlatent.errors import ConfigError, exit_on_user_error
 from jaxlatent.host import MALLOC_HELP, configure_malloc
 from jaxlatent.studies.analysis import run_analysis
-from jaxlatent.studies.config import complete_study_config
+from jaxlatent.studies.config import complete_study_config, study_task
 from jaxlatent.studies.edit_comparison import run_edit_comparison
 from jaxlatent.studies.label_fraction import run_label_fraction
 
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
   out = flag_values["out"].value
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
-  task = config.get("task", "analysis")
+  task = study_task(config)  # again: --config.task may have changed it
   if task in TASK_STUDIES:
     out = out or workdir
     if not out:

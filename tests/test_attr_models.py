@@ -25,6 +25,7 @@ from jaxlatent.generator import Generator, LatentSpec
 from jaxlatent.models import ifcvae_gan as ifc
 from jaxlatent.models import ssdaae as ssd
 from jaxlatent.studies import label_fraction as lf
+from jaxlatent.training import complete_train_config
 from jaxlatent.training import trainers_attr as ta
 from jaxlatent.training.trainers import ModelTrainer, TrainState
 
@@ -368,7 +369,7 @@ class _LabelledSlices:
 def _loop_ssdaae_config(steps: int):
   sys.path.insert(0, ROOT)
   from configs import ssdaae_brain_tiny  # pylint: disable=g-import-not-at-top
-  c = ssdaae_brain_tiny.get_config()
+  c = complete_train_config(ssdaae_brain_tiny.get_config())
   c.image_size, c.batch_size, c.steps = S, 16, steps
   c.model.update(channels=16, max_channels=16, num_res_blocks=0, z_dim=8, disc_hidden=(32,),
                  labelled_fraction=0.3, label_seed=5)

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from jaxlatent.studies import config as study_config
+from jaxlatent.training import complete_train_config
 from jaxlatent.studies import edit_comparison as ec
 from jaxlatent.directions import AlignmentResult, Directions, save_directions
 from jaxlatent.errors import ConfigError
@@ -38,7 +39,7 @@ def _tiny_config(name: str):
   """configs/<name>.py at 16 px with tiny channels (the config files' own fields)."""
   sys.path.insert(0, REPO)
   import importlib  # pylint: disable=g-import-not-at-top
-  c = importlib.import_module(f"configs.{name}").get_config()
+  c = complete_train_config(importlib.import_module(f"configs.{name}").get_config())
   c.image_size, c.batch_size = S, 8
   c.data.num_images = 64
   c.ckpt_every = c.sample_every = c.log_every = 2

@@ -134,10 +134,10 @@ def encoder_edit_path(model: str, params: Any, config: Any, images: jax.Array,
   ``model``: 'ifcvae_gan' (z = posterior mean) or 'ssdaae' (z = encoder code of the
   clean image; y one-hot, so pass one-hot ``y_from``/``y_to``).
   """
-  if model in ENCODERS:
-    z = ENCODERS[model].encode(params, images, config)[0]
-  else:
+  if model not in ENCODERS:
     raise ConfigError(f"model={model!r}: expected 'ifcvae_gan' or 'ssdaae'")
+  mod = ENCODERS[model]
+  z = mod.encode(params, images, config)[0]
   start, direction = attribute_path(z, y_from, y_to)
   return mod.make_decoder_generator(params, config), start, direction
 

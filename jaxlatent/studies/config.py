@@ -317,14 +317,20 @@ def validate_comparison_config(config: ml_collections.ConfigDict) -> None:
 # ----------------------------------------------------------------------------- any study
 
 
+def study_task(config: ml_collections.ConfigDict) -> str:
+  """The study ``config`` asks for: its ``task`` field, 'analysis' without one."""
+  task = config.get("task", "analysis")
+  if task not in TASKS:
+    raise ConfigError(f"config.task={task!r}: expected 'compare_edits' or 'label_fraction' "
+                      "(or no task field: the analysis of --workdir)")
+  return task
+
+
 def complete_study_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``config`` over the defaults of its study (``task``; none: the analysis of a run)."""
-  task = config.get("task", "analysis")
-  if task == "analysis":
-    return complete_analysis_config(config)
+  task = study_task(config)
   if task == "compare_edits":
     return complete_comparison_config(config)
   if task == "label_fraction":
     return complete_train_config(config)
-  raise ConfigError(f"config.task={task!r}: expected 'compare_edits' or 'label_fraction' "
-                    "(or no task field: the analysis of --workdir)")
+  return complete_analysis_config(config)

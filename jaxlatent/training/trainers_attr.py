@@ -23,12 +23,10 @@ resumed run uses the same labelled examples.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from jaxlatent.errors import ConfigError, DataError
