@@ -241,7 +241,7 @@ def _check_directions(config, entry: ModelEntry) -> None:
   entry.directions = d
 
 
-def _load_model(entry: ModelEntry, config) -> None:
+def load_model(entry: ModelEntry, config) -> None:
   """Restores the run and, for an inverted model, builds its generator.
 
   Done for every model before any is run, so a bad checkpoint or a direction of the
@@ -434,7 +434,7 @@ def run_edit_comparison(config: ml_collections.ConfigDict, out_dir: str) -> str:
   validate_comparison_config(config)
   entries = check_models(config)
   for e in entries:
-    _load_model(e, config)
+    load_model(e, config)
   out = os.path.abspath(os.path.expanduser(out_dir))
   os.makedirs(out, exist_ok=True)
   root = jax.random.PRNGKey(int(config.seed))
