@@ -6,7 +6,8 @@
 ``--workdir`` is a ``train.py`` workdir: its saved ``config.json`` and latest checkpoint
 give the generator.  The analysis config (``configs/analyze_*.py``) names the direction
 methods (voynov, sefa, ganspace, interfacegan), the images to invert (held-out phantom
-subjects or a NIfTI folder), the traversal schedule and the report contents;
+subjects or a NIfTI folder), the traversal schedule and the report contents; fields
+it leaves out take the defaults of ``jaxlatent.studies.config``, and
 ``--config.<key>=<value>`` overrides any field.  Outputs in ``--out`` (default
 ``<workdir>/report``): index.html with its PNGs/GIF, metrics.json, directions/
 (.npz + .json), inversion/, nifti/ (per-subject component and subtraction maps).
@@ -28,15 +29,18 @@ with status 2.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-# Let `from configs import ...` in config files work from any working directory.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from jaxlatent.config_cli import parse_config_flags
+from jaxlatent.errors import ConfigError, exit_on_user_error
+from jaxlatent.host import MALLOC_HELP, configure_malloc
+from jaxlatent.studies.analysis import run_analysis
+from jaxlatent.studies.config import complete_study_config, study_task
+from jaxlatent.studies.edit_comparison import run_edit_comparison
+from jaxlatent.studies.label_fraction import run_label_fraction
 
-from jaxlatent.config_cli import parse_config_flags  # pylint: disable=g-import-not-at-top
-from jaxlatent.errors import ConfigError, exit_on_user_error  # pylint: disable=g-import-not-at-top
-from jaxlatent.host import MALLOC_HELP, configure_malloc  # pylint: disable=g-import-not-at-top
+# config.task -> the study writing into --out.
+TASK_STUDIES = {"compare_edits": run_edit_comparison, "label_fraction": run_label_fraction}
 
 
 @exit_on_user_error
@@ -45,36 +49,24 @@ def main(argv: list[str]) -> int:
       ("workdir", None, "train.py workdir holding config.json and checkpoints/"),
       ("out", None, "report folder (default: <workdir>/report)"),
       ("malloc", "retain", MALLOC_HELP),
-  ])
+  ], complete=complete_study_config)
   configure_malloc(flag_values["malloc"].value)  # before JAX starts its threads
   workdir = flag_values["workdir"].value
   out = flag_values["out"].value
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
-  task = config.get("task", "analysis")
-  if task != "analysis":
+  task = study_task(config)  # again: --config.task may have changed it
+  if task in TASK_STUDIES:
     out = out or workdir
     if not out:
       raise ConfigError(f"config.task={task!r} writes into --out: pass --out=<folder>")
-    # pylint: disable=g-import-not-at-top
-    if task == "compare_edits":
-      from jaxlatent.edit_comparison import run_edit_comparison as run_task
-    elif task == "label_fraction":
-      from jaxlatent.analysis.label_fraction import run_label_fraction as run_task
-    else:
-      raise ConfigError(f"config.task={task!r}: expected 'compare_edits' or 'label_fraction' "
-                        "(or no task field: the analysis of --workdir)")
-    # pylint: enable=g-import-not-at-top
-    print(run_task(config, out), flush=True)
+    print(TASK_STUDIES[task](config, out), flush=True)
     return 0
   if not workdir:
     raise ConfigError("no --workdir given: pass --workdir=<train.py workdir>")
-
-  from jaxlatent.pipeline import run_analysis  # pylint: disable=g-import-not-at-top
   if config.get("checkpoint", ""):  # configs/discover_*.py style: --workdir is the output
     workdir, out = config.checkpoint, out or workdir
-  path = run_analysis(config, workdir, out)
-  print(path, flush=True)
+  print(run_analysis(config, workdir, out), flush=True)
   return 0
 
 

@@ -4,7 +4,9 @@
     [--config.steps=1000 --config.data.source=nifti --config.data.path=...]
 
 The config file (``get_config()`` returning an ml_collections ConfigDict) names the
-model, data and schedule; ``--config.<key>=<value>`` overrides any field.  Training
+model, data and schedule of a paper setting; the rest of the fields take the library
+defaults (``jaxlatent.training.default_train_config``), and ``--config.<key>=<value>``
+overrides any field.  Training
 resumes automatically from the latest checkpoint in ``--workdir``.  The same command
 runs on one CPU, a multi-GPU node, a SLURM job (one process per host, ``srun``) or a
 TPU pod slice (``--worker=all``): see "Scaling out" in README.md.
@@ -18,15 +20,12 @@ one ``error:`` line and exit with status 2.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-# Let `from configs import ...` in config files work from any working directory.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from jaxlatent.config_cli import parse_config_flags  # pylint: disable=g-import-not-at-top
-from jaxlatent.errors import ConfigError, exit_on_user_error  # pylint: disable=g-import-not-at-top
-from jaxlatent.host import MALLOC_HELP, configure_malloc  # pylint: disable=g-import-not-at-top
+from jaxlatent.config_cli import parse_config_flags
+from jaxlatent.errors import ConfigError, exit_on_user_error
+from jaxlatent.host import MALLOC_HELP, configure_malloc
+from jaxlatent.training import complete_train_config, train_and_evaluate
 
 
 @exit_on_user_error
@@ -34,15 +33,13 @@ def main(argv: list[str]) -> int:
   config, flag_values = parse_config_flags(argv, extra_flags=[
       ("workdir", None, "output folder (created; resumed if it exists)"),
       ("malloc", "retain", MALLOC_HELP),
-  ])
+  ], complete=complete_train_config)
   configure_malloc(flag_values["malloc"].value)  # before JAX starts its threads
   workdir = flag_values["workdir"].value
   if not workdir:
     raise ConfigError("no --workdir given: pass --workdir=<output folder>")
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
-
-  from jaxlatent.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
   train_and_evaluate(config, workdir)
   return 0
 

@@ -22,11 +22,11 @@ Real CT instead of held-out phantoms: ``--config.images.source=nifti
 
 from __future__ import annotations
 
-from jaxlatent.pipeline import default_analysis_config
+from configs.common import analysis_config
 
 
 def get_config():
-  c = default_analysis_config()
+  c = analysis_config()
   c.methods = ("voynov", "sefa", "ganspace")
   c.voynov.num_directions = 100
   c.voynov.deformator = "proj"

@@ -26,11 +26,11 @@ Real MR: ``--config.images.source=nifti --config.images.path='/data/ms_t1/*.nii.
 
 from __future__ import annotations
 
-from jaxlatent.pipeline import default_analysis_config
+from configs.common import analysis_config
 
 
 def get_config():
-  c = default_analysis_config()
+  c = analysis_config()
   c.methods = ("interfacegan",)
   c.space = "w"
   c.images.num_images = 256

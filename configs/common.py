@@ -1,55 +1,40 @@
-"""Fields shared by every training config (the loop's contract), with their meaning.
+"""Helpers shared by the config files; config files import only ml_collections.
 
-  seed: int, the run's base PRNG seed (init, per-step keys, data order, FD hold-out).
-  image_size: side S of the square slices (a power of 2, >= 16).
-  batch_size: GLOBAL batch (all devices, all hosts); divisible by the device count.
-  steps: total training steps (resuming continues up to it).
-  log_every: steps between lines of metrics.jsonl / the console.
-  ckpt_every: steps between checkpoints (one more is written at the end).
-  keep_checkpoints: K, how many of the latest checkpoints are kept.
-  sample_every: steps between sample grids at fixed latents (0 = none).
-  num_samples: images in a sample grid.
-  fid_every: steps between ``fd_random_features`` evaluations (0 = off).
-  fid_num_samples: generated images per FD evaluation, and real images held out
-    of training as its reference set.
-  fid_feature_seed: seed of the random feature net (FD values are only comparable
-    with the same seed, image size and sample count).
-  data: ``jaxlatent.data.default_data_config()`` fields.
-  model: ``jaxlatent.models.default_model_config(name)`` fields (``model.name``).
-  optim: ``jaxlatent.training.default_optim_config(name)`` (lr, b1, b2, eps, grad_clip).
-  distributed: 'auto' (initialize jax.distributed when SLURM / a coordinator / a TPU
-    pod is detected) | 'on' | 'off'.
+A config lists the paper's settings and leaves every other field to the library:
+``train.py`` completes a training config over ``jaxlatent.training.default_train_config``
+(loop fields, ``data``, ``model`` and ``optim`` of ``model.name``; documented in
+jaxlatent/training/defaults.py), ``analyze.py`` an analysis or study config over
+``jaxlatent.studies.config`` (documented there), before applying ``--config.<key>=...``.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from jaxlatent.data.config import default_data_config
-from jaxlatent.models import default_model_config
-from jaxlatent.training import default_optim_config
+
+ANALYSIS_BLOCKS = ("voynov", "alignment", "images", "inversion", "traversal", "supervised",
+                   "ground_truth", "report")
 
 
-def base_config(model_name: str) -> ml_collections.ConfigDict:
-  """A config with every common field at a neutral default, for ``model_name``."""
+def blocks(*names: str) -> ml_collections.ConfigDict:
+  """A config holding one empty sub-config per name (filled in by the config file)."""
   c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.image_size = 128
-  c.batch_size = 128
-  c.steps = 1000
-  c.log_every = 50
-  c.ckpt_every = 1000
-  c.keep_checkpoints = 3
-  c.sample_every = 1000
-  c.num_samples = 64
-  c.fid_every = 5000
-  c.fid_num_samples = 1024
-  c.fid_feature_seed = 0
-  c.data = default_data_config()
-  c.model = default_model_config(model_name)
-  c.optim = default_optim_config(model_name)
-  c.distributed = "auto"
+  for name in names:
+    c[name] = ml_collections.ConfigDict()
   return c
+
+
+def train_config(model_name: str) -> ml_collections.ConfigDict:
+  """An empty training config for ``model_name`` with ``data``, ``model``, ``optim`` blocks."""
+  c = blocks("data", "model", "optim")
+  c.model.name = model_name
+  return c
+
+
+def analysis_config() -> ml_collections.ConfigDict:
+  """An empty analysis config; ``analyze.py`` completes it over the analysis defaults
+  (``jaxlatent.studies.config.default_analysis_config``, every field documented there)."""
+  return blocks(*ANALYSIS_BLOCKS)
 
 
 def tiny_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

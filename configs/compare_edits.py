@@ -1,6 +1,6 @@
 """Attribute edits of four models on the same held-out phantom subjects, one table.
 
-Scores against the phantom's true factor change (jaxlatent/edit_comparison.py):
+Scores against the phantom's true factor change (jaxlatent/studies/edit_comparison.py):
 brain HC -> MS by the IFcVAE-GAN and the SS-DAAE (encode, y 0 -> 1) next to the
 StyleGAN's InterFaceGAN direction (W projection, alpha 0..50 as in analyze_ms.py);
 thorax male -> large breast by the IFcVAE-GAN next to the DCGAN's discovered
@@ -29,15 +29,16 @@ from __future__ import annotations
 
 from configs import analyze_ct
 from configs import analyze_ms
-from jaxlatent.edit_comparison import default_comparison_config
+from configs import common
 
 
 def get_config():
-  c = default_comparison_config()
+  c = common.blocks("subjects", "brain", "thorax", "report")
+  c.task = "compare_edits"
   ms, ct = analyze_ms.get_config(), analyze_ct.get_config()
   c.steps = int(ms.traversal.alpha_num)  # 15, the abstract's schedule
   c.subjects.num_subjects = 16
-  c.subjects.seed = int(ms.ground_truth.seed)  # analyze.py's ground-truth subjects
+  c.subjects.seed = 4321  # analyze.py's ground-truth subjects (ground_truth.seed)
   c.subjects.slice_position = 0.5
   c.brain.ifcvae_gan = "runs/ifcvae_brain"
   c.brain.ssdaae = "runs/ssdaae_brain"

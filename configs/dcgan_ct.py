@@ -21,11 +21,11 @@ The paper's data (a folder of LIDC-IDRI volumes converted to NIfTI); set ``steps
 
 from __future__ import annotations
 
-from configs.common import base_config
+from configs.common import train_config
 
 
 def get_config():
-  c = base_config("dcgan")
+  c = train_config("dcgan")
   c.image_size = 128
   c.batch_size = 128
   c.data.source = "phantom_thorax"  # the paper: 'nifti' with data.path = LIDC-IDRI

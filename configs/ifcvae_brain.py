@@ -7,7 +7,8 @@ group information and editing y (HC 0 -> MS 1) on a real image changes the group
 only.  The paper's GAN settings (Adam 2e-4, beta1 0.5) at 64x64.  The adversary
 reads the posterior means and a class-mean term (``model.mean_gap_weight``) backs it
 up: with the adversary alone a fresh linear probe still read the attribute from z
-(see jaxlatent/models/ifcvae_gan.py; ``trainers_attr.probe_attribute`` measures it).
+(see jaxlatent/models/ifcvae_gan.py; ``jaxlatent.studies.label_fraction.probe_attribute``
+measures it).
 
   python train.py --config=configs/ifcvae_brain.py --workdir=runs/ifcvae_brain
 
@@ -20,11 +21,11 @@ Real data: a NIfTI folder plus a CSV with a 'subject_id' and a 'group' column:
 
 from __future__ import annotations
 
-from configs.common import base_config
+from configs.common import train_config
 
 
 def get_config():
-  c = base_config("ifcvae_gan")  # model: ifcvae_gan.default_config(); Adam 2e-4, b1 0.5
+  c = train_config("ifcvae_gan")
   c.image_size = 64
   c.batch_size = 64
   c.data.source = "phantom_brain"

@@ -9,11 +9,11 @@ small = 0, large = 1), so an edit y 0 -> 1 should enlarge the breasts only.
 
 from __future__ import annotations
 
-from configs.common import base_config
+from configs.common import train_config
 
 
 def get_config():
-  c = base_config("ifcvae_gan")  # model: ifcvae_gan.default_config(); Adam 2e-4, b1 0.5
+  c = train_config("ifcvae_gan")
   c.image_size = 64
   c.batch_size = 64
   c.data.source = "phantom_thorax"

@@ -5,7 +5,7 @@ The semi-supervised denoising AAE of configs/ssdaae_brain.py (64 px, 4096 slices
 order; the class head is scored on slices of held-out subjects (a population drawn
 with ``data.seed + heldout.seed_offset``).  Writes ``label_fraction.json`` and
 ``label_fraction.md`` (fraction, labelled images, held-out accuracy, chance) into
-the output folder (``jaxlatent.analysis.label_fraction.run_label_fraction``).
+the output folder (``jaxlatent.studies.label_fraction.run_label_fraction``).
 
 Fields used: task, fractions, heldout, seed, image_size, batch_size, steps, data,
 model (``model.labelled_fraction`` is replaced by each fraction), optim.

@@ -10,17 +10,17 @@ trained on the labelled 10% (a seeded per-example draw, fixed over resumes).
     --config.model.labelled_fraction=0.5
 
 Accuracy vs the fraction of labels on held-out subjects: configs/label_fraction_brain.py
-(``jaxlatent.analysis.label_fraction.run_label_fraction``), built on
-``jaxlatent.training.trainers_attr.accuracy_vs_label_fraction(config, ...)``.
+(``jaxlatent.studies.label_fraction.run_label_fraction``), built on
+``jaxlatent.studies.label_fraction.accuracy_vs_label_fraction(config, ...)``.
 """
 
 from __future__ import annotations
 
-from configs.common import base_config
+from configs.common import train_config
 
 
 def get_config():
-  c = base_config("ssdaae")  # model: ssdaae.default_config(); Adam 2e-4, b1 0.5
+  c = train_config("ssdaae")
   c.image_size = 64
   c.batch_size = 64
   c.data.source = "phantom_brain"

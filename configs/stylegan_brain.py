@@ -26,11 +26,11 @@ is global and must divide by the number of devices.
 
 from __future__ import annotations
 
-from configs.common import base_config
+from configs.common import train_config
 
 
 def get_config():
-  c = base_config("stylegan2")
+  c = train_config("stylegan2")
   c.image_size = 256
   c.batch_size = 64
   c.data.source = "phantom_brain"  # the abstract: 'nifti' T1 volumes

@@ -19,11 +19,11 @@ The paper's data (LIDC-IDRI volumes as NIfTI); set ``steps`` to
 
 from __future__ import annotations
 
-from configs.common import base_config
+from configs.common import train_config
 
 
 def get_config():
-  c = base_config("vae")
+  c = train_config("vae")
   c.image_size = 128
   c.batch_size = 128
   c.data.source = "phantom_thorax"  # the paper: 'nifti' with data.path = LIDC-IDRI

@@ -1,7 +1,9 @@
 """Config files and command-line overrides, the Flax-examples / big_vision way.
 
 ``--config=configs/x.py`` names a Python file with ``get_config()`` returning an
-``ml_collections.ConfigDict``; ``--config.a.b=value`` overrides a field.  Unlike a
+``ml_collections.ConfigDict`` (importing only ``ml_collections`` and other config
+files); the driver completes it over the library's defaults, then
+``--config.a.b=value`` overrides a field.  Unlike a
 bare ``absl.app.run``, problems (missing file, a config file that raises, unknown
 key, a value of the wrong type, an unknown flag) become a one-line
 :class:`~jaxlatent.errors.ConfigError` naming the flag or key, so the CLIs exit
@@ -13,11 +15,12 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
+from ml_collections.config_flags import config_flags as config_flags_impl
 
 from jaxlatent.errors import ConfigError
 
@@ -25,13 +28,21 @@ from jaxlatent.errors import ConfigError
 def parse_config_flags(
     argv: Sequence[str],
     extra_flags: Sequence[tuple[str, str | None, str]] = (),
+    complete: Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict] | None = None,
 ) -> tuple[ml_collections.ConfigDict, flags.FlagValues]:
   """Parses ``argv`` (incl. program name) into (config, flag values).
+
+  The config file's ``get_config()`` is loaded, completed by ``complete`` (the
+  driver's library defaults: a config file lists only its own settings), and only
+  then are the ``--config.<key>=...`` overrides applied, so every default field can be
+  overridden and an unknown key is named with a did-you-mean.
 
   Args:
     argv: the full command line, ``sys.argv`` style.
     extra_flags: (name, default, help) string flags to define next to ``--config``,
       e.g. ``("workdir", None, "output directory")``.
+    complete: ``config -> config`` filling in the missing fields (may raise
+      ConfigError); None keeps the file's config as it is.
 
   Returns:
     The config (locked: later typos raise) and the parsed FlagValues.
@@ -40,23 +51,27 @@ def parse_config_flags(
     ConfigError: with a one-line message naming the flag, file or key.
   """
   argv = list(argv)
-  fv = flags.FlagValues()
-  # sys_argv: the overrides are read from THIS argv, not from sys.argv (so the
-  # function also works in-process, e.g. in tests).
-  config_flags.DEFINE_config_file(
-      "config", None, "path to a config file in configs/", flag_values=fv, lock_config=True,
-      sys_argv=argv)
-  for name, default, help_string in extra_flags:
-    flags.DEFINE_string(name, default, help_string, flag_values=fv)
   config_arg = _config_argument(argv)
   if config_arg is None:
     raise ConfigError("no config given: pass --config=configs/<name>.py")
-  plain = config_from_file(config_arg)  # the file alone first: its own errors, named
+  config = config_from_file(config_arg)  # the file alone first: its own errors, named
+  if complete is not None:
+    config = complete(config)
+  rest = _without_config_argument(argv)
+  fv = flags.FlagValues()
+  # sys_argv: the overrides are read from THIS argv, not from sys.argv (so the
+  # function also works in-process, e.g. in tests).
+  for name, default, help_string in extra_flags:
+    flags.DEFINE_string(name, default, help_string, flag_values=fv)
   try:
-    fv(argv)
+    # Defining the flag already registers (and checks) the overrides named in ``rest``.
+    config_flags.DEFINE_config_dict(
+        "config", config, "the config file's settings over the defaults", flag_values=fv,
+        lock_config=True, sys_argv=rest)
+    fv(rest)
     config = fv["config"].value
   except Exception as e:  # pylint: disable=broad-except
-    raise ConfigError(_explain(e, argv, plain)) from None
+    raise ConfigError(_explain(e, rest, config)) from None
   return config, fv
 
 
@@ -114,6 +129,21 @@ def _config_argument(argv: Sequence[str]) -> str | None:
   return value
 
 
+def _without_config_argument(argv: Sequence[str]) -> list[str]:
+  """``argv`` without ``--config=...`` / ``--config ...`` (the file is loaded already)."""
+  out, skip = [argv[0]], False
+  for i, arg in enumerate(argv[1:], 1):
+    if skip:
+      skip = False
+    elif arg.startswith("--config="):
+      continue
+    elif arg == "--config":
+      skip = i + 1 < len(argv)
+    else:
+      out.append(arg)
+  return out
+
+
 def _one_line(text: str) -> str:
   return " ".join(str(text).split())
 
@@ -146,9 +176,8 @@ def _unknown_key(config: Any, dotted: str) -> str | None:
 
 def _load_config_file(config_arg: str) -> Any:
   """Runs ``get_config`` of the file (unlocked); ConfigError if the file itself fails."""
-  from ml_collections.config_flags import config_flags as impl  # pylint: disable=g-import-not-at-top
   try:
-    return impl.ConfigFileFlagParser("config", lock_config=False).parse(config_arg)
+    return config_flags_impl.ConfigFileFlagParser("config", lock_config=False).parse(config_arg)
   except Exception as e:  # pylint: disable=broad-except
     msg = str(e)
     if "Error whilst parsing config file" in msg or "Failed loading config file" in msg:

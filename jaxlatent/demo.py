@@ -37,6 +37,10 @@ import time
 from jaxlatent import host
 from jaxlatent.config_cli import config_from_file
 from jaxlatent.errors import ConfigError, exit_on_user_error
+from jaxlatent.studies.analysis import run_analysis
+from jaxlatent.studies.config import complete_study_config
+from jaxlatent.studies.edit_comparison import run_edit_comparison
+from jaxlatent.training import complete_train_config, train_and_evaluate
 
 # The tiny StyleGAN costs ~1 CPU-second per step on 2 cores: 200 steps keep the demo's
 # total near 10 minutes (configs/stylegan_tiny.py says 300).
@@ -45,18 +49,18 @@ DEMO_STYLEGAN_STEPS = 200
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(name: str):
-  """``configs/<name>.py``'s ``get_config()`` (the repo's configs/ folder)."""
+def load_config(name: str, complete):
+  """``configs/<name>.py``'s ``get_config()`` (the repo's configs/ folder), completed."""
   path = os.path.join(_REPO, "configs", f"{name}.py")
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist (the demo needs the repository's "
                       "configs/ folder)")
-  return config_from_file(path)
+  return complete(config_from_file(path))
 
 
 def train_config(name: str, quick: bool, brain: bool = False):
   """A tiny training config; ``quick``: a few steps on few images; ``brain``: brain phantoms."""
-  c = load_config(name)
+  c = load_config(name, complete_train_config)
   if brain and c.data.source != "phantom_brain":
     c.data.source, c.data.modality = "phantom_brain", "mr"
   if quick:
@@ -72,7 +76,7 @@ def train_config(name: str, quick: bool, brain: bool = False):
 
 def analysis_config(name: str, quick: bool):
   """A tiny analysis config; ``quick`` cuts every loop to a few steps."""
-  c = load_config(name)
+  c = load_config(name, complete_study_config)
   if quick:
     c.voynov.steps, c.voynov.eval_every, c.voynov.eval_batches = 10, 5, 1
     c.voynov.batch_size = 8
@@ -113,7 +117,7 @@ class _Clock:
     return out
 
 
-def _ct_path(clock, reports, ct_dir, quick, run_analysis, train_and_evaluate):
+def _ct_path(clock, reports, ct_dir, quick):
   clock("train tiny DCGAN on thorax phantoms", train_and_evaluate,
         train_config("dcgan_tiny", quick), ct_dir)
   reports.append(clock("analyse CT DCGAN (Voynov, SeFa, GANSpace)", run_analysis,
@@ -121,7 +125,7 @@ def _ct_path(clock, reports, ct_dir, quick, run_analysis, train_and_evaluate):
                        os.path.join(ct_dir, "report")))
 
 
-def _ms_path(clock, reports, out, quick, ms_model, run_analysis, train_and_evaluate):
+def _ms_path(clock, reports, out, quick, ms_model):
   name = {"stylegan2": "stylegan_tiny", "dcgan": "dcgan_tiny", "vae": "vae_tiny"}[ms_model]
   ms_dir = os.path.join(out, f"ms_{ms_model}")
   clock(f"train tiny {ms_model} on brain phantoms", train_and_evaluate,
@@ -137,7 +141,7 @@ def _ms_path(clock, reports, out, quick, ms_model, run_analysis, train_and_evalu
 def comparison_config(quick: bool, ct_dir: str | None, stylegan_dir: str | None,
                       attr_dirs: dict[str, str]):
   """configs/compare_edits_tiny.py on the demo's runs (a path not run is left out)."""
-  c = load_config("compare_edits_tiny")
+  c = load_config("compare_edits_tiny", complete_study_config)
   c.brain.ifcvae_gan, c.brain.ssdaae = attr_dirs["ifcvae_brain"], attr_dirs["ssdaae_brain"]
   c.thorax.ifcvae_gan = attr_dirs["ifcvae_thorax"]
   c.brain.stylegan = stylegan_dir or ""
@@ -150,8 +154,7 @@ def comparison_config(quick: bool, ct_dir: str | None, stylegan_dir: str | None,
   return c
 
 
-def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, train_and_evaluate):
-  from jaxlatent.edit_comparison import run_edit_comparison  # pylint: disable=g-import-not-at-top
+def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir):
   attr_dirs = {}
   for name, what in (("ifcvae_brain", "IFcVAE-GAN on brain phantoms (HC/MS)"),
                      ("ssdaae_brain", "SS-DAAE on brain phantoms (10% labels)"),
@@ -168,9 +171,6 @@ def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, train_and_eval
 def run_demo(out: str, quick: bool = False, ms_model: str = "stylegan2",
              paths: tuple[str, ...] = ("ct", "ms", "edits")) -> dict:
   """Runs the chosen ``paths`` into ``out``; returns {"reports": [...], "timing": [...]}."""
-  from jaxlatent.pipeline import run_analysis  # pylint: disable=g-import-not-at-top
-  from jaxlatent.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
-
   if ms_model not in ("stylegan2", "dcgan", "vae", "none"):
     raise ConfigError(f"--ms-model={ms_model!r}: choose stylegan2, dcgan, vae or none")
   bad = [p for p in paths if p not in ("ct", "ms", "edits")]
@@ -183,13 +183,13 @@ def run_demo(out: str, quick: bool = False, ms_model: str = "stylegan2",
 
   ct_dir = os.path.join(out, "ct_dcgan") if "ct" in paths else None
   if ct_dir:
-    _ct_path(clock, reports, ct_dir, quick, run_analysis, train_and_evaluate)
+    _ct_path(clock, reports, ct_dir, quick)
   if "ms" in paths and ms_model != "none":
-    _ms_path(clock, reports, out, quick, ms_model, run_analysis, train_and_evaluate)
+    _ms_path(clock, reports, out, quick, ms_model)
   if "edits" in paths:
     stylegan_dir = (os.path.join(out, "ms_stylegan2")
                     if "ms" in paths and ms_model == "stylegan2" else None)
-    _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, train_and_evaluate)
+    _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir)
 
   total = {"stage": "total", "wall_s": round(sum(r["wall_s"] for r in clock.rows), 1),
            "cpu_s": round(sum(r["cpu_s"] for r in clock.rows), 1)}

@@ -7,13 +7,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlatent.analysis import (covariance_reference, difference_map_correlation,
+from jaxlatent.analysis import (difference_map_correlation,
                                 eigen_analysis, eigen_analysis_batched,
                                 eigen_analysis_chunked, eigen_analysis_stream)
 from jaxlatent.errors import ConfigError, DataError
 
 T, H, W = 15, 16, 16
 ALPHAS = np.linspace(0.0, 50.0, T).astype(np.float32)
+
+
+def covariance_reference(images: np.ndarray, mask: np.ndarray, center: str = "voxels"):
+  """Slow NumPy float64 reference of the eigen-analysis covariance."""
+  images = np.asarray(images, np.float64)
+  t = images.shape[0]
+  mask = np.broadcast_to(np.asarray(mask, bool).reshape(
+      mask.shape + (1,) * (images.ndim - 1 - np.ndim(mask))), images.shape[1:])
+  mat = images.reshape(t, -1).T[mask.reshape(-1)]  # [V, T]
+  if center == "voxels":
+    return np.cov(mat, rowvar=False)
+  if center == "steps":
+    mat = mat - mat.mean(1, keepdims=True)
+  return mat.T @ mat / (mat.shape[0] - 1)
 
 
 def _disk_mask(h=H, w=W, r=6.5):

@@ -15,6 +15,7 @@ import pytest
 
 from jaxlatent.directions import load_directions
 from jaxlatent.viz.grids import read_png
+from jaxlatent.training import complete_train_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [  # every loop of configs/analyze_ct_tiny.py cut to a few steps
@@ -58,7 +59,7 @@ def workdir(tmp_path_factory):
   from jaxlatent.training import train_and_evaluate
   sys.path.insert(0, REPO)
   from configs import dcgan_tiny  # pylint: disable=g-import-not-at-top
-  c = dcgan_tiny.get_config()
+  c = complete_train_config(dcgan_tiny.get_config())
   c.image_size, c.batch_size, c.steps = 16, 8, 2
   c.data.num_images = 64
   c.model.gen_channels = c.model.disc_channels = c.model.max_channels = 16

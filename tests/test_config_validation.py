@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 
@@ -12,6 +13,7 @@ sys.path.insert(0, ROOT)
 
 from jaxlatent.config_cli import config_from_file, parse_config_flags  # noqa: E402
 from jaxlatent.errors import ConfigError, DataError  # noqa: E402
+from jaxlatent.training import complete_train_config  # noqa: E402
 from jaxlatent.training.validate import REQUIRED_KEYS, validate_config  # noqa: E402
 
 CONFIGS = ("dcgan_ct", "dcgan_tiny", "vae_ct", "vae_tiny", "stylegan_brain", "stylegan_tiny")
@@ -19,7 +21,8 @@ CONFIGS = ("dcgan_ct", "dcgan_tiny", "vae_ct", "vae_tiny", "stylegan_brain", "st
 
 def parse(name, *overrides):
   argv = ["train.py", f"--config={ROOT}/configs/{name}.py", "--workdir=/tmp/unused", *overrides]
-  config, flag_values = parse_config_flags(argv, [("workdir", None, "output")])
+  config, flag_values = parse_config_flags(argv, [("workdir", None, "output")],
+                                           complete=complete_train_config)
   return config, flag_values
 
 
@@ -127,3 +130,38 @@ def test_missing_field_is_named():
     del config["ckpt_every"]
   with pytest.raises(ConfigError, match="ckpt_every"):
     validate_config(config)
+
+
+def test_config_files_import_only_ml_collections_and_each_other():
+  import ast  # pylint: disable=g-import-not-at-top
+  for path in glob.glob(os.path.join(ROOT, "configs", "*.py")):
+    for node in ast.walk(ast.parse(open(path).read())):
+      if isinstance(node, ast.ImportFrom):
+        assert node.module.split(".")[0] in ("__future__", "configs", "ml_collections"), path
+      elif isinstance(node, ast.Import):
+        assert all(a.name.split(".")[0] == "ml_collections" for a in node.names), path
+
+
+def test_completion_runs_before_the_overrides(tmp_path):
+  partial = tmp_path / "partial.py"
+  partial.write_text("import ml_collections\n\ndef get_config():\n"
+                     "  return ml_collections.ConfigDict({'model': {'name': 'vae'}, 'steps': 3})\n")
+  argv = ["t", f"--config={partial}", "--config.keep_checkpoints=5", "--config.optim.b2=0.9"]
+  config, _ = parse_config_flags(argv, complete=complete_train_config)
+  # A field the file leaves out takes the library default and stays overridable.
+  assert (config.steps, config.keep_checkpoints, config.optim.b2) == (3, 5, 0.9)
+  assert config.data.source == "phantom_thorax" and config.model.latent_dim > 0
+  validate_config(config, device_count=1)
+  with pytest.raises(ConfigError, match="did you mean 'keep_checkpoints'"):
+    parse_config_flags(["t", f"--config={partial}", "--config.keep_checkpoint=5"],
+                       complete=complete_train_config)
+  with pytest.raises(ConfigError, match="model.name=None"):
+    parse_config_flags(["t", f"--config={broken_model(tmp_path)}"],
+                       complete=complete_train_config)
+
+
+def broken_model(tmp_path):
+  path = tmp_path / "no_model.py"
+  path.write_text("import ml_collections\n\ndef get_config():\n"
+                  "  return ml_collections.ConfigDict({'steps': 3})\n")
+  return path

@@ -26,7 +26,7 @@ from jaxlatent.convert import cli  # pylint: disable=g-import-not-at-top,wrong-i
 from jaxlatent.convert import stylegan2_ada as convert_sg  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.errors import CheckpointError  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.models import stylegan2  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxlatent.pipeline import build_generator  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxlatent.studies.generators import generator_in_space as build_generator  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.training.checkpoint import load_trained  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

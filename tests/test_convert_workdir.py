@@ -16,7 +16,7 @@ from configs import dcgan_tiny  # pylint: disable=g-import-not-at-top,wrong-impo
 
 from jaxlatent.convert.workdir import write_workdir  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.errors import CheckpointError, ConfigError  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxlatent.pipeline import build_generator  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxlatent.studies.generators import generator_in_space as build_generator  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.training.checkpoint import load_trained  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
 

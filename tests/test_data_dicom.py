@@ -167,7 +167,7 @@ def test_pipeline_cache_equals_nifti_and_labels_by_patient_id(tmp_path, caplog):
   np.testing.assert_allclose(sub["affine"], want.subjects["p2"]["affine"], atol=1e-4)
   assert sub["dicom"]["patient_id"] == "p2" and sub["dicom"]["frame_of_reference_uid"]
   assert got.source_file[0] == os.path.join(str(ddir), "p1", "study", "series")
-  with caplog.at_level(logging.INFO, logger="jaxlatent.data.pipeline"):
+  with caplog.at_level(logging.INFO, logger="jaxlatent.data.loading"):
     data.load_dataset(_cfg(ddir, "dicom", **kw), 16, str(tmp_path / "c_dcm"))
   assert "re-using the preprocessed cache" in caplog.text
   # Mask NIfTIs pair with DICOM subjects by subject id, as with NIfTI volumes.
@@ -193,7 +193,7 @@ def test_pipeline_cache_equals_nifti_and_labels_by_patient_id(tmp_path, caplog):
   first = sorted(os.listdir(ddir / "p1" / "study" / "series"))[0]
   os.utime(ddir / "p1" / "study" / "series" / first, ns=(1, 1))
   caplog.clear()
-  with caplog.at_level(logging.INFO, logger="jaxlatent.data.pipeline"):
+  with caplog.at_level(logging.INFO, logger="jaxlatent.data.loading"):
     data.load_dataset(_cfg(ddir, "dicom", **kw), 16, str(tmp_path / "c_dcm"))
   assert "building the preprocessed cache" in caplog.text
 
@@ -340,14 +340,14 @@ def test_component_and_subtraction_maps_as_dicom(tmp_path):
 
 def test_analysis_inverts_a_dicom_folder(tmp_path):
   import ml_collections
-  from jaxlatent import pipeline
+  from jaxlatent.studies import analysis, config as study_config
   _write_subject(tmp_path / "dcm", "p9", _phantom(8), _affine("axial"))
-  config = pipeline.default_analysis_config()
+  config = study_config.default_analysis_config()
   config.images.source, config.images.path = "dicom", str(tmp_path / "dcm")
-  pipeline.validate_analysis_config(config)
+  study_config.validate_analysis_config(config)
   train = ml_collections.ConfigDict({"data": data.default_data_config(), "image_size": 16})
-  ds = pipeline.analysis_dataset(config, train, str(tmp_path / "out"))
+  ds = analysis.load_images(config, train, str(tmp_path / "out"))
   assert set(ds.subject_id.tolist()) == {"p9"} and ds.subjects["p9"]["dicom"]["patient_id"] == "p9"
   config.images.path = ""
   with pytest.raises(ConfigError, match="images.path is empty.*source='dicom'"):
-    pipeline.validate_analysis_config(config)
+    study_config.validate_analysis_config(config)

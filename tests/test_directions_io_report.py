@@ -12,7 +12,8 @@ import pytest
 
 from jaxlatent import DataError, TrainingError
 from jaxlatent.config_cli import config_from_file
-from jaxlatent.directions import (Directions, load_directions, markdown_table, save_directions,
+from jaxlatent.viz.report import table_markdown
+from jaxlatent.directions import (Directions, load_directions, save_directions,
                                   save_rca_curve, save_traversal_grid, summary_rows,
                                   traversal_grid, write_table)
 from jaxlatent.directions import toy
@@ -110,7 +111,7 @@ def test_summary_table(tmp_path):
     back = list(csv.DictReader(f))
   assert back[2]["name"] == "slice position" and float(back[1]["per_dir"]) == pytest.approx(0.2)
   md = open(md_path).read()
-  assert md == markdown_table(rows)
+  assert md == table_markdown(rows)
   assert md.splitlines()[0].startswith("| index | name |") and len(md.splitlines()) == 5
 
 

@@ -16,6 +16,7 @@ import pytest
 from jaxlatent.directions import (LeNetReconstructor, ResNetReconstructor, VoynovConfig,
                                   ganspace, run_voynov, sefa, sefa_directions)
 from jaxlatent.models import dcgan, default_model_config
+from jaxlatent.training import complete_train_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def test_voynov_on_a_phantom_trained_dcgan(tmp_path):
   from jaxlatent.training import train_and_evaluate
   from jaxlatent.training.checkpoint import load_trained
 
-  c = dcgan_tiny.get_config()
+  c = complete_train_config(dcgan_tiny.get_config())
   c.image_size, c.batch_size, c.steps = 16, 32, 120
   c.data.num_images = 256
   c.model.latent_dim, c.model.gen_channels, c.model.disc_channels = 8, 32, 32

@@ -23,7 +23,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxlatent import edit_comparison as ec
+from jaxlatent.studies import config as study_config
+from jaxlatent.training import complete_train_config
+from jaxlatent.studies import edit_comparison as ec
 from jaxlatent.directions import AlignmentResult, Directions, save_directions
 from jaxlatent.errors import ConfigError
 from jaxlatent.viz.grids import read_png
@@ -37,7 +39,7 @@ def _tiny_config(name: str):
   """configs/<name>.py at 16 px with tiny channels (the config files' own fields)."""
   sys.path.insert(0, REPO)
   import importlib  # pylint: disable=g-import-not-at-top
-  c = importlib.import_module(f"configs.{name}").get_config()
+  c = complete_train_config(importlib.import_module(f"configs.{name}").get_config())
   c.image_size, c.batch_size = S, 8
   c.data.num_images = 64
   c.ckpt_every = c.sample_every = c.log_every = 2
@@ -77,7 +79,7 @@ def _write_init_run(path: str, config, state=None):
 
 
 def _thorax_alignment_meta(directions: Directions, slopes: np.ndarray) -> Directions:
-  """``directions`` named and annotated as pipeline.align_or_load does, from ``slopes``."""
+  """``directions`` named and annotated as studies.analysis.align_or_load does, from ``slopes``."""
   imp = np.abs(slopes)
   score = imp.max(1) / imp.sum(1)
   best = imp.argmax(1)
@@ -221,7 +223,7 @@ def test_label_ids_match_the_data_pipeline(tmp_path):
   """EDIT_LABELS' class ids are those the training data gives (SliceDataset.label_ids)."""
   from jaxlatent.data import load_dataset  # pylint: disable=g-import-not-at-top
   from jaxlatent.data.config import default_data_config  # pylint: disable=g-import-not-at-top
-  for (kind, column), (y_from, y_to, _) in ec.EDIT_LABELS.items():
+  for (kind, column), (y_from, y_to, _) in study_config.EDIT_LABELS.items():
     d = default_data_config()
     d.source, d.num_images, d.label_column = f"phantom_{kind}", 128, column
     d.modality = "mr" if kind == "brain" else "ct"
@@ -282,7 +284,7 @@ def test_user_errors_name_the_field_and_path(runs, tmp_path):
     with pytest.raises(ConfigError, match=pattern):
       ec.run_edit_comparison(_config(runs, **over), out)
   empty = _config(runs)
-  for kind, fields in ec.MODEL_FIELDS.items():
+  for kind, fields in study_config.MODEL_FIELDS.items():
     for f in fields:
       empty[kind][f] = ""
   with pytest.raises(ConfigError, match="nothing to compare"):
@@ -297,17 +299,18 @@ def test_config_files_take_flat_command_line_overrides():
     c, _ = parse_config_flags([
         "analyze.py", f"--config={os.path.join(REPO, 'configs', name + '.py')}",
         "--config.brain.ssdaae=", "--config.thorax.dcgan=/x/dcgan",
-        "--config.thorax.inversion.steps=7", "--config.subjects.num_subjects=4"])
+        "--config.thorax.inversion.steps=7", "--config.subjects.num_subjects=4"],
+        complete=study_config.complete_study_config)
     assert c.task == "compare_edits" and c.brain.ssdaae == "" and c.thorax.dcgan == "/x/dcgan"
     assert c.thorax.inversion.steps == 7 and c.subjects.num_subjects == 4
     assert c.brain.ifcvae_gan.startswith("runs/ifcvae_brain") and c.steps == 15
     assert (c.brain.alpha_stop, c.thorax.alpha_stop) == (50.0, 18.0)
     assert c.brain.inversion.learning_rate == 0.1  # the W projector of analyze_ms*.py
-    ec.validate_comparison_config(ec.complete_comparison_config(c))
+    study_config.validate_comparison_config(study_config.complete_comparison_config(c))
 
 
 def test_partial_config_takes_defaults():
   c = ml_collections.ConfigDict({"brain": {"stylegan": "x"}, "steps": 5})
-  full = ec.complete_comparison_config(c)
+  full = study_config.complete_comparison_config(c)
   assert full.brain.stylegan == "x" and full.steps == 5 and full.thorax.factor == "breast_size"
   assert full.brain.inversion.learning_rate == 0.1 and full.task == "compare_edits"

@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from configs import label_fraction_brain, label_fraction_brain_tiny  # noqa: E402  pylint: disable=g-import-not-at-top
-from jaxlatent.analysis.label_fraction import run_label_fraction  # noqa: E402
+from jaxlatent.studies.label_fraction import run_label_fraction  # noqa: E402
 from jaxlatent.errors import ConfigError  # noqa: E402
 from jaxlatent.models import ssdaae as ssd  # noqa: E402
 

@@ -23,10 +23,11 @@ from jaxlatent.training.trainers import make_trainer  # noqa: E402
 from jaxlatent.training import checkpoint as ckpt_lib  # noqa: E402
 from jaxlatent.training.sharding import distributed_requested  # noqa: E402
 from jaxlatent.training.validate import validate_config  # noqa: E402
+from jaxlatent.training import complete_train_config  # noqa: E402
 
 def tiny_dcgan_config():
   """A DCGAN with BatchNorm (statistics over the GLOBAL batch) for 16x16 toy images."""
-  c = dcgan_tiny.get_config()
+  c = complete_train_config(dcgan_tiny.get_config())
   c.image_size, c.batch_size, c.steps = 16, 8, 3
   c.model.gen_channels = c.model.disc_channels = c.model.max_channels = 16
   c.log_every, c.ckpt_every, c.sample_every, c.fid_every = 1, 1, 0, 0
@@ -110,7 +111,7 @@ def test_auto_detects_multi_process_environments(env, expected):
 def test_bad_distributed_mode_and_indivisible_batch_are_config_errors():
   with pytest.raises(ConfigError, match="distributed='yes'"):
     distributed_requested("yes", {})
-  c = dcgan_tiny.get_config()
+  c = complete_train_config(dcgan_tiny.get_config())
   c.batch_size = 30
   with pytest.raises(ConfigError, match="batch_size=30 is not divisible by the 4 devices"):
     validate_config(c, device_count=4)

@@ -20,6 +20,7 @@ from jaxlatent.training import checkpoint as ckpt_lib  # noqa: E402
 from jaxlatent.training import metrics as metrics_lib  # noqa: E402
 from jaxlatent.training.loop import train_and_evaluate  # noqa: E402
 from jaxlatent.training.testing import toy_dataset, toy_trainer  # noqa: E402
+from jaxlatent.training import complete_train_config  # noqa: E402
 
 STEPS, CKPT_EVERY, SIZE = 80, 10, 16
 
@@ -59,7 +60,7 @@ class SlowImages:
 
 
 def config():
-  c = dcgan_tiny.get_config()
+  c = complete_train_config(dcgan_tiny.get_config())
   c.image_size, c.batch_size, c.steps = SIZE, 8, STEPS
   c.log_every, c.ckpt_every, c.keep_checkpoints = 5, CKPT_EVERY, 10
   c.sample_every, c.fid_every = 0, 0

@@ -20,12 +20,13 @@ from jaxlatent.training import metrics as metrics_lib  # noqa: E402
 from jaxlatent.training.loop import split_holdout, train_and_evaluate  # noqa: E402
 from jaxlatent.training.testing import toy_dataset, toy_trainer  # noqa: E402
 from jaxlatent.viz import read_png  # noqa: E402
+from jaxlatent.training import complete_train_config  # noqa: E402
 
 SIZE = 16
 
 
 def tiny_config(**overrides):
-  c = dcgan_tiny.get_config()
+  c = complete_train_config(dcgan_tiny.get_config())
   c.image_size = SIZE
   c.batch_size = 8
   c.steps = 12

@@ -14,8 +14,6 @@ def test_plots_write_images(tmp_path):
   frames = np.zeros((t, 16, 16, 1), np.float32) - 0.5
   frames[:, 4:8, 4:8, 0] += (alphas / 50.0)[:, None, None]  # brightening square
   paths = [
-      plots.plot_curves({"rca": (np.arange(5), np.linspace(0.1, 0.9, 5))}, tmp_path / "rca.png",
-                        hline=0.1, hline_label="chance"),
       plots.plot_eigenvectors(alphas, np.linalg.qr(np.random.randn(t, t))[0], tmp_path / "ev.png",
                               explained=np.full(t, 1 / t)),
       plots.plot_change_sequence(frames, alphas, tmp_path / "seq.png"),

@@ -17,7 +17,7 @@ the phantom (:func:`phantom_edit_subjects`): the same subject (same subject key)
 rendered with the changed factors minus the original, noise-free.  Correlation is
 scale-free, so model images in [-1, 1] compare with true maps in physical units,
 and every model is scored on the same subjects: one table
-(:func:`format_edit_table`).
+(:mod:`jaxlatent.studies.edit_comparison`).
 """
 
 from __future__ import annotations
@@ -30,14 +30,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlatent import phantoms
 from jaxlatent.analysis.eigen import eigen_analysis_batched
 from jaxlatent.analysis.ground_truth import difference_map_correlation
+from jaxlatent.data.intensity import mr_percentile_range, scale_to_unit, window_ct
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator
+from jaxlatent.models import ifcvae_gan, ssdaae
+from jaxlatent.phantoms.population import subject_factor_names
+from jaxlatent.phantoms.rendering import slice_keys
 
 # Default factor changes of an edit, per phantom kind: brain HC -> MS moves a healthy
 # subject by the difference of the population means (jaxlatent.phantoms.population);
 # thorax small -> large breast sets breast_size to 0.9 (large_breast: > 0.6).
+# The attribute models an edit can encode with: model.name -> its module.
+ENCODERS = {"ifcvae_gan": ifcvae_gan, "ssdaae": ssdaae}
 BRAIN_HC_TO_MS = {"ventricle_size": 0.40, "atrophy": 0.27, "lesion_load": 0.45}
 THORAX_TO_LARGE_BREAST = {"breast_size": 0.9}
 
@@ -127,14 +134,10 @@ def encoder_edit_path(model: str, params: Any, config: Any, images: jax.Array,
   ``model``: 'ifcvae_gan' (z = posterior mean) or 'ssdaae' (z = encoder code of the
   clean image; y one-hot, so pass one-hot ``y_from``/``y_to``).
   """
-  if model == "ifcvae_gan":
-    from jaxlatent.models import ifcvae_gan as mod  # pylint: disable=g-import-not-at-top
-    z = mod.encode(params, images, config)[0]
-  elif model == "ssdaae":
-    from jaxlatent.models import ssdaae as mod  # pylint: disable=g-import-not-at-top
-    z = mod.encode(params, images, config)[0]
-  else:
+  if model not in ENCODERS:
     raise ConfigError(f"model={model!r}: expected 'ifcvae_gan' or 'ssdaae'")
+  mod = ENCODERS[model]
+  z = mod.encode(params, images, config)[0]
   start, direction = attribute_path(z, y_from, y_to)
   return mod.make_decoder_generator(params, config), start, direction
 
@@ -244,17 +247,6 @@ def score_encoder_edits(model: str, params: Any, config: Any, subjects: "EditSub
                      subjects.true_difference, subjects.masks)
 
 
-def format_edit_table(rows: Mapping[str, EditScores]) -> str:
-  """One plain-text table, a row per model (same subjects), mean +- std over subjects."""
-  lines = [f"{'model':<28} {'edit corr':>16} {'component-2 corr':>18} {'|edit|':>15}"]
-  for name, s in rows.items():
-    m = s.summary()
-    lines.append(f"{name:<28} {m['edit_corr_mean']:7.3f} +- {m['edit_corr_std']:5.3f} "
-                 f"{m['component2_corr_mean']:9.3f} +- {m['component2_corr_std']:5.3f} "
-                 f"{m['edit_magnitude_mean']:6.3f} +- {m['edit_magnitude_std']:5.3f}")
-  return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- subjects
 
 
@@ -310,12 +302,6 @@ def phantom_edit_subjects(
     slice_position: one position for every subject; None = mid-range per kind
       (brain 0.5, thorax 0.5).
   """
-  # pylint: disable=g-import-not-at-top
-  from jaxlatent import phantoms
-  from jaxlatent.data.intensity import mr_percentile_range, scale_to_unit, window_ct
-  from jaxlatent.phantoms.population import subject_factor_names
-  from jaxlatent.phantoms.rendering import slice_keys
-  # pylint: enable=g-import-not-at-top
 
   if kind not in ("brain", "thorax"):
     raise ConfigError(f"kind={kind!r}: expected 'brain' or 'thorax'")

@@ -549,17 +549,3 @@ def eigen_analysis_stream(
   if start != v_all:
     raise DataError(f"the second pass over the chunks gave {start} voxels, the first {v_all}")
   return StreamResult(evals, ratio, evecs, corr, out, mom.mean, mom.n)
-
-
-def covariance_reference(images: np.ndarray, mask: np.ndarray, center: str = "voxels"):
-  """Slow NumPy float64 reference of the covariance (for tests and checks)."""
-  images = np.asarray(images, np.float64)
-  t = images.shape[0]
-  mask = np.broadcast_to(np.asarray(mask, bool).reshape(
-      mask.shape + (1,) * (images.ndim - 1 - np.ndim(mask))), images.shape[1:])
-  mat = images.reshape(t, -1).T[mask.reshape(-1)]  # [V, T]
-  if center == "voxels":
-    return np.cov(mat, rowvar=False)
-  if center == "steps":
-    mat = mat - mat.mean(1, keepdims=True)
-  return mat.T @ mat / (mat.shape[0] - 1)

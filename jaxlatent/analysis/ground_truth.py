@@ -14,6 +14,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxlatent import phantoms
 from jaxlatent.errors import ConfigError
 
 
@@ -69,7 +70,6 @@ def phantom_difference_map(
   Returns:
     [n, size, size] difference in the phantom's physical units.
   """
-  from jaxlatent import phantoms  # local: keeps analysis importable on its own
 
   if not factors:
     raise ConfigError("factors is empty: give at least one factor as an array [n]")
@@ -83,52 +83,3 @@ def phantom_difference_map(
   hc = phantoms.render(kind, healthy, size, key)
   ms = phantoms.render(kind, disease, size, key)
   return ms - hc
-
-
-def phantom_traversal(
-    kind: str,
-    factors: Mapping[str, float],
-    changed: Mapping[str, float],
-    alphas: jax.Array,
-    size: int,
-    key: jax.Array,
-    *,
-    alpha_max: float | None = None,
-    noise_free: bool = True,
-) -> jax.Array:
-  """The ideal traversal of one phantom subject: factors moved linearly to ``changed``.
-
-  Step t renders ``factors + (alphas[t] / alpha_max) * (changed - factors)`` for the
-  same subject (image 0's keys of ``phantoms.render(kind, ..., key)``), so with
-  ``alphas[-1] == alpha_max`` the last minus the first image is exactly
-  ``phantom_difference_map(kind, factors, changed, size, key)[0]``.  It is what a
-  perfectly disentangled generator would render along the HC -> MS direction.
-
-  Args:
-    kind, size, key, noise_free: as :func:`phantom_difference_map`.
-    factors: the subject's factor values (name -> scalar); missing ones: defaults.
-    changed: the end point of the changed factors (name -> scalar).
-    alphas: [T] the schedule (e.g. ``default_alphas()``).
-    alpha_max: the alpha that reaches ``changed`` (default ``max(alphas)``).
-
-  Returns:
-    images [T, size, size] in the phantom's physical units.
-  """
-  from jaxlatent import phantoms
-
-  alphas = jnp.asarray(alphas, jnp.float32)
-  top = float(jnp.max(alphas)) if alpha_max is None else float(alpha_max)
-  if top == 0:
-    raise ConfigError("alpha_max must be non-zero")
-  base = {k: float(v) for k, v in factors.items()}
-  if noise_free:
-    base["noise"] = 0.0
-  frames = []
-  for a in (alphas / top).tolist():  # one render call per step: the same subject keys
-    f = dict(base)
-    for name, end in changed.items():
-      start = base.get(name, float(phantoms.factor_table(kind)[name][2]))
-      f[name] = start + a * (float(end) - start)
-    frames.append(phantoms.render(kind, {k: jnp.asarray([v], jnp.float32)
-                                         for k, v in f.items()}, size, key)[0])
-  return jnp.stack(frames)  # [T, size, size]

@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from jaxlatent import atomic_io
+from jaxlatent.data.slicing import axis_index
 from jaxlatent.errors import DataError
 
 
@@ -196,7 +197,6 @@ def write_subject_maps(
   Returns:
     The written paths (see :func:`write_component_volumes`).
   """
-  from jaxlatent.data.slicing import axis_index  # local: data is a sibling package
 
   grid, pos = _regular_grid(slice_indices)
 

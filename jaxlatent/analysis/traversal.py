@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxlatent.analysis.eigen import eigen_analysis_batched
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator
 
@@ -144,7 +145,6 @@ def traverse_and_analyze(
   Returns:
     An ``EigenResult`` with leading dims ``[*batch, K]``.
   """
-  from jaxlatent.analysis.eigen import eigen_analysis_batched
 
   shape = tuple(generator.latent_spec.shape)
   batch = tuple(latents.shape[:latents.ndim - len(shape)])

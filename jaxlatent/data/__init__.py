@@ -23,7 +23,7 @@ from jaxlatent.data.masks import (auto_mask, auto_mask_for_modality, fill_holes,
                                   largest_component, otsu_threshold)
 from jaxlatent.data.nifti import (Volume, canonical_shape, check_finite, find_nifti_files,
                                   load_mask, load_volume, save_volume, subject_id_from_path)
-from jaxlatent.data.pipeline import load_dataset, preprocessing_settings
+from jaxlatent.data.loading import load_dataset, preprocessing_settings
 from jaxlatent.data.resize import SquareGeometry, resize_images, resize_masks, square_geometry
 from jaxlatent.data.slicing import (axis_index, extract_slices, orient_slices,
                                     resolve_slice_range, slice_pixel_spacing, slice_positions)

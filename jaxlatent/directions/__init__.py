@@ -16,8 +16,8 @@ from jaxlatent.directions.matching import direction_recurrence, match_directions
 from jaxlatent.directions.networks import (DEFORMATOR_KINDS, RECONSTRUCTOR_KINDS, Deformator,
                                            LeNetReconstructor, MLPReconstructor,
                                            ResNetReconstructor)
-from jaxlatent.directions.pipeline import METHODS, discover
-from jaxlatent.directions.report import (PAPER_SHIFTS, markdown_table, save_rca_curve,
+from jaxlatent.directions.discovery import METHODS, discover
+from jaxlatent.directions.report import (PAPER_SHIFTS, save_rca_curve,
                                          save_traversal_grid, summary_rows, traversal_grid,
                                          write_table)
 from jaxlatent.directions.sefa import (find_kernels, first_dense_kernel, sefa,
@@ -33,7 +33,7 @@ __all__ = [
     "DEFORMATOR_KINDS", "direction_recurrence", "Directions", "discover",
     "disentanglement_scores", "evaluate_rca", "factor_alignment", "FactorCNN",
     "FactorRegressor", "find_kernels", "first_dense_kernel", "fit_boundary", "ganspace",
-    "init_state", "LeNetReconstructor", "load_directions", "make_train_step", "markdown_table",
+    "init_state", "LeNetReconstructor", "load_directions", "make_train_step",
     "match_directions", "METHODS", "MLPReconstructor", "PAPER_SHIFTS", "pca", "phantom_images",
     "RECONSTRUCTOR_KINDS", "ResNetReconstructor", "RestartsResult", "run_voynov",
     "run_voynov_restarts", "sample_shifts", "save_directions", "save_rca_curve",

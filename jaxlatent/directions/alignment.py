@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlatent.directions import _common
+from jaxlatent import phantoms
+from jaxlatent.data import intensity
+from jaxlatent.directions import vector_ops
 from jaxlatent.directions.io import Directions
 from jaxlatent.errors import ConfigError, DataError
 
@@ -221,9 +223,9 @@ def factor_alignment(generator, directions, regressor: Callable[[jax.Array], jax
   if isinstance(directions, Directions):
     vecs, dir_names = directions.flat(), list(directions.names)
   else:
-    vecs = np.asarray(_common.flatten_directions(directions))
+    vecs = np.asarray(vector_ops.flatten_directions(directions))
     dir_names = [f"d{k}" for k in range(vecs.shape[0])]
-  vecs = np.asarray(_common.unit_rows(jnp.asarray(vecs)))
+  vecs = np.asarray(vector_ops.unit_rows(jnp.asarray(vecs)))
   spec = generator.latent_spec
   if vecs.shape[1] != spec.size:
     raise DataError(f"directions have size {vecs.shape[1]}, the generator's latent "
@@ -305,8 +307,6 @@ def phantom_images(kind: str, factors: dict, size: int, key) -> jax.Array:
   0.5 / 99.5 foreground percentiles -> [-1, 1] (the pipeline uses whole-volume
   percentiles; per slice is the closest a single rendered slice allows).
   """
-  from jaxlatent import phantoms  # local import: phantoms is optional for this module
-  from jaxlatent.data import intensity
 
   images = np.asarray(phantoms.render(kind, factors, size, key))  # [n, S, S] physical units
   if kind == "thorax":
@@ -326,8 +326,6 @@ def train_phantom_regressor(kind: str, key: jax.Array, *, size: int, num_images:
   Factors are drawn uniformly over their ranges (``fixed`` pins some, e.g. noise=0);
   ``factor_names`` defaults to every factor but ``noise``.
   """
-  from jaxlatent import phantoms
-
   f_key, r_key, t_key = jax.random.split(key, 3)
   factors = phantoms.sample_factors(kind, f_key, num_images, **fixed)
   names = list(factor_names or [k for k in factors if k != "noise" and k not in fixed])

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlatent.directions import _common
+from jaxlatent.directions import vector_ops
 from jaxlatent.directions.io import Directions
 from jaxlatent.errors import ConfigError
 
@@ -49,8 +49,8 @@ def pca(x, num_components: int | None = None) -> tuple[jax.Array, jax.Array, jax
     evals, evecs = jnp.linalg.eigh(xc @ xc.T / (n - 1))  # [N], [N, N]
     order = jnp.argsort(-evals)[:c]
     var = jnp.maximum(evals[order], 0.0)
-    comps = _common.unit_rows((xc.T @ evecs[:, order]).T)  # [C, F]
-  comps = _common.fix_signs(comps)
+    comps = vector_ops.unit_rows((xc.T @ evecs[:, order]).T)  # [C, F]
+  comps = vector_ops.fix_signs(comps)
   return comps, var, var / total, mean
 
 
@@ -96,7 +96,7 @@ def ganspace(generator, key: jax.Array, num_components: int | None = None, *,
     x = (feats - fmean) @ comps.T  # [N, C] PCA coordinates
     zc = z - z.mean(0)
     u, *_ = jnp.linalg.lstsq(x, zc)  # [C, D]: zc ~= x @ U
-    dirs = _common.fix_signs(_common.unit_rows(u))
+    dirs = vector_ops.fix_signs(vector_ops.unit_rows(u))
     mode = "features"
   coords = (z - z.mean(0)) @ dirs.T  # [N, C]
   dirs = np.asarray(dirs).reshape((dirs.shape[0], *spec.shape))

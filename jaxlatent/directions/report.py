@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlatent.directions import _common
+from jaxlatent.directions import vector_ops
 from jaxlatent.directions.io import Directions
+from jaxlatent.viz.grids import save_image_grid
+from jaxlatent.viz.report import table_markdown
 
 PAPER_SHIFTS = (-18.0, -6.0, 0.0, 6.0, 18.0)  # Schön et al. 2022 show +-6 and +-18
 
@@ -44,7 +46,7 @@ def traversal_grid(generator, directions, latent, shifts: Sequence[float] = PAPE
     ``[K, S, H, W, C]`` float32 in [-1, 1].
   """
   vecs = directions.flat() if isinstance(directions, Directions) else directions
-  vecs = _common.unit_rows(_common.flatten_directions(vecs, generator.latent_spec.shape))
+  vecs = vector_ops.unit_rows(vector_ops.flatten_directions(vecs, generator.latent_spec.shape))
   z = jnp.asarray(latent, jnp.float32).reshape(-1)
   return np.asarray(_grid(generator, vecs, z, jnp.asarray(shifts, jnp.float32)))
 
@@ -60,7 +62,6 @@ def save_traversal_grid(path: str | os.PathLike, grid, row_labels: Sequence[str]
   """
   grid = np.asarray(grid)
   if row_labels is None and col_labels is None and title is None:
-    from jaxlatent.viz.grids import save_image_grid
     k, s = grid.shape[:2]
     save_image_grid(grid.reshape((k * s, *grid.shape[2:])), path, nrow=s)
     return os.fspath(path)
@@ -153,17 +154,6 @@ def _fmt(v) -> str:
   return str(v)
 
 
-def markdown_table(rows: Sequence[dict]) -> str:
-  """A GitHub-flavoured Markdown table of ``rows`` (columns = union of keys, in order)."""
-  cols = []
-  for r in rows:
-    cols += [c for c in r if c not in cols]
-  lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-  for r in rows:
-    lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
-  return "\n".join(lines) + "\n"
-
-
 def write_table(path_stem: str | os.PathLike, rows: Sequence[dict]) -> tuple[str, str]:
   """Writes ``rows`` as ``<stem>.csv`` and ``<stem>.md``; returns both paths."""
   stem = os.fspath(path_stem)
@@ -180,5 +170,5 @@ def write_table(path_stem: str | os.PathLike, rows: Sequence[dict]) -> tuple[str
     for r in rows:
       w.writerow({c: _fmt(r[c]) if isinstance(r.get(c), float) else r.get(c, "") for c in cols})
   with open(stem + ".md", "w") as f:
-    f.write(markdown_table(rows))
+    f.write(table_markdown(rows))
   return stem + ".csv", stem + ".md"

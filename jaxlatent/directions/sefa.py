@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlatent.directions import _common
+from jaxlatent.directions import vector_ops
 from jaxlatent.directions.io import Directions
 from jaxlatent.errors import ConfigError
 
@@ -48,7 +48,7 @@ def sefa(weight, num_components: int | None = None, *, normalize: bool = True
     w = w / jnp.maximum(jnp.linalg.norm(w, axis=0, keepdims=True), 1e-12)
   evals, evecs = jnp.linalg.eigh(w @ w.T)  # ascending, [D], [D, D] columns
   order = jnp.argsort(-evals)[:c]
-  directions = _common.fix_signs(evecs[:, order].T)  # [C, D]
+  directions = vector_ops.fix_signs(evecs[:, order].T)  # [C, D]
   return directions, evals[order]
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from jaxlatent.directions import _common
+from jaxlatent.directions import vector_ops
 from jaxlatent.directions.io import Directions
 from jaxlatent.directions.matching import direction_recurrence
 from jaxlatent.directions.networks import (DEFORMATOR_KINDS, RECONSTRUCTOR_KINDS, Deformator,
@@ -113,9 +113,9 @@ class VoynovConfig:
 
   def validate(self, latent_size: int | None = None) -> None:
     """Raises ConfigError naming the first bad field."""
-    _common.check_positive_int("num_directions", self.num_directions, 2)
+    vector_ops.check_positive_int("num_directions", self.num_directions, 2)
     for name in ("steps", "batch_size", "eval_every", "eval_batches"):
-      _common.check_positive_int(name, getattr(self, name))
+      vector_ops.check_positive_int(name, getattr(self, name))
     if self.steps % self.eval_every:
       raise ConfigError(
           f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every})")

@@ -36,6 +36,7 @@ from flax import struct
 
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator
+from jaxlatent.models import stylegan2
 from jaxlatent.inversion.gan import _check_targets
 from jaxlatent.inversion.losses import (multiscale_ssim_loss, noise_regularization,
                                         normalize_noise, pixel_mse)
@@ -89,8 +90,6 @@ def stylegan2_noise_inputs(config) -> NoiseInputs:
   const noise during projection; use it with a Generator from
   ``stylegan2.make_generator(params, config, space='w' | 'w+')``.
   """
-  from jaxlatent.models import stylegan2  # local: models are optional for inversion
-
   module = stylegan2.build_generator(config)
   shapes = tuple(sorted(stylegan2.noise_buffer_shapes(config).items()))
   return NoiseInputs(apply_fn=_StyleGAN2NoiseApply(module), init_fn=_NormalBuffers(shapes))

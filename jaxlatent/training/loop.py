@@ -34,6 +34,7 @@ from jaxlatent.errors import CheckpointError, DataError, TrainingError
 from jaxlatent.training import checkpoint
 from jaxlatent.training import metrics as metrics_lib
 from jaxlatent.training import sharding
+from jaxlatent.training.defaults import complete_train_config
 from jaxlatent.training.validate import validate_config
 
 # Stream ids for jax.random.fold_in on the run's base key.
@@ -63,6 +64,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     CheckpointError: an unreadable checkpoint in ``workdir`` (left untouched).
     TrainingError: a non-finite loss (the step and term are named; not saved).
   """
+  config = complete_train_config(config)  # a config file lists only its own settings
   validate_config(config)  # config-only checks, before touching any device
   sharding.maybe_initialize_distributed(config.distributed)
   validate_config(config, device_count=jax.device_count(), process_count=jax.process_count())

@@ -8,7 +8,7 @@ matplotlib runs on the Agg backend (no screen needed); GIFs are written with Pil
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -32,26 +32,6 @@ def _savefig(fig, path) -> None:
   """``fig.savefig`` through a temporary file, so a crash never leaves half a figure."""
   with atomic_io.atomic_path(_ensure_parent(path)) as tmp:
     fig.savefig(tmp)
-
-
-def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str,
-                *, title: str = "", xlabel: str = "step", ylabel: str = "",
-                hline: float | None = None, hline_label: str = "") -> str:
-  """Line plot of named (x, y) curves, e.g. losses or the RCA curve (``hline`` = chance)."""
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-  for name, (x, y) in curves.items():
-    ax.plot(np.asarray(x), np.asarray(y), label=name)
-  if hline is not None:
-    ax.axhline(hline, color="grey", ls="--", lw=1, label=hline_label or None)
-  ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-  ax.grid(alpha=0.3)
-  if len(curves) > 1 or hline_label:
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  _savefig(fig, path)
-  plt.close(fig)
-  return path
 
 
 def plot_eigenvectors(alphas: np.ndarray, eigenvectors: np.ndarray, path: str, *,

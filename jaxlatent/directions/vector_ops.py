@@ -1,4 +1,4 @@
-"""Small shared helpers: flattening latents, unit-normalising and sign-fixing directions."""
+"""Direction-vector helpers shared by the methods: flatten latents, unit-normalise, fix signs."""
 
 from __future__ import annotations
 

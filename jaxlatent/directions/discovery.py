@@ -1,4 +1,4 @@
-"""One call for a driver (``analyze.py``): run the configured methods, write the outputs.
+"""Discovery for a driver: run the configured methods on a generator, write their outputs.
 
 Reads the fields of ``configs/discover_ct.py`` / ``configs/discover_tiny.py``:
 ``methods``, ``restarts``, ``voynov``, ``ganspace_*``, ``sefa_components``,

@@ -1,0 +1,65 @@
+"""Restoring a ``train.py`` run as a Generator in the latent space a study analyses."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from jaxlatent.errors import ConfigError
+from jaxlatent.models import stylegan2, vae
+from jaxlatent.training.checkpoint import load_trained
+
+
+@dataclasses.dataclass
+class TrainedGenerator:
+  """A restored training run.
+
+  Attributes:
+    workdir: the train workdir; train_config: its saved config.json.
+    trainer, state: the model's trainer and restored train state (step ``step``).
+    generator: the Generator in the study's latent space (None when not asked for).
+    encode_fn: VAE runs: ``images -> (mean, logvar)`` for the inversion; else None.
+  """
+
+  workdir: str
+  train_config: Any
+  trainer: Any
+  state: Any
+  step: int
+  generator: Any = None
+  encode_fn: Callable[..., Any] | None = None
+
+
+def generator_in_space(train_config, trainer, state, space: str):
+  """The trained run's Generator in ``space`` (StyleGAN: z, w or w+; others: z)."""
+  gen = trainer.generator(state)
+  name = train_config.model.name
+  if name == "stylegan2":
+    if space != "z":
+      gen = stylegan2.make_generator(gen.params, train_config, space)
+  elif space != "z":
+    raise ConfigError(f"config.space={space!r}: the {name} generator has only a z space")
+  return gen
+
+
+def load_generator(workdir: str, space: str | None = "z") -> TrainedGenerator:
+  """Restores ``workdir``'s latest checkpoint; builds its Generator in ``space`` (None: none).
+
+  Raises:
+    CheckpointError: ``workdir`` is no training workdir or has no readable checkpoint.
+    ConfigError: ``space`` is not a latent space of the model.
+  """
+  train_config, trainer, state = load_trained(workdir)
+  trained = TrainedGenerator(workdir, train_config, trainer, state,
+                             int(np.asarray(getattr(state, "step", -1))))
+  if space is None:
+    return trained
+  trained.generator = generator_in_space(train_config, trainer, state, space)
+  if train_config.model.name == "vae":
+    trained.encode_fn = jax.jit(functools.partial(vae.encode, trained.generator.params,
+                                                  config=train_config))
+  return trained
