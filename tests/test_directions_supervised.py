@@ -24,7 +24,7 @@ def _planted(seed, n=600, shape=(8,)):
   return x.reshape((n, *shape)).astype(np.float32), y, normal.reshape(shape)
 
 
-@pytest.mark.parametrize("method", ["svm", "logistic"])
+@pytest.mark.parametrize("method", ["svm", "hinge_adam", "logistic"])
 def test_boundary_recovers_planted_normal(method):
   x, y, normal = _planted(0, shape=(2, 4))  # w+-shaped codes
   b = fit_boundary(x, y, jax.random.key(0), method=method, steps=400)
