@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlatent.directions import VoynovConfig, init_state, sample_shifts, train_step
+from jaxlatent.directions import VoynovConfig, init_state, make_train_step, sample_shifts
 from jaxlatent.directions.networks import Deformator, make_reconstructor
 from jaxlatent.directions.sefa import sefa, sefa_directions, sefa_edit
 from jaxlatent.directions.supervised import fit_boundary, train_boundary
@@ -251,14 +251,14 @@ def test_shift_predictor_matches_reference_train_and_eval(kind, width):
   module = make_reconstructor(kind, k, width)
   rng = np.random.default_rng(1)
   x = rng.normal(size=(b, size, size, 2 * c)).astype(np.float32)
-  variables = module.init(jax.random.key(2), jnp.asarray(x[:1]))
+  variables = jax.jit(module.init)(jax.random.key(2), jnp.asarray(x[:1]))
   tm = TorchLeNet(k, c, width) if kind == "lenet" else TorchResNet(k, c, width)
   pairs = _pairs_lenet(tm) if kind == "lenet" else _pairs_resnet(tm)
   _load(tm, variables, pairs)
   x1, x2 = _nchw(x[..., :c]), _nchw(x[..., c:])
   # Train mode: batch statistics, running averages updated.
-  (logits, eps), upd = module.apply(variables, jnp.asarray(x), train=True,
-                                    mutable=["batch_stats"])
+  train_fn = jax.jit(lambda v, xx: module.apply(v, xx, train=True, mutable=["batch_stats"]))
+  (logits, eps), upd = train_fn(variables, jnp.asarray(x))
   tm.train()
   t_logits, t_eps = tm(x1, x2)
   np.testing.assert_allclose(np.asarray(logits), t_logits.detach().numpy(), rtol=1e-4,
@@ -268,7 +268,8 @@ def test_shift_predictor_matches_reference_train_and_eval(kind, width):
   _assert_same(tm, variables, pairs, rtol=1e-4, atol=1e-5)
   # Eval mode: the running averages normalise.
   tm.eval()
-  e_logits, e_eps = module.apply(variables, jnp.asarray(x[::-1]), train=False)
+  e_logits, e_eps = jax.jit(lambda v, xx: module.apply(v, xx, train=False))(
+      variables, jnp.asarray(x[::-1]))
   t_logits, t_eps = tm(x1.flip(0), x2.flip(0))
   np.testing.assert_allclose(np.asarray(e_logits), t_logits.detach().numpy(), rtol=1e-4,
                              atol=1e-4)
@@ -315,7 +316,7 @@ def test_discovery_steps_match_reference():
                      reconstructor_width=1, steps=2, batch_size=batch, learning_rate=lr,
                      eval_every=1, eval_batches=1)
   gen, torch_g = _generator()
-  state = init_state(gen, jax.random.key(3), cfg)
+  state = jax.jit(init_state, static_argnames=("config",))(gen, jax.random.key(3), config=cfg)
   a_vars, r_vars = state.params["deformator"], state.params["reconstructor"]
   deformator = TorchDeformator("proj", k, D)
   deformator.linear.weight.data = _t(a_vars["params"]["A"])
@@ -327,13 +328,14 @@ def test_discovery_steps_match_reference():
   predictor.train()
   opt_a = torch.optim.Adam(deformator.parameters(), lr=lr)
   opt_r = torch.optim.Adam(predictor.parameters(), lr=lr)
+  jax_step = make_train_step(gen, cfg)
   for step in range(2):
     key = jax.random.fold_in(jax.random.key(4), step)
     # The batch train_step draws from this key (see voynov._forward).
     z_key, s_key = jax.random.split(key)
     target, shifts = sample_shifts(s_key, batch, k, cfg.shift_scale, cfg.min_shift)
     z = gen.sample_latents(z_key, batch)
-    state, metrics = train_step(gen, state, key, cfg)
+    state, metrics = jax_step(state, key)
     # The reference's Trainer.train body.
     target_t, shifts_t, z_t = (torch.tensor(np.asarray(target), dtype=torch.long),
                                _t(shifts), _t(z))
