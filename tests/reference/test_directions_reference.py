@@ -467,3 +467,34 @@ def test_sefa_wplus_edit_is_the_reference_per_layer_addition():
   scale = dirs.meta["distance_scale"]
   assert scale == pytest.approx(np.sqrt(len(layers)))
   np.testing.assert_allclose(codes + dirs.vectors[1] * distance * scale, ref, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# GANSpace.
+
+
+def test_ganspace_feature_mode_matches_reference_regression():
+  """``decomposition.py``: PCA of the activations (sklearn, as its 'pca' estimator),
+  then ``lstsq(coords / stdev, Z)`` on raw codes, rows normalised."""
+  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
+  from jaxlatent.directions.ganspace import ganspace  # pylint: disable=g-import-not-at-top
+  gen, _ = _generator()
+  rng = np.random.default_rng(6)
+  w1 = rng.normal(size=(D, 40)).astype(np.float32) * np.geomspace(0.3, 3, 40)
+  z = rng.normal(size=(3000, D)).astype(np.float32)
+
+  def features(latents):
+    return jnp.tanh(jnp.asarray(latents) @ w1)
+
+  c = 4
+  ours = ganspace(gen, jax.random.key(0), c, latents=jnp.asarray(z), features_fn=features)
+  acts = np.asarray(features(z), np.float64)
+  pca_ref = PCA(n_components=c, svd_solver="full").fit(acts)
+  coords = (acts - pca_ref.mean_) @ pca_ref.components_.T / np.sqrt(
+      pca_ref.explained_variance_)
+  m_t = np.linalg.lstsq(coords, z, rcond=None)[0]  # [C, D]
+  ref = m_t / np.linalg.norm(m_t, axis=-1, keepdims=True)
+  cos = np.abs(np.sum(ours.vectors * ref, axis=1))
+  np.testing.assert_allclose(cos, 1.0, atol=1e-3)
+  np.testing.assert_allclose(ours.scores["explained_variance_ratio"],
+                             pca_ref.explained_variance_ratio_, rtol=1e-3)
