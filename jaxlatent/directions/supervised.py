@@ -174,7 +174,9 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
     w, b = np.asarray(w, np.float64), float(b)
   v = w / sigma  # normal in original coordinates: f(x) = v.x - (mu.v - b)
   norm = np.linalg.norm(v)
-  if not np.isfinite(norm) or norm < 1e-12:
+  # Relative to the codes' scale: the SVM's optimum is w = 0 (to rounding) when no
+  # direction beats predicting the larger class everywhere.
+  if not np.isfinite(norm) or norm * max(float(np.abs(xt).max()), 1e-30) < 1e-7:
     raise DataError("the classifier found no separating direction (all weights zero)")
   normal = v / norm
   offset = float((mu @ v - b) / norm)
@@ -217,7 +219,7 @@ def train_boundary(latents, scores, seed: int = 0, *, chosen_num_or_ratio: float
       split_ratio=split_ratio, invalid_value=invalid_value)
   solved = _svm.fit_linear_svc(tx, ty, c=float(c), tol=float(tol))
   norm = np.linalg.norm(solved.coef)
-  if not norm > 1e-12:
+  if not norm * max(float(np.abs(tx).max()), 1e-30) > 1e-7:
     raise DataError("the SVM found no separating direction (all weights zero)")
   normal = solved.coef / norm
   offset = float(-solved.intercept / norm)

@@ -137,7 +137,7 @@ def fit_linear_svc(x, labels, *, c: float = 1.0, tol: float = 1e-8, max_iter: in
       stalled = 0 if err < 0.5 * best[0] else stalled + 1
       if err < best[0]:
         best = (err, a, nu)
-      if err <= tol or stalled >= 10:
+      if err <= tol or stalled >= 25:
         break
       dg = lam / a + mu / u
       solve = _solver(z, dg, y)
@@ -164,8 +164,8 @@ def fit_linear_svc(x, labels, *, c: float = 1.0, tol: float = 1e-8, max_iter: in
   err, a, nu = best
   converged = err <= tol
   if not converged:
-    warnings.warn(f"linear SVC did not converge in {max_iter} iterations (relative "
-                  f"residual {err:.2e} > tol {tol:.0e}); the boundary is approximate",
+    warnings.warn(f"linear SVC stopped after {it} iterations at a relative residual "
+                  f"{err:.2e} > tol {tol:.0e}; the boundary is approximate",
                   RuntimeWarning, stacklevel=2)
   coef = (a * y) @ xs
   # Stationarity on a free code: y_t (coef . x_t + nu) = 1, so the bias is nu.
