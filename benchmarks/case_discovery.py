@@ -52,8 +52,11 @@ def jax_step(gen, batch: int, k: int):
   """(call, stats, compiled) for the jitted discovery step on ``gen``; ``call()`` runs
   one step, threading the state."""
   from jaxlatent.directions import voynov  # pylint: disable=g-import-not-at-top
-  cfg = voynov.VoynovConfig(num_directions=k, deformator="proj", reconstructor="lenet",
-                            batch_size=batch, steps=1, eval_every=1)
+  # The GroupNorm LeNet and bias-free proj deformator that torch_refs.DiscoveryStep mirrors.
+  cfg = voynov.VoynovConfig(num_directions=k, deformator="proj",
+                            reconstructor="lenet_groupnorm", deformator_bias=False,
+                            deformator_init="scaled", batch_size=batch, steps=1,
+                            eval_every=1)
   step = voynov.make_train_step(gen, cfg)
   state = jax.jit(voynov.init_state, static_argnames=("config",))(
       gen, jax.random.key(1), config=cfg)
@@ -125,9 +128,10 @@ def _restarts(ctx, gen, voynov, size, c4, k) -> list[dict[str, Any]]:
   rows = []
   # Two workloads: the paper's batch (compute-bound) and a small one (overhead-bound).
   for batch, steps in ([(8, 2)] if quick else [(128, 2), (16, 4)]):
-    cfg = voynov.VoynovConfig(num_directions=k, deformator="proj", reconstructor="lenet",
-                              batch_size=batch, steps=steps, eval_every=steps,
-                              eval_batches=1)
+    cfg = voynov.VoynovConfig(num_directions=k, deformator="proj",
+                              reconstructor="lenet_groupnorm", deformator_bias=False,
+                              deformator_init="scaled", batch_size=batch, steps=steps,
+                              eval_every=steps, eval_batches=1)
     keys = jax.random.split(jax.random.key(4), n)
 
     def sequential():

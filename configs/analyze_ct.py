@@ -1,7 +1,8 @@
 """Interpretable directions of the CT DCGAN, as in Schön, Selvan & Petersen 2022.
 
-Paper setting (arXiv 2207.09740): Voynov & Babenko discovery with 100 ``proj``
-directions, ResNet reconstructor, 3000 steps, batch 128, Adam 1e-4, shifts
+Paper setting (arXiv 2207.09740, its ``TrainDirections.py``): Voynov & Babenko
+discovery with 100 ``proj`` directions, LeNet reconstructor, 3000 steps, batch 128,
+Adam 1e-4, shifts
 eps = 6 * U[-1, 1] (|eps| >= 0.5), loss 1.0 CE + 0.25 L1; traversals shown at +-6 and
 +-18.  Next to it the closed-form peers SeFa and GANSpace.  Held-out CT slices are
 inverted into z (Creswell & Bharath: RMSprop on MSE + a normal prior, 4 restarts) and
@@ -30,7 +31,7 @@ def get_config():
   c.methods = ("voynov", "sefa", "ganspace")
   c.voynov.num_directions = 100
   c.voynov.deformator = "proj"
-  c.voynov.reconstructor = "resnet"
+  c.voynov.reconstructor = "lenet"
   c.voynov.steps = 3000
   c.voynov.batch_size = 128
   c.voynov.learning_rate = 1e-4

@@ -1,10 +1,14 @@
 """Voynov & Babenko direction discovery on the CT DCGAN, as in Schön et al. 2022.
 
-Paper setting (arXiv 2207.09740 §3, following GANLatentDiscovery): 100 directions with
-the ``proj`` deformator (also 32 with ``ortho``: ``--config.voynov.deformator=ortho
---config.voynov.num_directions=32``), 3000 steps, batch 128, Adam 1e-4, shifts
+The arguments of Schön et al.'s ``Training/TrainDirections.py`` (arXiv 2207.09740 §3,
+code after GANLatentDiscovery): 100 directions with the ``proj`` deformator (bias,
+random init 0.1 * randn), the LeNet shift predictor (``LeNetShiftPredictor``, width 2,
+BatchNorm), 3000 steps, batch 128, Adam 1e-4 for both, uniform shifts
 eps = 6 * U[-1, 1] with |eps| >= 0.5, loss 1.0 * CE(k) + 0.25 * L1(eps); traversals at
-+-6 and +-18.  Reconstructor: ResNet (the reference code's choice for 128 px GANs).
++-6 and +-18 (their charts at shift_scale and 3 * shift_scale).  Their other runs:
+32 ``ortho`` directions (``--config.voynov.deformator=ortho
+--config.voynov.num_directions=32``) and the ResNet-18 predictor
+(``--config.voynov.reconstructor=resnet``).
 
   python analyze.py --config=configs/discover_ct.py --workdir=runs/ct_directions \
       --config.checkpoint=runs/dcgan_ct
@@ -28,8 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.voynov = ml_collections.ConfigDict()
   config.voynov.num_directions = 100
   config.voynov.deformator = "proj"
-  config.voynov.reconstructor = "resnet"
-  config.voynov.reconstructor_width = 0  # 0: default of the kind (ResNet-18: 64)
+  config.voynov.reconstructor = "lenet"
+  config.voynov.reconstructor_width = 0  # 0: default of the kind (LeNet: 2)
   config.voynov.steps = 3000
   config.voynov.batch_size = 128
   config.voynov.learning_rate = 1e-4
@@ -38,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.voynov.label_weight = 1.0
   config.voynov.shift_weight = 0.25
   config.voynov.deformator_random_init = True
+  config.voynov.deformator_bias = True
+  config.voynov.deformator_init = "reference"
   config.voynov.deformator_inner_dim = 1024
   config.voynov.eval_every = 100
   config.voynov.eval_batches = 8

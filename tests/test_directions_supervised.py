@@ -24,7 +24,7 @@ def _planted(seed, n=600, shape=(8,)):
   return x.reshape((n, *shape)).astype(np.float32), y, normal.reshape(shape)
 
 
-@pytest.mark.parametrize("method", ["svm", "logistic"])
+@pytest.mark.parametrize("method", ["svm", "hinge_adam", "logistic"])
 def test_boundary_recovers_planted_normal(method):
   x, y, normal = _planted(0, shape=(2, 4))  # w+-shaped codes
   b = fit_boundary(x, y, jax.random.key(0), method=method, steps=400)
@@ -73,3 +73,12 @@ def test_condition_direction_is_orthogonal_to_removed_normals():
   assert float(d.reshape(-1) @ p) > 0
   with pytest.raises(DataError):
     condition_direction(conds[0] + 2 * conds[1], conds)
+
+
+def test_svm_without_a_useful_direction_is_a_data_error():
+  """Random labels, 15 % positive: the C-SVM's optimum is w = 0 (all codes class 0)."""
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(200, 8)).astype(np.float32)
+  y = (rng.random(200) < 0.15).astype(np.int32)
+  with pytest.raises(DataError, match="no separating direction"):
+    fit_boundary(x, y, jax.random.key(0), val_fraction=0.0)

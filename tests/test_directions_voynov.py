@@ -219,3 +219,18 @@ def test_restarts_spread_over_devices_equal_one_device(run_test_script):
   list).  In a subprocess, for the 4 host devices."""
   out = run_test_script(_SPREAD_SCRIPT)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_bias_free_scaled_deformator_is_the_previous_linear_map():
+  """deformator_bias=False, init 'scaled': a shift is exactly eps times a column."""
+  k, d = 7, 5
+  module = Deformator("proj", k, d, bias=False, init_scheme="scaled")
+  params = module.init(jax.random.key(0), jnp.zeros((1, k)))
+  a = np.asarray(params["params"]["A"])
+  assert set(params["params"]) == {"A"}
+  eps = np.linspace(-6, 6, k).astype(np.float32)
+  shifts = np.asarray(module.apply(params, jnp.diag(jnp.asarray(eps))))
+  np.testing.assert_allclose(shifts, (a / np.linalg.norm(a, axis=0)).T * eps[:, None],
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(ConfigError, match="init_scheme"):
+    Deformator("proj", k, d, init_scheme="xavier").init(jax.random.key(0), jnp.zeros((1, k)))

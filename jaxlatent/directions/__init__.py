@@ -20,9 +20,12 @@ from jaxlatent.directions.discovery import METHODS, discover
 from jaxlatent.directions.report import (PAPER_SHIFTS, save_rca_curve,
                                          save_traversal_grid, summary_rows, traversal_grid,
                                          write_table)
+from jaxlatent.directions.predictors import ReferenceLeNet, ReferenceResNet
 from jaxlatent.directions.sefa import (find_kernels, first_dense_kernel, sefa,
-                                       sefa_directions, style_kernels)
-from jaxlatent.directions.supervised import Boundary, condition_direction, fit_boundary
+                                       sefa_directions, sefa_edit, style_kernels)
+from jaxlatent.directions.supervised import (Boundary, condition_direction, fit_boundary,
+                                             train_boundary)
+from jaxlatent.directions.svm import LinearSVC, fit_linear_svc
 from jaxlatent.directions.voynov import (RestartsResult, VoynovConfig, VoynovResult,
                                          VoynovState, deformator_directions, evaluate_rca,
                                          init_state, make_train_step, run_voynov,
@@ -32,7 +35,9 @@ __all__ = [
     "AlignmentResult", "Boundary", "condition_direction", "Deformator", "deformator_directions",
     "DEFORMATOR_KINDS", "direction_recurrence", "Directions", "discover",
     "disentanglement_scores", "evaluate_rca", "factor_alignment", "FactorCNN",
-    "FactorRegressor", "find_kernels", "first_dense_kernel", "fit_boundary", "ganspace",
+    "FactorRegressor", "find_kernels", "first_dense_kernel", "fit_boundary", "fit_linear_svc",
+    "ganspace", "LinearSVC", "ReferenceLeNet", "ReferenceResNet", "sefa_edit",
+    "train_boundary",
     "init_state", "LeNetReconstructor", "load_directions", "make_train_step",
     "match_directions", "METHODS", "MLPReconstructor", "PAPER_SHIFTS", "pca", "phantom_images",
     "RECONSTRUCTOR_KINDS", "ResNetReconstructor", "RestartsResult", "run_voynov",

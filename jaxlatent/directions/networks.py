@@ -4,12 +4,16 @@ A deformator A maps a scaled one-hot code ``eps * e_k`` (``[B, K]``) to a latent
 (``[B, D]``, D = flattened latent size). A reconstructor R sees the image pair
 ``(G(z), G(z + A(eps e_k)))`` stacked as channels and predicts ``k`` (logits) and ``eps``.
 
-Differences from the reference PyTorch code (GANLatentDiscovery), on purpose:
-  * no bias in ``linear``/``proj``: a direction is then exactly a column of A;
-  * ``proj`` normalises the columns of A (identical to the reference's rescaling of
-    ``A(eps e_k)`` to norm ``|eps|`` for one-hot inputs);
-  * GroupNorm / LayerNorm instead of BatchNorm, so a training step is a pure
-    function of (params, key) and vmapped restarts stay independent.
+Defaults follow the reference PyTorch code (GANLatentDiscovery ``latent_deformator.py``):
+``linear`` / ``proj`` are ``nn.Linear(K, D)`` with a bias, started at ``0.1 * randn``
+(random_init) or the identity block; ``proj`` rescales ``A(x)`` to the norm of ``x``;
+``ortho`` is ``expm(S - S^T)``.  Kept as options: ``bias=False`` with
+``init="scaled"`` (``randn / sqrt(D)``), where a direction is exactly a column of A.
+The reference shift predictors are in :mod:`jaxlatent.directions.predictors`
+("lenet", "resnet"); the GroupNorm variants here ("lenet_groupnorm",
+"resnet_groupnorm": padded convs, one Dense head each, no batch statistics) and
+"mlp" are options.  Remaining difference: the "fc" deformator uses LayerNorm where
+the reference has BatchNorm.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import expm
 
+from jaxlatent.directions import predictors
 from jaxlatent.errors import ConfigError
 from jaxlatent.ops import conv_same, norm
 from jaxlatent.ops.pool import GroupNormReluMaxPool, max_pool_2x2
 
 DEFORMATOR_KINDS = ("id", "linear", "proj", "ortho", "fc", "random")
-RECONSTRUCTOR_KINDS = ("lenet", "resnet", "mlp")
+DEFORMATOR_INITS = ("reference", "scaled")
+RECONSTRUCTOR_KINDS = ("lenet", "resnet", "mlp", "lenet_groupnorm", "resnet_groupnorm")
 
 
 def check_deformator(kind: str, num_directions: int, latent_size: int) -> None:
@@ -52,6 +58,10 @@ class Deformator(nn.Module):
     latent_size: D, the flattened latent size.
     inner_dim: hidden width of the "fc" kind.
     random_init: random (True) or identity-like (False) start, as in the reference.
+    bias: "linear" / "proj" add a bias ``b [D]`` (the reference's ``nn.Linear``).
+    init_scheme: "reference" (random start ``0.1 * randn``; identity start: the identity
+      block, zeros beyond) or "scaled" (``randn / sqrt(D)``; identity start with
+      random unit columns beyond D).
   """
 
   kind: str
@@ -59,9 +69,19 @@ class Deformator(nn.Module):
   latent_size: int
   inner_dim: int = 1024
   random_init: bool = True
+  bias: bool = True
+  init_scheme: str = "reference"
 
   def _matrix_init(self, key, shape):
     d, k = shape
+    if self.init_scheme not in DEFORMATOR_INITS:
+      raise ConfigError(
+          f"deformator init_scheme {self.init_scheme!r} is not one of "
+          f"{', '.join(DEFORMATOR_INITS)}")
+    if self.init_scheme == "reference":
+      if self.random_init:
+        return 0.1 * jax.random.normal(key, shape, jnp.float32)
+      return jnp.eye(d, k, dtype=jnp.float32)
     if self.random_init:
       return jax.random.normal(key, shape, jnp.float32) / jnp.sqrt(d)
     eye = jnp.eye(d, k, dtype=jnp.float32)
@@ -70,17 +90,18 @@ class Deformator(nn.Module):
       eye = eye.at[:, d:].set(extra)
     return eye
 
+  def _bias_init(self, key, shape):
+    bound = 1.0 / jnp.sqrt(self.num_directions)  # torch nn.Linear: U(+-1/sqrt(fan_in))
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
   def matrix(self) -> jax.Array | None:
-    """``[D, K]`` matrix of the linear kinds (None for "fc")."""
+    """``[D, K]`` matrix of the bias-free linear kinds (None for "fc", "linear", "proj")."""
     d, k = self.latent_size, self.num_directions
     check_deformator(self.kind, k, d)
     if self.kind == "id":
       return jnp.eye(d, k, dtype=jnp.float32)
     if self.kind in ("linear", "proj"):
-      a = self.param("A", self._matrix_init, (d, k))  # [D, K]
-      if self.kind == "proj":
-        a = a / jnp.linalg.norm(a, axis=0, keepdims=True)
-      return a
+      return None
     if self.kind == "ortho":
       scale = 1.0 if self.random_init else 1e-3
       m = self.param("log_mat_half", lambda key, s: scale * jax.random.normal(key, s), (d, d))
@@ -100,6 +121,16 @@ class Deformator(nn.Module):
     a = self.matrix()
     if a is not None:
       return codes @ a.T
+    if self.kind in ("linear", "proj"):
+      d, k = self.latent_size, self.num_directions
+      out = codes @ self.param("A", self._matrix_init, (d, k)).T  # A: [D, K]
+      if self.bias:
+        out = out + self.param("b", self._bias_init, (d,))
+      if self.kind == "proj":  # the reference: A(x) rescaled to |x|
+        in_norm = jnp.linalg.norm(codes, axis=1, keepdims=True)
+        out_norm = jnp.linalg.norm(out, axis=1, keepdims=True)
+        out = out * (in_norm / jnp.where(out_norm > 0, out_norm, 1.0))
+      return out
     # "fc": residual MLP as in the reference (LayerNorm in place of BatchNorm).
     x1 = nn.Dense(self.inner_dim)(codes)
     x = nn.elu(nn.LayerNorm()(x1))
@@ -125,7 +156,8 @@ def _norm(features: int, name: str | None = None) -> nn.Module:
 
 
 class LeNetReconstructor(nn.Module):
-  """LeNet-like reconstructor (after the reference ``LeNetShiftPredictor``).
+  """LeNet-like reconstructor, GroupNorm variant ("lenet_groupnorm"; the reference's is
+  :class:`~jaxlatent.directions.predictors.ReferenceLeNet`).
 
   Three 5x5 convs of widths 3w, 8w, 60w with pooling, global mean, two heads.
   Input ``[B, H, W, 2C]`` -> (logits ``[B, K]``, eps ``[B]``).  Unlike the reference
@@ -176,7 +208,8 @@ class _BasicBlock(nn.Module):
 
 
 class ResNetReconstructor(nn.Module):
-  """ResNet reconstructor (reference ``ResNetShiftPredictor``: ResNet-18 on 2C channels).
+  """ResNet reconstructor, GroupNorm variant ("resnet_groupnorm"; the reference's
+  ResNet-18 is :class:`~jaxlatent.directions.predictors.ReferenceResNet`).
 
   ``width`` is the stem width (64 in ResNet-18); ``stage_blocks`` the blocks per stage.
   """
@@ -219,10 +252,20 @@ class MLPReconstructor(nn.Module):
 
 
 def make_reconstructor(kind: str, num_directions: int, width: int | None = None) -> nn.Module:
-  """Builds a reconstructor by name ("lenet", "resnet" or "mlp" for tiny images)."""
+  """Builds a reconstructor by name.
+
+  "lenet" / "resnet": the reference's ``LeNetShiftPredictor`` / ``LatentShiftPredictor``
+  (BatchNorm; :mod:`~jaxlatent.directions.predictors`); "lenet_groupnorm" /
+  "resnet_groupnorm": padded GroupNorm variants with one Dense head (no batch
+  statistics, images down to 16 px); "mlp": for tiny images.
+  """
   if kind == "lenet":
-    return LeNetReconstructor(num_directions, width or 2)
+    return predictors.ReferenceLeNet(num_directions, width or 2)
   if kind == "resnet":
+    return predictors.ReferenceResNet(num_directions, width or 64)
+  if kind == "lenet_groupnorm":
+    return LeNetReconstructor(num_directions, width or 2)
+  if kind == "resnet_groupnorm":
     return ResNetReconstructor(num_directions, width or 64)
   if kind == "mlp":
     return MLPReconstructor(num_directions, width or 256)

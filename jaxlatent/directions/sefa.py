@@ -139,6 +139,12 @@ def sefa_directions(generator, weight=None, num_components: int | None = None, *
   kernels of the conv ``layers`` (default all), concatenated.  In w+ a direction is
   placed on the w's of those layers (conv layer i consumes ``w+[i]``, the
   stylegan2-ada layout), as SeFa edits only the chosen layers' codes.
+
+  The reference edits w+ by adding ``distance * boundary`` to each chosen layer's code
+  (:func:`sefa_edit`).  The stored direction is that edit normalised over the whole
+  w+ code, so ``meta["distance_scale"]`` (sqrt of the number of edited layers; 1 in z
+  and w) converts: a reference distance d is a shift of ``d * distance_scale`` along
+  the stored unit vector.
   """
   spec = generator.latent_spec
   w_dim = spec.shape[-1]
@@ -148,12 +154,14 @@ def sefa_directions(generator, weight=None, num_components: int | None = None, *
     else:
       weight = style_kernels(generator.params, w_dim, layers)
   dirs, evals = sefa(weight, num_components, normalize=normalize)  # [C, d]
+  distance_scale = 1.0
   if dirs.shape[1] != spec.size:
     if spec.space == "w+" and dirs.shape[1] == w_dim:
       num_ws = spec.shape[0]
       idx = list(range(num_ws - 1)) if layers is None else [i % num_ws for i in layers]
       mask = jnp.zeros((num_ws,)).at[jnp.asarray(idx)].set(1.0)
-      dirs = dirs[:, None, :] * mask[None, :, None] / jnp.sqrt(len(set(idx)))  # [C, num_ws, w]
+      dirs = dirs[:, None, :] * mask[None, :, None]  # [C, num_ws, w]: the per-layer edit
+      distance_scale = float(np.sqrt(len(set(idx))))
     else:
       raise ConfigError(
           f"SeFa kernel has input size {dirs.shape[1]}, latent size is {spec.size}")
@@ -162,4 +170,21 @@ def sefa_directions(generator, weight=None, num_components: int | None = None, *
   return Directions(
       vectors=dirs, method="sefa", model=generator.name, space=spec.space,
       scores={"eigenvalues": evals, "eigenvalue_ratio": evals / evals.sum()},
-      meta={"layers": None if layers is None else list(layers), "normalize": normalize})
+      meta={"layers": None if layers is None else list(layers), "normalize": normalize,
+            "distance_scale": distance_scale})
+
+
+def sefa_edit(latents, boundary, distance, layers: Sequence[int]) -> jax.Array:
+  """The reference's w+ edit: ``latents[:, l] += distance * boundary`` for l in layers.
+
+  Args:
+    latents: ``[B, num_ws, w_dim]`` w+ codes.
+    boundary: ``[w_dim]`` a SeFa direction of :func:`sefa` (one row).
+    distance: the edit distance (a scalar, or ``[B]`` per code).
+    layers: the w+ indices to edit (the layers whose kernels were factorised).
+  """
+  latents = jnp.asarray(latents, jnp.float32)
+  num_ws = latents.shape[1]
+  mask = jnp.zeros((num_ws,)).at[jnp.asarray([i % num_ws for i in layers])].set(1.0)
+  step = jnp.reshape(jnp.asarray(distance, jnp.float32), (-1, 1, 1))
+  return latents + step * mask[None, :, None] * jnp.asarray(boundary, jnp.float32)[None, None]

@@ -2,7 +2,10 @@
 
 Fit a linear classifier on labelled latent codes (e.g. inverted healthy-control
 and MS codes); the unit normal of its decision boundary, oriented from class 0 to
-class 1, is the direction.  Conditional editing removes the components along the
+class 1, is the direction.  The default classifier is the reference's
+``sklearn.svm.SVC(kernel='linear')`` (C = 1, raw codes), solved exactly by
+:mod:`jaxlatent.directions.svm`; :func:`train_boundary` adds InterFaceGAN's selection
+of the extreme-score codes.  Conditional editing removes the components along the
 normals of other attributes, so moving along the result leaves them unchanged.
 """
 
@@ -16,10 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlatent.directions import svm as _svm
 from jaxlatent.directions.io import Directions
 from jaxlatent.errors import ConfigError, DataError
 
-CLASSIFIERS = ("svm", "logistic")
+# "svm": exact linear C-SVM (the reference); "hinge_adam" / "logistic": full-batch Adam
+# on a hinge / logistic loss with an L2 penalty.
+CLASSIFIERS = ("svm", "hinge_adam", "logistic")
 
 
 @dataclasses.dataclass
@@ -87,7 +93,7 @@ def _fit_linear(x, s, weights, l2, learning_rate, *, method: str, steps: int):
   def loss_fn(p):
     w, b = p
     margin = s * (x @ w + b)
-    if method == "svm":
+    if method == "hinge_adam":
       per = jnp.maximum(0.0, 1.0 - margin)
     else:
       per = jax.nn.softplus(-margin)
@@ -105,19 +111,25 @@ def _fit_linear(x, s, weights, l2, learning_rate, *, method: str, steps: int):
 
 def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: float = 1e-3,
                  steps: int = 500, learning_rate: float = 0.05, val_fraction: float = 0.2,
-                 balanced: bool = True, standardize: bool = True) -> Boundary:
+                 balanced: bool | None = None, standardize: bool | None = None,
+                 c: float = 1.0, tol: float = 1e-8) -> Boundary:
   """Fits an InterFaceGAN boundary on ``latents [N, *shape]`` with binary ``labels [N]``.
 
   Args:
     latents: codes (any latent shape; w+ codes are flattened).
     labels: 0/1 (or bool) per code; class 1 is the target (e.g. MS).
     key: split key.
-    method: "svm" (hinge) or "logistic".
-    l2: L2 penalty on the (standardised) weights.
-    steps, learning_rate: full-batch Adam settings.
+    method: "svm" (exact linear C-SVM as ``SVC(kernel='linear')``, the reference),
+      "hinge_adam" or "logistic" (Adam on a hinge / logistic loss).
+    l2: L2 penalty on the (standardised) weights ("hinge_adam", "logistic").
+    steps, learning_rate: full-batch Adam settings ("hinge_adam", "logistic").
     val_fraction: held-out fraction per class (stratified); 0: no held-out split.
-    balanced: weight samples by inverse class frequency (unequal MS/HC counts).
-    standardize: z-score features with train statistics before fitting.
+    balanced: weight samples by inverse class frequency (unequal MS/HC counts);
+      None: False for "svm" (as the reference), True otherwise.
+    standardize: z-score features with train statistics before fitting; None: False
+      for "svm" (the reference fits raw codes), True otherwise.
+    c: the SVM's C ("svm"; per-sample C scaled by the class weight when balanced).
+    tol: the SVM solver's tolerance on its relative KKT residuals ("svm").
 
   Returns:
     Boundary with the unit normal in the original latent coordinates.
@@ -140,6 +152,10 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
   counts = np.bincount(y, minlength=2)
   if counts.min() < 2:
     raise DataError(f"need at least 2 codes of each class, got {counts.tolist()}")
+  if balanced is None:
+    balanced = method != "svm"
+  if standardize is None:
+    standardize = method != "svm"
   tr, va = _split(key, y, val_fraction)
   xt, yt = x[tr], y[tr]
   mu = xt.mean(0) if standardize else np.zeros(x.shape[1], np.float32)
@@ -147,13 +163,20 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
   s = 2.0 * yt - 1.0
   ct = np.bincount(yt, minlength=2).astype(np.float32)
   weights = (len(yt) / (2.0 * ct))[yt] if balanced else np.ones(len(yt), np.float32)
-  w, b = _fit_linear(jnp.asarray((xt - mu) / sigma), jnp.asarray(s, jnp.float32),
-                     jnp.asarray(weights, jnp.float32), float(l2), float(learning_rate),
-                     method=method, steps=int(steps))
-  w, b = np.asarray(w, np.float64), float(b)
+  if method == "svm":
+    solved = _svm.fit_linear_svc((xt - mu) / sigma, yt, c=float(c), tol=float(tol),
+                                 sample_weight=weights if balanced else None)
+    w, b = solved.coef, float(solved.intercept)
+  else:
+    w, b = _fit_linear(jnp.asarray((xt - mu) / sigma), jnp.asarray(s, jnp.float32),
+                       jnp.asarray(weights, jnp.float32), float(l2), float(learning_rate),
+                       method=method, steps=int(steps))
+    w, b = np.asarray(w, np.float64), float(b)
   v = w / sigma  # normal in original coordinates: f(x) = v.x - (mu.v - b)
   norm = np.linalg.norm(v)
-  if not np.isfinite(norm) or norm < 1e-12:
+  # Relative to the codes' scale: the SVM's optimum is w = 0 (to rounding) when no
+  # direction beats predicting the larger class everywhere.
+  if not np.isfinite(norm) or norm * max(float(np.abs(xt).max()), 1e-30) < 1e-7:
     raise DataError("the classifier found no separating direction (all weights zero)")
   normal = v / norm
   offset = float((mu @ v - b) / norm)
@@ -174,7 +197,46 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
       num_train=int(len(tr)), num_val=int(len(va)),
       config={"method": method, "l2": l2, "steps": steps, "learning_rate": learning_rate,
               "val_fraction": val_fraction, "balanced": balanced,
-              "standardize": standardize})
+              "standardize": standardize, "c": c, "tol": tol})
+
+
+def train_boundary(latents, scores, seed: int = 0, *, chosen_num_or_ratio: float = 0.02,
+                   split_ratio: float = 0.7, invalid_value=None, c: float = 1.0,
+                   tol: float = 1e-8) -> Boundary:
+  """InterFaceGAN's ``train_boundary``: extreme-score codes, linear SVC, unit normal.
+
+  The top / bottom ``chosen_num_or_ratio`` codes by ``scores [N]`` are the positives /
+  negatives, split ``split_ratio`` train / rest validation after a shuffle seeded by
+  ``seed``; the normal is the SVC's ``coef_`` over its norm (raw codes, C = ``c``).
+  """
+  x = np.asarray(latents, np.float32)
+  shape = x.shape[1:]
+  x = x.reshape(x.shape[0], -1)
+  if not np.all(np.isfinite(x)):
+    raise DataError("latents contain non-finite values")
+  tx, ty, vx, vy = _svm.select_by_score(
+      x, scores, np.random.default_rng(seed), chosen_num_or_ratio=chosen_num_or_ratio,
+      split_ratio=split_ratio, invalid_value=invalid_value)
+  solved = _svm.fit_linear_svc(tx, ty, c=float(c), tol=float(tol))
+  norm = np.linalg.norm(solved.coef)
+  if not norm * max(float(np.abs(tx).max()), 1e-30) > 1e-7:
+    raise DataError("the SVM found no separating direction (all weights zero)")
+  normal = solved.coef / norm
+  offset = float(-solved.intercept / norm)
+
+  def acc(xx, yy):
+    if len(yy) == 0:
+      return float("nan"), float("nan")
+    correct = (xx @ normal - offset > 0).astype(np.int32) == yy
+    return float(correct.mean()), float(np.mean([correct[yy == k].mean() for k in (0, 1)]))
+
+  val_acc, val_bacc = acc(vx, vy)
+  return Boundary(
+      normal=normal.reshape(shape).astype(np.float32), offset=offset,
+      train_accuracy=acc(tx, ty)[0], val_accuracy=val_acc, val_balanced_accuracy=val_bacc,
+      num_train=int(len(ty)), num_val=int(len(vy)),
+      config={"method": "svm", "chosen_num_or_ratio": chosen_num_or_ratio,
+              "split_ratio": split_ratio, "seed": seed, "c": c, "tol": tol})
 
 
 def condition_direction(primal, conditions, tol: float = 1e-6) -> np.ndarray:

@@ -37,8 +37,9 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxlatent.directions import vector_ops
 from jaxlatent.directions.io import Directions
 from jaxlatent.directions.matching import direction_recurrence
-from jaxlatent.directions.networks import (DEFORMATOR_KINDS, RECONSTRUCTOR_KINDS, Deformator,
-                                           check_deformator, make_reconstructor)
+from jaxlatent.directions.networks import (DEFORMATOR_INITS, DEFORMATOR_KINDS,
+                                           RECONSTRUCTOR_KINDS, Deformator, check_deformator,
+                                           make_reconstructor)
 from jaxlatent.errors import ConfigError, TrainingError
 from jaxlatent.generator import Generator
 
@@ -50,9 +51,10 @@ class VoynovConfig:
   Attributes:
     num_directions: K, may exceed the latent size for "proj", "linear", "fc", "random".
     deformator: one of id, linear, proj, ortho, fc, random.
-    reconstructor: "lenet" or "resnet".
-    reconstructor_width: LeNet width multiplier (default 2) or ResNet stem width
-      (default 64); 0: the default of that kind.
+    reconstructor: "lenet" / "resnet" (the reference's shift predictors, BatchNorm),
+      "lenet_groupnorm" / "resnet_groupnorm" (padded, GroupNorm) or "mlp".
+    reconstructor_width: LeNet width multiplier (default 2), ResNet stem width
+      (default 64) or MLP width (default 256); 0: the default of that kind.
     steps: training steps (a multiple of ``eval_every``).
     batch_size: samples per step.
     learning_rate: Adam step size for both A and R.
@@ -61,6 +63,8 @@ class VoynovConfig:
     label_weight: weight of the cross-entropy on k.
     shift_weight: weight of the L1 loss on eps.
     deformator_random_init: random start of A (reference default) or identity-like.
+    deformator_bias: "linear" / "proj" have the reference's bias.
+    deformator_init: "reference" (0.1 * randn) or "scaled" (randn / sqrt(D)).
     deformator_inner_dim: hidden width of the "fc" deformator.
     eval_every: steps between held-out RCA evaluations (the RCA curve's spacing).
     eval_batches: held-out batches (of ``batch_size``) per RCA evaluation.
@@ -81,6 +85,8 @@ class VoynovConfig:
   label_weight: float = 1.0
   shift_weight: float = 0.25
   deformator_random_init: bool = True
+  deformator_bias: bool = True
+  deformator_init: str = "reference"
   deformator_inner_dim: int = 1024
   eval_every: int = 100
   eval_batches: int = 4
@@ -122,6 +128,10 @@ class VoynovConfig:
     if self.deformator not in DEFORMATOR_KINDS:
       raise ConfigError(
           f"deformator {self.deformator!r} is not one of {', '.join(DEFORMATOR_KINDS)}")
+    if self.deformator_init not in DEFORMATOR_INITS:
+      raise ConfigError(
+          f"deformator_init {self.deformator_init!r} is not one of "
+          f"{', '.join(DEFORMATOR_INITS)}")
     if self.reconstructor not in RECONSTRUCTOR_KINDS:
       raise ConfigError(
           f"reconstructor {self.reconstructor!r} is not one of "
@@ -153,7 +163,8 @@ class VoynovState(struct.PyTreeNode):
 def _modules(config: VoynovConfig, generator: Generator):
   d = generator.latent_spec.size
   deformator = Deformator(config.deformator, config.num_directions, d,
-                          config.deformator_inner_dim, config.deformator_random_init)
+                          config.deformator_inner_dim, config.deformator_random_init,
+                          config.deformator_bias, config.deformator_init)
   reconstructor = make_reconstructor(config.reconstructor, config.num_directions,
                                      config.reconstructor_width or None)
   tx = optax.adam(config.learning_rate)
@@ -184,8 +195,22 @@ def init_state(generator: Generator, key: jax.Array, config: VoynovConfig) -> Vo
                      opt_state=tx.init(params), rng=rng, eval_rng=eval_rng)
 
 
-def _forward(generator: Generator, config: VoynovConfig, params, key):
-  """Samples a batch and returns (logits [B, K], eps_pred [B], k [B], eps [B])."""
+def _apply_reconstructor(reconstructor, variables, pair, train: bool):
+  """(logits, eps_pred), updated ``batch_stats`` (None without BatchNorm or in eval)."""
+  if "batch_stats" not in variables:
+    return reconstructor.apply(variables, pair), None
+  if train:  # batch statistics, running averages updated (torch's train mode)
+    out, updated = reconstructor.apply(variables, pair, train=True, mutable=["batch_stats"])
+    return out, updated["batch_stats"]
+  return reconstructor.apply(variables, pair, train=False), None
+
+
+def _forward(generator: Generator, config: VoynovConfig, params, key, train: bool = True):
+  """Samples a batch; returns (logits [B, K], eps_pred [B], k [B], eps [B], batch_stats).
+
+  ``batch_stats``: the reconstructor's updated BatchNorm averages (None if it has none
+  or ``train`` is False, when the averages normalise as in torch's eval mode).
+  """
   deformator, reconstructor, _ = _modules(config, generator)
   b, kdim = config.batch_size, config.num_directions
   z_key, s_key = jax.random.split(key)
@@ -201,8 +226,9 @@ def _forward(generator: Generator, config: VoynovConfig, params, key):
   images = jax.lax.stop_gradient(generator.apply_fn(g_params, z))  # [B, H, W, C]
   shifted = generator.apply_fn(g_params, z_shifted)
   pair = jnp.concatenate([images, shifted], axis=-1)  # [B, H, W, 2C]
-  logits, eps_pred = reconstructor.apply(params["reconstructor"], pair)
-  return logits, eps_pred, k, eps
+  (logits, eps_pred), stats = _apply_reconstructor(reconstructor, params["reconstructor"],
+                                                   pair, train)
+  return logits, eps_pred, k, eps, stats
 
 
 def train_step(generator: Generator, state: VoynovState, key: jax.Array,
@@ -211,16 +237,19 @@ def train_step(generator: Generator, state: VoynovState, key: jax.Array,
   _, _, tx = _modules(config, generator)
 
   def loss_fn(params):
-    logits, eps_pred, k, eps = _forward(generator, config, params, key)
+    logits, eps_pred, k, eps, stats = _forward(generator, config, params, key)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, k).mean()
     l1 = jnp.abs(eps_pred - eps).mean()
     loss = config.label_weight * ce + config.shift_weight * l1
     acc = (jnp.argmax(logits, -1) == k).mean()
-    return loss, {"loss": loss, "ce": ce, "shift_l1": l1, "accuracy": acc}
+    return loss, ({"loss": loss, "ce": ce, "shift_l1": l1, "accuracy": acc}, stats)
 
-  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads, (metrics, stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  # BatchNorm averages get zero gradients, so Adam leaves them; they are replaced below.
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  if stats is not None:
+    params = {**params, "reconstructor": {**params["reconstructor"], "batch_stats": stats}}
   metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -245,7 +274,7 @@ def evaluate_rca(generator: Generator, params, key: jax.Array, config: VoynovCon
   keys = jax.random.split(key, config.eval_batches)
 
   def one(k):
-    logits, _, target, _ = _forward(generator, config, params, k)
+    logits, _, target, _, _ = _forward(generator, config, params, k, train=False)
     return (jnp.argmax(logits, -1) == target).mean()
 
   return jax.lax.map(one, keys).mean()

@@ -3,9 +3,11 @@
 Every target image x gets its own latent z, found by gradient descent (RMSprop by
 default) on ``MSE(G(z), x) - lambda * log p(z)``; with the standard normal prior
 ``-log p(z) = 0.5 |z|^2 + const``, scaled by 1/D so lambda does not depend on the
-latent size.  Many images are inverted at once: the batch loss is the sum of the
-per-image losses, so each z gets exactly its own gradient (and RMSprop/Adam are
-element-wise, so the images do not interact).  R random restarts per image run as
+latent size.  As in the reference (InvertingGAN ``find_batch_z``), the loss of a batch
+is the batch mean, ``mean_b MSE_b - lambda * mean_b mean_d log p(z_bd)``, and
+"rmsprop" is torch's RMSprop (alpha 0.99, eps 1e-8 added outside the square root).
+Each z still gets only its own image's gradient (divided by B), and RMSprop/Adam are
+element-wise, so the images do not interact except through eps.  R random restarts per image run as
 one ``vmap``; the restart with the lowest reconstruction error is kept.  The mean
 +- std of the per-image error over a test set is Creswell's measure of how well the
 GAN covers the data.
@@ -27,7 +29,8 @@ from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator
 from jaxlatent.inversion.losses import pixel_mse, reconstruction_loss
 
-OptimizerName = Literal["rmsprop", "adam"]
+OptimizerName = Literal["rmsprop", "rmsprop_optax", "adam"]
+OPTIMIZERS = ("rmsprop", "rmsprop_optax", "adam")
 
 
 class InversionResult(struct.PyTreeNode):
@@ -52,12 +55,19 @@ class InversionResult(struct.PyTreeNode):
 
 
 def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
-  """'rmsprop' (Creswell & Bharath) or 'adam'; ``learning_rate`` may be a schedule."""
+  """The inversion optimizer; ``learning_rate`` may be a schedule.
+
+  'rmsprop': ``torch.optim.RMSprop`` defaults as the reference uses them
+  (``v = 0.99 v + 0.01 g^2``, step ``g / (sqrt(v) + 1e-8)``); 'rmsprop_optax': optax's
+  defaults (decay 0.9, eps inside the square root); 'adam'.
+  """
   if name == "rmsprop":
+    return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, eps_in_sqrt=False)
+  if name == "rmsprop_optax":
     return optax.rmsprop(learning_rate)
   if name == "adam":
     return optax.adam(learning_rate)
-  raise ConfigError(f"optimizer={name!r} is unknown; choose 'rmsprop' or 'adam'")
+  raise ConfigError(f"optimizer={name!r} is unknown; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def normal_prior_penalty(latents: jax.Array) -> jax.Array:
@@ -79,7 +89,7 @@ def _invert_core(generator, targets, init, mask, learning_rate, prior_weight, *,
     rec = generator(z)
     data = reconstruction_loss(rec, targets, mask, ssim_weight=ssim_weight)  # [B]
     total = data + prior_weight * normal_prior_penalty(z)  # [B]
-    return total.sum(), total
+    return total.mean(), total  # the reference's batch mean
 
   def one_restart(z0):
     def step(carry, _):
@@ -133,7 +143,8 @@ def invert_z(
       restart 0 is the same for any ``restarts`` (more restarts never do worse).
     steps: optimizer steps (one jitted ``lax.scan``).
     restarts: R random initialisations per image (vmapped); the best is kept.
-    optimizer: "rmsprop" (Creswell & Bharath) or "adam".
+    optimizer: "rmsprop" (torch's RMSprop, as Creswell & Bharath), "rmsprop_optax"
+      (optax's defaults) or "adam".
     learning_rate: step size.
     prior_weight: lambda of ``lambda * 0.5 |z|^2 / D``; default 1e-3 when the
       latent space has a normal prior (``latent_spec.prior == "normal"``), else 0.
