@@ -138,7 +138,10 @@ def discover_directions(trained: TrainedGenerator, config, key, out_dir: str
       r.update({k: v for k, v in a.items() if k not in ("direction", "name")})
     dirs.write_table(os.path.join(out_dir, f"{method}_summary"), rows)
     k_grid = min(d.num_directions, int(config.report.grid_directions))
-    grid = dirs.traversal_grid(gen, d.vectors[:k_grid], z0, shifts)
+    # SeFa in w+ edits every chosen layer by the distance (the reference's per-layer
+    # addition): a shift of distance * distance_scale along the unit w+ vector.
+    step = float(d.meta.get("distance_scale", 1.0))
+    grid = dirs.traversal_grid(gen, d.vectors[:k_grid] * step, z0, shifts)
     found[method] = MethodDirections(d, rows, np.asarray(grid))
   return found
 
@@ -309,7 +312,7 @@ def traverse_and_eigen(gen, found: dict[str, Any], inv: InvertedSlices, masks: n
     if d.collapsed or sel.size == 0:
       continue
     k = 1 if method in SUPERVISED else min(d.num_directions, int(t.directions_per_method))
-    scale = float(d.meta.get("alpha_unit", 1.0)) if method in SUPERVISED else 1.0
+    scale = float(d.meta.get("alpha_unit" if method in SUPERVISED else "distance_scale", 1.0))
     vecs = d.vectors[:k] * scale
     res = jax.device_get(traverse_and_analyze(
         gen, jnp.asarray(inv.latents[sel], jnp.float32), jnp.asarray(vecs, jnp.float32),
