@@ -92,3 +92,180 @@ def test_finished_run_leaves_event_files_alone(tmp_path):
   _train(tmp_path, steps=4, fid_every=0, sample_every=0)  # nothing to do
   assert tb.event_files(str(tmp_path)) == files
   assert open(files[0], "rb").read() == before
+
+
+# ---------------------------------------------------------------------------
+# DICOM in, DICOM maps and scrubber pages out, through train.py and analyze.py.
+
+SHAPE = (24, 20, 10)  # voxels of each synthetic CT series
+
+
+def _load_cli(name):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(f"{name}_cli", os.path.join(ROOT, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _cli(name, argv):
+  """``<name>.py``'s main in-process; the exit status (0 or SystemExit's code)."""
+  try:
+    return _load_cli(name).main([f"{name}.py"] + list(argv) + ["--malloc=system"])
+  except SystemExit as e:
+    return e.code
+
+
+def _ct_volume(seed):
+  """Integer HU: a soft-tissue ellipsoid with an air 'lung' and noise, in air."""
+  rng = np.random.default_rng(seed)
+  x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij")
+  vol = np.full(SHAPE, -1000.0)
+  vol[(x / 0.8) ** 2 + (y / 0.7) ** 2 + (z / 1.3) ** 2 < 1] = 40.0
+  vol[((x + 0.3 - 0.1 * seed) / 0.25) ** 2 + (y / 0.3) ** 2 + (z / 0.9) ** 2 < 1] = -820.0
+  return np.round(vol + rng.normal(0, 8, SHAPE)).astype(np.float32)
+
+
+def _write_dicom_folder(root, subjects=("p1", "p2", "p3")):
+  """One axial CT series per subject (<root>/<id>/series/slice_*.dcm) by our writer."""
+  from jaxlatent.data import dicom_write  # pylint: disable=g-import-not-at-top
+  affine = np.diag([0.8, 0.9, 2.5, 1.0])
+  affine[:3, 3] = [12.5, -30.25, 41.0]
+  for i, sid in enumerate(subjects):
+    dicom_write.write_dicom_series(os.path.join(str(root), sid, "series"), _ct_volume(i),
+                                   affine, patient_id=sid)
+  return str(root)
+
+
+TRAIN = ["--config.image_size=16", "--config.batch_size=8", "--config.steps=2",
+         "--config.model.gen_channels=16", "--config.model.disc_channels=16",
+         "--config.model.max_channels=16", "--config.log_every=1", "--config.ckpt_every=2",
+         "--config.sample_every=2", "--config.num_samples=4", "--config.fid_every=0",
+         "--config.data.source=dicom", "--config.data.modality=ct"]
+ANALYZE = [  # configs/analyze_ct_tiny.py cut to a few steps, SeFa only
+    "--config.methods=('sefa',)", "--config.sefa_components=4",
+    "--config.images.source=dicom", "--config.images.max_subjects=2",
+    "--config.inversion.steps=3", "--config.inversion.restarts=1",
+    "--config.traversal.alpha_num=5", "--config.traversal.directions_per_method=1",
+    "--config.traversal.max_subjects=2", "--config.report.num_samples=4",
+    "--config.report.grid_directions=2", "--config.report.scrubber_slices=3"]
+
+
+@pytest.fixture(scope="module")
+def dicom_run(tmp_path_factory):
+  """(DICOM folder, workdir): train.py on DICOM series written by our writer."""
+  pytest.importorskip("pydicom")
+  root = tmp_path_factory.mktemp("dicom_e2e")
+  dcm = _write_dicom_folder(root / "dcm")
+  workdir = str(root / "run")
+  assert _cli("train", [f"--config={os.path.join(ROOT, 'configs', 'dcgan_tiny.py')}",
+                        f"--workdir={workdir}", f"--config.data.path={dcm}"] + TRAIN) == 0
+  return dcm, workdir
+
+
+def test_train_on_dicom_then_analyze_writes_dicom_maps_and_scrubber_pages(dicom_run, tmp_path):
+  import pydicom  # pylint: disable=g-import-not-at-top
+  dcm, workdir = dicom_run
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+  acc = _accumulator(workdir)  # TensorBoard beside metrics.jsonl
+  assert [e.step for e in acc.Scalars("g_loss")] == [1, 2]
+  assert [e.step for e in acc.Images("samples")] == [2]
+
+  out = str(tmp_path / "report")
+  assert _cli("analyze", [f"--config={os.path.join(ROOT, 'configs', 'analyze_ct_tiny.py')}",
+                          f"--workdir={workdir}", f"--out={out}",
+                          f"--config.images.path={dcm}"] + ANALYZE) == 0
+  index = open(os.path.join(out, "index.html")).read()
+
+  # DICOM maps next to the NIfTI ones, in the source series' study and frame of reference.
+  assert any(f.endswith("_components.nii.gz") for f in os.listdir(os.path.join(out, "nifti")))
+  series = {}
+  for sid in ("p1", "p2", "p3"):
+    f = pydicom.dcmread(os.path.join(dcm, sid, "series", "slice_0000.dcm"))
+    series[sid] = (f.FrameOfReferenceUID, f.StudyInstanceUID)
+  folders = sorted(os.listdir(os.path.join(out, "dicom")))
+  analysed = sorted({f.split("_")[0] for f in folders})
+  assert len(analysed) == 2 and set(analysed) <= set(series)
+  assert {f.split("_", 1)[1].rsplit("_", 1)[1] for f in folders} == {"components", "subtraction"}
+  for folder in folders:
+    sid = folder.split("_")[0]
+    for k in sorted(os.listdir(os.path.join(out, "dicom", folder))):
+      names = sorted(os.listdir(os.path.join(out, "dicom", folder, k)))
+      assert names
+      m = pydicom.dcmread(os.path.join(out, "dicom", folder, k, names[0]))
+      assert (m.FrameOfReferenceUID, m.StudyInstanceUID) == series[sid]
+      assert m.PatientID == sid and m.pixel_array.shape == (16, 16)
+  assert "dicom/" in index
+
+  # One self-contained scrubber page per analysed direction, linked from index.html.
+  pages = sorted(os.listdir(os.path.join(out, "scrub")))
+  assert pages and all(p.startswith("sefa-") and p.endswith(".html") for p in pages)
+  for page in pages:
+    assert f"href='scrub/{page}'" in index
+    text = open(os.path.join(out, "scrub", page)).read()
+    assert "http://" not in text and "https://" not in text
+    assert 'id="alpha"' in text and 'id="slice"' in text and 'id="subject"' in text
+  _scrub_in_browser(os.path.join(out, "scrub", pages[0]), tmp_path)
+
+
+_SHOWN = """(() => {
+  const set = (id, value, type) => {
+    const e = document.getElementById(id);
+    e.value = String(value);
+    e.dispatchEvent(new Event(type, {bubbles: true}));
+  };
+  %s
+  return ["generated", "subtraction", "component2"].map(
+      p => document.getElementById("panel-" + p).dataset.frame);
+})()"""
+
+
+def _scrub_in_browser(page, tmp_path):
+  """Drives the page in headless chromium: the three panels follow every control."""
+  scrubber_test = pytest.importorskip("test_viz_scrubber")
+  binary = scrubber_test._browser()  # skips where no chromium is installed
+  browser = scrubber_test._DevTools(binary, tmp_path / "profile", tmp_path / "chromium.log")
+  try:
+    browser.open_page("file://" + os.path.abspath(page))
+    moves = [(0, 0, 4, 'set("alpha", 4, "input");'), (0, 2, 4, 'set("slice", 2, "input");'),
+             (1, 2, 4, 'set("subject", 1, "change");'), (1, 2, 1, 'set("alpha", 1, "input");')]
+    for s, k, a, script in moves:
+      assert browser.evaluate(_SHOWN % script) == [f"{s},{k},{a}"] * 3, script
+  finally:
+    browser.close()
+
+
+def test_bad_dicom_images_for_analyze_exit_2_and_write_nothing(dicom_run, tmp_path, capsys):
+  import pydicom  # pylint: disable=g-import-not-at-top
+  _, workdir = dicom_run
+  bad = _write_dicom_folder(tmp_path / "bad", subjects=("q1",))
+  named = os.path.join(bad, "q1", "series", "slice_0003.dcm")
+  f = pydicom.dcmread(named)
+  f.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+  f.save_as(named)
+  out = tmp_path / "report"
+  capsys.readouterr()
+  assert _cli("analyze", [f"--config={os.path.join(ROOT, 'configs', 'analyze_ct_tiny.py')}",
+                          f"--workdir={workdir}", f"--out={out}",
+                          f"--config.images.path={bad}"] + ANALYZE) == 2
+  err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+  assert len(err) == 1 and err[0].startswith("error: ") and "slice_0003.dcm" in err[0], err
+  assert "mixed orientations" in err[0]
+  written = [os.path.relpath(os.path.join(d, n), out) for d, _, files in os.walk(out)
+             for n in files]
+  assert written == [], written  # no cache, no directions, no report
+
+
+def test_bad_dicom_training_data_exit_2_and_write_nothing(tmp_path, capsys):
+  pytest.importorskip("pydicom")
+  dcm = tmp_path / "dcm"
+  (dcm / "p1").mkdir(parents=True)
+  (dcm / "p1" / "slice_0000.dcm").write_bytes(b"DICM" + b"\0" * 200)  # not a DICOM file
+  capsys.readouterr()
+  assert _cli("train", [f"--config={os.path.join(ROOT, 'configs', 'dcgan_tiny.py')}",
+                        f"--workdir={tmp_path / 'run'}", f"--config.data.path={dcm}"]
+              + TRAIN) == 2
+  err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+  assert len(err) == 1 and err[0].startswith("error: "), err
+  written = [n for _, _, files in os.walk(tmp_path / "run") for n in files]
+  assert written == [], written
