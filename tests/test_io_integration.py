@@ -269,3 +269,63 @@ def test_bad_dicom_training_data_exit_2_and_write_nothing(tmp_path, capsys):
   assert len(err) == 1 and err[0].startswith("error: "), err
   written = [n for _, _, files in os.walk(tmp_path / "run") for n in files]
   assert written == [], written
+
+
+# ---------------------------------------------------------------------------
+# The scrubber stage on a toy generator: what the pages show is the analysed traversal.
+
+
+def test_scrubber_frames_are_the_analysed_traversal_of_evenly_spaced_slices():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jaxlatent.analysis import traverse  # pylint: disable=g-import-not-at-top
+  from jaxlatent.directions import Directions  # pylint: disable=g-import-not-at-top
+  from jaxlatent.directions.toy import bump_generator  # pylint: disable=g-import-not-at-top
+  from jaxlatent.inversion import InvertedSlices  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies import analysis  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.config import complete_analysis_config  # pylint: disable=g-import-not-at-top
+  from jaxlatent.viz import traversal_panels  # pylint: disable=g-import-not-at-top
+
+  gen, planted = bump_generator(jax.random.PRNGKey(0), latent_dim=6, size=8)
+  # Rows out of slice order; subject a has slices 4, 5, 6 and b has 1, 3, 5.
+  subject = np.array(["b", "a", "b", "a", "a", "b"])
+  slices = np.array([5, 5, 1, 4, 6, 3])
+  latents = np.random.default_rng(0).normal(0, 0.5, (6, 6)).astype(np.float32)
+  inv = InvertedSlices(latents, np.zeros((6, 8, 8, 1), np.float32), np.zeros(6), np.arange(6),
+                       subject, slices)
+  masks = np.ones((6, 8, 8), bool)
+  masks[:, 0] = False  # the subtraction maps are masked, the generated slices are not
+  config = complete_analysis_config(ml_collections_config(
+      {"traversal": {"alpha_num": 5, "alpha_stop": 2.0, "directions_per_method": 2},
+       "report": {"scrubber_slices": 2}}))
+  found = {"sefa": Directions(np.asarray(planted[:3], np.float32), "sefa", names=["x", "y", "z"])}
+  eigen = analysis.traverse_and_eigen(gen, found, inv, masks, None, config)
+  scrubbers = analysis.scrubber_frames(gen, eigen, inv, config)
+
+  assert [(s.method, s.direction) for s in scrubbers] == [("sefa", "x"), ("sefa", "y")]
+  shown = {"a": [3, 4], "b": [2, 0]}  # rows of slices (4, 6) and (1, 5): first and last
+  res = eigen.methods[0].result  # rows of the eigen-analysis = positions in eigen.selected
+  for j, s in enumerate(scrubbers):
+    assert s.slice_labels == ["slice 1 of 2", "slice 2 of 2"]  # subjects cut differently
+    assert list(s.frames) == ["b", "a"]  # first-seen subject order, as the analysis
+    for sid, rows in shown.items():
+      pos = [int(np.flatnonzero(eigen.selected == r)[0]) for r in rows]
+      want = traversal_panels(
+          np.asarray(traverse(gen, jnp.asarray(latents[rows]), jnp.asarray(planted[j]),
+                              jnp.asarray(eigen.alphas))),
+          jax.tree.map(lambda x, j=j, pos=pos: np.asarray(x)[pos][:, j], res))
+      for panel in ("generated", "subtraction", "component2"):
+        np.testing.assert_allclose(s.frames[sid][panel], want[panel], atol=1e-5)
+      g = s.frames[sid]["generated"]  # [2, T, 8, 8]
+      np.testing.assert_allclose(s.frames[sid]["subtraction"],
+                                 (g - g[:, :1]) * masks[0], atol=1e-5)
+      assert np.abs(s.frames[sid]["component2"]).max() > 0
+
+  config.report.scrubber_slices = 0
+  assert analysis.scrubber_frames(gen, eigen, inv, config) == []
+
+
+def ml_collections_config(d):
+  """A ConfigDict of the plain dict ``d``."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(d)

@@ -34,6 +34,7 @@ from jaxlatent.errors import CheckpointError, DataError, TrainingError
 from jaxlatent.training import checkpoint
 from jaxlatent.training import metrics as metrics_lib
 from jaxlatent.training import sharding
+from jaxlatent.training import tensorboard
 from jaxlatent.training.defaults import complete_train_config
 from jaxlatent.training.validate import validate_config
 
@@ -333,8 +334,7 @@ def _report(run, state, done: int, window: _LogWindow, now: dict[str, bool]) -> 
   if record:
     record = {"step": done, **record, "elapsed": time.time() - run.t_start}
     run.metric_writer.write(record)
-    from jaxlatent.training.tensorboard import log_metrics_to_tensorboard  # pylint: disable=g-import-not-at-top
-    log_metrics_to_tensorboard(run.tb_writer, done, record)
+    tensorboard.log_metrics_to_tensorboard(run.tb_writer, done, record)
     line = metrics_lib.format_record(record, run.total, run.terms)
     run.say(line + (f" | eta {_format_duration(eta)}" if now["log"] and not is_last else ""))
   if now["samples"]:
@@ -385,9 +385,8 @@ def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
                                    bool(getattr(trainer, "needs_index", False))))
   bar = _progress(total, start, is_chief)
   say = _say_fn(bar, is_chief)
-  from jaxlatent.training.tensorboard import SummaryWriter  # pylint: disable=g-import-not-at-top
   # After the nothing-to-do check: a finished run's event files stay as they are.
-  tb_writer = SummaryWriter(workdir, is_chief, start)
+  tb_writer = tensorboard.SummaryWriter(workdir, is_chief, start)
   say(f"training {getattr(trainer, 'name', '') or config.model.name} for steps "
       f"{start}..{total} on {jax.device_count()} device(s), {jax.process_count()} "
       f"process(es); workdir {workdir}")
