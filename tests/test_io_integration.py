@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -163,6 +164,7 @@ def dicom_run(tmp_path_factory):
   return dcm, workdir
 
 
+@pytest.mark.slow  # train.py then analyze.py, each compiling its programs
 def test_train_on_dicom_then_analyze_writes_dicom_maps_and_scrubber_pages(dicom_run, tmp_path):
   import pydicom  # pylint: disable=g-import-not-at-top
   dcm, workdir = dicom_run
@@ -200,6 +202,8 @@ def test_train_on_dicom_then_analyze_writes_dicom_maps_and_scrubber_pages(dicom_
   # One self-contained scrubber page per analysed direction, linked from index.html.
   pages = sorted(os.listdir(os.path.join(out, "scrub")))
   assert pages and all(p.startswith("sefa-") and p.endswith(".html") for p in pages)
+  metrics = json.load(open(os.path.join(out, "metrics.json")))
+  assert sorted(metrics["scrubber_pages"]) == [os.path.join("scrub", p) for p in pages]
   for page in pages:
     assert f"href='scrub/{page}'" in index
     text = open(os.path.join(out, "scrub", page)).read()
@@ -329,3 +333,14 @@ def ml_collections_config(d):
   """A ConfigDict of the plain dict ``d``."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   return ml_collections.ConfigDict(d)
+
+
+def test_report_links_pages_and_flags_a_missing_one(tmp_path):
+  from jaxlatent.viz.report import Section, write_report  # pylint: disable=g-import-not-at-top
+  (tmp_path / "scrub").mkdir()
+  (tmp_path / "scrub" / "a.html").write_text("<p>a</p>")
+  sec = Section("Traversals", links=[("scrub/a.html", "direction a"),
+                                     ("scrub/b.html", "direction b")])
+  html = open(write_report(str(tmp_path), "t", [sec])).read()
+  assert "<a href='scrub/a.html'>direction a</a>" in html
+  assert "missing page: scrub/b.html" in html and "href='scrub/b.html'" not in html

@@ -8,7 +8,7 @@ a dataclass and :mod:`jaxlatent.studies.report` turns them into the report:
   2. discover directions with the unsupervised methods in ``config.methods``
      (Voynov & Babenko, SeFa, GANSpace) and, on phantoms, score them against the
      known factors (factor alignment; a direction is named by its best factor);
-  3. load held-out images (phantom subjects the generator never saw, or a NIfTI folder
+  3. load held-out images (phantom subjects the generator never saw, or a NIfTI / DICOM folder
      through the data loader, with subject / slice metadata) and invert them
      (z: Creswell & Bharath; VAE: encoder + refinement; StyleGAN: W / W+ projector);
   4. ``interfacegan`` in ``config.methods``: fit the supervised HC -> MS boundary on the

@@ -307,6 +307,7 @@ def _eigen_section(out, config, r, metrics) -> Section:
         "its subtraction map and the component-2 map in step; a slice slider and a subject "
         "selector pick what is shown (self-contained pages, they work offline).")
     sec.links += write_scrubber_pages(out, r.trained.generator.name, e.alphas, r.scrubbers)
+    metrics["scrubber_pages"] = [rel for rel, _ in sec.links]
   return sec
 
 
