@@ -8,16 +8,18 @@ a dataclass and :mod:`jaxlatent.studies.report` turns them into the report:
   2. discover directions with the unsupervised methods in ``config.methods``
      (Voynov & Babenko, SeFa, GANSpace) and, on phantoms, score them against the
      known factors (factor alignment; a direction is named by its best factor);
-  3. load held-out images (phantom subjects the generator never saw, or a NIfTI folder
+  3. load held-out images (phantom subjects the generator never saw, or a NIfTI / DICOM folder
      through the data loader, with subject / slice metadata) and invert them
      (z: Creswell & Bharath; VAE: encoder + refinement; StyleGAN: W / W+ projector);
   4. ``interfacegan`` in ``config.methods``: fit the supervised HC -> MS boundary on the
      inverted, labelled codes (Güllmar et al.; Shen et al.);
   5. traverse every analysed direction from the inverted codes and eigen-decompose
-     each traversal (one jitted vmap over slices x directions); per-subject NIfTI maps;
+     each traversal (one jitted vmap over slices x directions); per-subject NIfTI maps
+     (and DICOM series when the images were DICOM); the scrubber pages' frames;
   6. on brain phantoms, the ground-truth check: correlation of the component-2 map and
      of the subtraction map with the phantom's true HC -> MS difference map;
-  7. write ``<out>/index.html`` (PNGs and a GIF beside it) and ``<out>/metrics.json``.
+  7. write ``<out>/index.html`` (PNGs and a GIF beside it, one scrubber page per
+     direction in ``<out>/scrub/``) and ``<out>/metrics.json``.
 
 Finished stages are re-used when the same output folder is analysed again
 (directions ``.npz/.json``, inverted codes ``inversion/latents.npz``); delete a file
@@ -93,6 +95,21 @@ class MethodEigen:
   result: Any
   frames: np.ndarray
   rep: int
+  vectors: np.ndarray | None = None  # [k, *shape] as traversed (InterFaceGAN: alpha-unit scaled)
+
+
+@dataclasses.dataclass
+class Scrubber:
+  """One analysed direction's traversal as the report's scrubber page shows it.
+
+  ``frames``: {subject: :func:`jaxlatent.viz.traversal_panels` arrays [n_slices, T, H, W]};
+  ``slice_labels``: the slice slider's names (n_slices).
+  """
+
+  method: str
+  direction: str
+  frames: dict
+  slice_labels: list
 
 
 @dataclasses.dataclass
@@ -105,6 +122,7 @@ class Eigen:
   healthy_only: bool
   methods: list[MethodEigen]
   nifti_dir: str
+  dicom_dir: str = ""  # set when maps were also written as DICOM (DICOM input)
 
 
 @dataclasses.dataclass
@@ -322,12 +340,61 @@ def traverse_and_eigen(gen, found: dict[str, Any], inv: InvertedSlices, masks: n
     i0 = sel[rep]
     frames = np.asarray(traverse(gen, jnp.asarray(inv.latents[i0:i0 + 1]), jnp.asarray(vecs[0]),
                                  jnp.asarray(alphas)))[0]
-    per_method.append(MethodEigen(method, d, k, res, frames, rep))
+    per_method.append(MethodEigen(method, d, k, res, frames, rep, np.asarray(vecs)))
   return Eigen(alphas, sel, subjects, labels is not None, per_method, "")
 
 
-def write_nifti_maps(eigen: Eigen, inv: InvertedSlices, dataset, out_dir: str) -> None:
-  """Per subject and direction: component and subtraction volumes ([H, W, slices, K])."""
+def scrubber_frames(gen, eigen: Eigen, inv: InvertedSlices, config) -> list[Scrubber]:
+  """Per analysed direction, the scrubbable traversal of every traversed subject.
+
+  Up to ``config.report.scrubber_slices`` evenly spaced slices per subject (the same
+  count for each, so one slice slider serves all).  Only these slices are rendered
+  again; their subtraction and component maps are the eigen-analysis' own.
+  """
+  from jaxlatent.analysis.traversal import traverse_many  # pylint: disable=g-import-not-at-top
+  from jaxlatent.viz.scrubber import traversal_panels  # pylint: disable=g-import-not-at-top
+  n_max = int(config.report.scrubber_slices)
+  sel = eigen.selected
+  if n_max <= 0 or not eigen.methods or sel.size == 0:
+    return []
+  ordered = {}  # subject -> its positions in the selection, by slice index
+  for sid in eigen.subjects:
+    pos = np.flatnonzero(inv.subject_id[sel] == sid)
+    ordered[sid] = pos[np.argsort(inv.slice_index[sel][pos], kind="stable")]
+  n = min(n_max, min(len(p) for p in ordered.values()))
+  # linspace steps are >= 1 here, so the rounded picks are distinct slices.
+  shown = {sid: p[np.round(np.linspace(0, len(p) - 1, n)).astype(int)]
+           for sid, p in ordered.items()}
+  flat = np.concatenate(list(shown.values()))  # [subjects * n]
+  index = np.stack([inv.slice_index[sel][p] for p in shown.values()])  # [subjects, n]
+  if (index == index[0]).all():
+    labels = [f"slice {int(i)}" for i in index[0]]
+  else:  # subjects were cut differently: name slices by their place in each volume
+    labels = [f"slice {i + 1} of {n}" for i in range(n)]
+  latents = jnp.asarray(inv.latents[sel][flat], jnp.float32)
+  out = []
+  for m in eigen.methods:
+    if int(np.asarray(m.result.component_maps).shape[-4]) < 2:
+      continue  # no component 2 to show
+    images = np.asarray(traverse_many(gen, latents, jnp.asarray(m.vectors, jnp.float32),
+                                      jnp.asarray(eigen.alphas), batch_size=256))
+    for j in range(m.k):
+      res = jax.tree.map(lambda x, j=j: np.asarray(x)[flat][:, j], m.result)
+      panels = traversal_panels(images[j], res)  # each [subjects * n, T, H, W]
+      frames = {sid: {k: v[i * n:(i + 1) * n] for k, v in panels.items()}
+                for i, sid in enumerate(shown)}
+      out.append(Scrubber(m.method, str(m.directions.names[j]), frames, labels))
+  return out
+
+
+def write_nifti_maps(eigen: Eigen, inv: InvertedSlices, dataset, out_dir: str,
+                     dicom_dir: str = "") -> None:
+  """Per subject and direction: component and subtraction volumes ([H, W, slices, K]).
+
+  Subjects read from DICOM also get their maps as DICOM series in ``dicom_dir`` (in
+  the scan's study and frame of reference, so a viewer overlays them on the scan).
+  """
+  from jaxlatent.analysis.dicom_out import write_subject_maps_dicom  # pylint: disable=g-import-not-at-top
   eigen.nifti_dir = out_dir
   sel = eigen.selected
   for m in eigen.methods:
@@ -336,11 +403,15 @@ def write_nifti_maps(eigen: Eigen, inv: InvertedSlices, dataset, out_dir: str) -
       for sid in eigen.subjects:
         pos = np.flatnonzero(inv.subject_id[sel] == sid)
         pos = pos[np.argsort(inv.slice_index[sel][pos], kind="stable")]
-        write_subject_maps(out_dir, report.safe_name(sid), dataset.subjects.get(sid, {}),
-                           inv.slice_index[sel][pos],
-                           np.asarray(m.result.component_maps)[pos, j],
-                           subtraction_maps=np.asarray(m.result.subtraction_maps)[pos, j],
-                           tag=tag)
+        info = dataset.subjects.get(sid, {})
+        maps = dict(subtraction_maps=np.asarray(m.result.subtraction_maps)[pos, j], tag=tag)
+        write_subject_maps(out_dir, report.safe_name(sid), info, inv.slice_index[sel][pos],
+                           np.asarray(m.result.component_maps)[pos, j], **maps)
+        if dicom_dir and info.get("dicom"):
+          write_subject_maps_dicom(dicom_dir, report.safe_name(sid), info,
+                                   inv.slice_index[sel][pos],
+                                   np.asarray(m.result.component_maps)[pos, j], **maps)
+          eigen.dicom_dir = dicom_dir
 
 
 def ground_truth(trained: TrainedGenerator, config, direction, alphas, key, out_dir: str
@@ -402,8 +473,9 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
   _log(f"analysing {gen.name} ({trained.train_config.model.name}, step {trained.step}) "
        f"from {workdir}")
   samples = gen(gen.sample_latents(jax.random.fold_in(key, 0), int(config.report.num_samples)))
-  found = discover_directions(trained, config, key, dir_out)
+  # The images first: a bad scan fails in seconds, before discovery writes anything.
   dataset = load_images(config, trained.train_config, out)
+  found = discover_directions(trained, config, key, dir_out)
   inv = invert_or_load(trained, config, dataset, jax.random.fold_in(key, 2),
                        os.path.join(out, "inversion"))
   supervised = None
@@ -415,7 +487,8 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
   masks = np.asarray(dataset.masks[inv.indices], bool)
   eigen = traverse_and_eigen(gen, analysed, inv, masks,
                              None if supervised is None else supervised.labels, config)
-  write_nifti_maps(eigen, inv, dataset, os.path.join(out, "nifti"))
+  write_nifti_maps(eigen, inv, dataset, os.path.join(out, "nifti"), os.path.join(out, "dicom"))
+  scrubbers = scrubber_frames(gen, eigen, inv, config)
   truth = None
   if (supervised is not None and config.ground_truth.enabled
       and trained.train_config.data.source == "phantom_brain"):
@@ -425,7 +498,8 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
   path = report.write_analysis_report(
       out, config, report.AnalysisResults(
           trained=trained, samples=np.asarray(samples), found=found, dataset=dataset,
-          inverted=inv, masks=masks, supervised=supervised, eigen=eigen, ground_truth=truth),
+          inverted=inv, masks=masks, supervised=supervised, eigen=eigen, ground_truth=truth,
+          scrubbers=scrubbers),
       clock)
   _log(f"report: {path}")
   return path

@@ -85,7 +85,8 @@ def default_analysis_config() -> ml_collections.ConfigDict:
       alpha_per_separation.
     ground_truth: brain phantoms only: held-out healthy subjects rendered before and
       after the mean HC -> MS factor change (true difference maps).
-    report: sample-grid size, rows of the traversal grids, GIF speed.
+    report: sample-grid size, rows of the traversal grids, GIF speed;
+      scrubber_slices: slices per subject on each direction's scrubber page (0: no pages).
   """
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -148,6 +149,7 @@ def default_analysis_config() -> ml_collections.ConfigDict:
   c.report.num_samples = 36
   c.report.grid_directions = 10
   c.report.gif_duration_ms = 120
+  c.report.scrubber_slices = 8
   return c
 
 
@@ -185,6 +187,9 @@ def validate_analysis_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.inversion.{name}={config.inversion[name]} must be >= 1")
   if float(config.supervised.alpha_per_separation) <= 0:
     raise ConfigError("config.supervised.alpha_per_separation must be > 0")
+  if int(config.report.scrubber_slices) < 0:
+    raise ConfigError(f"config.report.scrubber_slices={config.report.scrubber_slices} must be "
+                      ">= 0 (0: no scrubber pages)")
 
 
 # ----------------------------------------------------------------------------- compare_edits

@@ -106,6 +106,7 @@ class AnalysisResults:
   supervised: Any  # analysis.Supervised | None
   eigen: Any  # analysis.Eigen
   ground_truth: Any  # analysis.GroundTruth | None
+  scrubbers: list = dataclasses.field(default_factory=list)  # analysis.Scrubber per direction
 
 
 def write_analysis_report(out: str, config, r: AnalysisResults, clock: Clock) -> str:
@@ -296,7 +297,31 @@ def _eigen_section(out, config, r, metrics) -> Section:
                         "components 1 and 2", rows))
   sec.paragraphs.append(f"Per-subject NIfTI maps (component and subtraction volumes, "
                         f"[H, W, slices, K]) in nifti/ ({len(os.listdir(e.nifti_dir))} files).")
+  if e.dicom_dir:
+    sec.paragraphs.append("The same maps as DICOM series in the source scans' studies and "
+                          "frames of reference (open them next to the scans in a DICOM "
+                          "viewer) in dicom/.")
+  if r.scrubbers:
+    sec.paragraphs.append(
+        "Scrubbable traversals: per direction, an alpha slider moves the generated slice, "
+        "its subtraction map and the component-2 map in step; a slice slider and a subject "
+        "selector pick what is shown (self-contained pages, they work offline).")
+    sec.links += write_scrubber_pages(out, r.trained.generator.name, e.alphas, r.scrubbers)
+    metrics["scrubber_pages"] = [rel for rel, _ in sec.links]
   return sec
+
+
+def write_scrubber_pages(out: str, model: str, alphas, scrubbers: list) -> list[tuple[str, str]]:
+  """One ``<out>/scrub/<method>-<direction>.html`` per scrubber; (relpath, text) links."""
+  from jaxlatent.viz.scrubber import write_scrubber  # pylint: disable=g-import-not-at-top
+  links = []
+  for s in scrubbers:
+    rel = os.path.join("scrub", safe_name(f"{s.method}-{s.direction}") + ".html")
+    write_scrubber(os.path.join(out, rel), s.frames, alphas, s.slice_labels,
+                   title=f"{model}: {s.method} {s.direction}")
+    links.append((rel, f"{s.method} {s.direction}: scrub alpha over "
+                  f"{len(s.frames)} subject(s) x {len(s.slice_labels)} slice(s)"))
+  return links
 
 
 def _ground_truth_section(out, config, r, metrics) -> Section:

@@ -34,6 +34,7 @@ from jaxlatent.errors import CheckpointError, DataError, TrainingError
 from jaxlatent.training import checkpoint
 from jaxlatent.training import metrics as metrics_lib
 from jaxlatent.training import sharding
+from jaxlatent.training import tensorboard
 from jaxlatent.training.defaults import complete_train_config
 from jaxlatent.training.validate import validate_config
 
@@ -50,7 +51,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Args:
     config: the run config (``configs/*.py``; fields documented in configs/dcgan_ct.py).
     workdir: output folder (config.json, checkpoints/, metrics.jsonl, losses.png,
-      samples/).
+      samples/, and TensorBoard event files of the metrics, sample grids and FD).
     trainer: a ``ModelTrainer``; ``None`` builds ``make_trainer(config)``.  Pass your
       own to train a custom model with this loop.
     dataset: an object with ``images [N, S, S, 1]`` in [-1, 1] (e.g. a SliceDataset);
@@ -282,6 +283,7 @@ class _Run:
   terms: tuple[str, ...]
   ckpt: Any
   metric_writer: Any
+  tb_writer: Any  # TensorBoard events in the workdir (a no-op off the chief)
   render: Callable[..., Any]
   fd_value: Callable[[Any], float | None] | None
   say: Callable[[str], None]
@@ -332,13 +334,15 @@ def _report(run, state, done: int, window: _LogWindow, now: dict[str, bool]) -> 
   if record:
     record = {"step": done, **record, "elapsed": time.time() - run.t_start}
     run.metric_writer.write(record)
+    tensorboard.log_metrics_to_tensorboard(run.tb_writer, done, record)
     line = metrics_lib.format_record(record, run.total, run.terms)
     run.say(line + (f" | eta {_format_duration(eta)}" if now["log"] and not is_last else ""))
   if now["samples"]:
     images = sharding.to_host(run.render(state, run.sample_key, config.num_samples))
     if run.is_chief:
       from jaxlatent.viz.grids import save_image_grid  # pylint: disable=g-import-not-at-top
-      save_image_grid(images, os.path.join(run.workdir, "samples", f"step_{done:06d}.png"))
+      grid = save_image_grid(images, os.path.join(run.workdir, "samples", f"step_{done:06d}.png"))
+      run.tb_writer.image(done, "samples", grid)
   if now["ckpt"]:
     run.ckpt.save(done, state)
   if run.is_chief and (now["samples"] or is_last):
@@ -381,11 +385,14 @@ def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
                                    bool(getattr(trainer, "needs_index", False))))
   bar = _progress(total, start, is_chief)
   say = _say_fn(bar, is_chief)
+  # After the nothing-to-do check: a finished run's event files stay as they are.
+  tb_writer = tensorboard.SummaryWriter(workdir, is_chief, start)
   say(f"training {getattr(trainer, 'name', '') or config.model.name} for steps "
       f"{start}..{total} on {jax.device_count()} device(s), {jax.process_count()} "
       f"process(es); workdir {workdir}")
   run = _Run(config=config, workdir=workdir, total=total, is_chief=is_chief,
              terms=tuple(trainer.loss_terms), ckpt=ckpt, metric_writer=metric_writer,
+             tb_writer=tb_writer,
              render=render, fd_value=fd_value, say=say, t_start=time.time(),
              sample_key=jax.random.fold_in(base_key, _SAMPLES),
              phase_of=getattr(trainer, "phase", None) or (lambda step: None))
@@ -393,6 +400,7 @@ def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
     state = _step_loop(run, state, train_step, batches, data_sharding, start, bar)
   finally:
     batches.close()  # stops the prefetch thread
+    tb_writer.close()
     if bar is not None:
       bar.close()
   say(f"done: step {total}, {time.time() - run.t_start:.1f} s; outputs in {workdir}")

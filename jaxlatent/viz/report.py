@@ -19,6 +19,7 @@ class Section:
   paragraphs: list[str] = dataclasses.field(default_factory=list)
   tables: list[tuple[str, Sequence[dict[str, Any]]]] = dataclasses.field(default_factory=list)
   figures: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (relpath, caption)
+  links: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (relpath, text)
 
 
 def _fmt(v: Any) -> str:
@@ -71,8 +72,8 @@ def write_report(report_dir: str, title: str, sections: Sequence[Section],
                  meta: dict[str, Any] | None = None) -> str:
   """Writes ``report_dir/index.html`` and returns its path.
 
-  Figures are referenced by path relative to ``report_dir``; a missing figure is
-  listed as missing rather than silently dropped.
+  Figures and linked pages are referenced by path relative to ``report_dir``; a
+  missing one is listed as missing rather than silently dropped.
   """
   os.makedirs(report_dir, exist_ok=True)
   parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -88,6 +89,14 @@ def write_report(report_dir: str, title: str, sections: Sequence[Section],
       if caption:
         parts.append(f"<p><strong>{html.escape(caption)}</strong></p>")
       parts.append(table_html(rows))
+    if s.links:
+      items = []
+      for rel, text in s.links:
+        if os.path.exists(os.path.join(report_dir, rel)):
+          items.append(f"<li><a href='{html.escape(rel)}'>{html.escape(text)}</a></li>")
+        else:
+          items.append(f"<li><em>missing page: {html.escape(rel)}</em></li>")
+      parts.append("<ul>" + "".join(items) + "</ul>")
     for rel, caption in s.figures:
       if os.path.exists(os.path.join(report_dir, rel)):
         parts.append(f"<figure><img src='{html.escape(rel)}' alt='{html.escape(caption)}'>"
