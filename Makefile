@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
+# pytest-xdist workers for `make test` (auto: one per CPU core).  Whole test files go to
+# a worker (--dist loadfile), so each module fixture is built once; the conftest orders
+# the files, longest first, and --no-loadscope-reorder keeps that order.
+TEST_WORKERS ?= auto
 
 .PHONY: demo test bench clean
 
@@ -20,7 +24,7 @@ demo: $(VENV)/.installed-core
 	$(PY) -m jaxlatent.demo --out $(DEMO_DIR)
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: $(VENV)/.installed-test
 	$(PY) -m pip install --quiet -e '.[bench]'

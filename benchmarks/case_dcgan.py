@@ -208,8 +208,8 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
           missing[name] = "not available: torch not installed (pip install -e .[bench])"
       except ImportError as e:
         missing[name] = f"not available: {e}"
-    # The transposed conv is ~20x slower: time it in its own rounds so it does not
-    # stretch every round; it is paired with torch_nchw again.
+    # The transposed conv is many times slower than the others: time it in its own
+    # rounds so it does not stretch every round; it is paired with torch_nchw again.
     slow = {k: calls.pop(k) for k in list(calls) if k == "jax_transpose"}
     timings = common.time_interleaved(calls, repeats=ctx["repeats"], warmup=ctx["warmup"])
     if slow:

@@ -9,7 +9,7 @@ work as the JAX step) and ``torch_reference_step`` is the reference as written (
 parameters keep ``requires_grad``, so its weight gradients are computed for both
 renders, and the shifts are filled one sample at a time).
 The frozen DCGAN is case 1's schedule at 64x64 with C = 128 at 4x4 (G's FLOPs / 16 of
-case 1's C = 512; on 2 shared CPU cores the C = 512 step takes tens of seconds).
+case 1's C = 512, which would make this case's many steps too long on a CPU).
 
 Restarts: ``run_voynov_restarts(keys[N])`` (one program on one device; ``batching``
 'vmap' and 'map' are both timed; with several devices, e.g. ``run.py --host-devices 2``

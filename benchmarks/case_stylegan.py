@@ -8,7 +8,7 @@ path-length steps (``pl_interval=4``): the per-step figure is the amortised cost
 training.  The regularised and plain steps are also timed alone.
 
 Size: the stylegan2-ada 64x64 network has 512 channels at every resolution (~0.5
-TFLOP per batch-32 step), minutes per step on 2 CPU cores; the CPU default here is a
+TFLOP per batch-32 step), far too large for a CPU; the CPU default here is a
 narrower network (``channel_base=2048, channel_max=128``, 8 mapping layers, z = w =
 256, batch 16).  ``--stylegan-full`` (for a GPU) runs the ada defaults at batch 32;
 ``--stylegan-sizes 64,256`` times each size in turn (default 64).
@@ -95,9 +95,9 @@ def _run_size(ctx: dict[str, Any], size: int) -> list[dict[str, Any]]:
   state = jax.jit(trainer.init)(jax.random.key(0))  # as training/loop.py: distinct buffers
   batch_ = {"image": jax.random.uniform(jax.random.key(1), (batch, size, size, 1),
                                         jnp.float32, -1, 1)}
-  # One program per phase (plain / PL / PL + R1), as training/loop.py runs them: the
-  # lax.cond form (trainer.train_step without phase=) runs its branches ~35x slower
-  # on XLA:CPU.
+  # One program per phase (plain / PL / PL + R1), as training/loop.py runs them: XLA:CPU
+  # runs the branches of the lax.cond form (trainer.train_step without phase=) far
+  # slower than the same code at the top level.
   programs, phase_stats = {}, {}
   for i in range(period):
     ph = trainer.phase(i)

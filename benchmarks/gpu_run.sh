@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU benchmark run, as ONE call of the `device` tool (15 minutes of device time per
-# session, 10 per command): after `bash benchmarks/gpu_prepare.sh` on this machine,
+# The GPU benchmark run, as ONE command of at most 10 minutes on a GPU machine: after
+# `bash benchmarks/gpu_prepare.sh` on this machine,
 #   run(command="bash benchmarks/gpu_run.sh", carry=[".whl"], timeout_s=600)
 # It installs the carried wheels, then runs benchmarks/run.py in three stages, each
 # under its own time limit (520 s in all), with the PyTorch references on

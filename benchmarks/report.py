@@ -1,6 +1,6 @@
 """Renders result JSONs of ``run.py`` as Markdown tables (for benchmarks/RESULTS.md).
 
-  python benchmarks/report.py benchmarks/results/vm-2026-11-24.json [more.json ...]
+  python benchmarks/report.py benchmarks/results/<file>.json [more.json ...]
 """
 
 from __future__ import annotations

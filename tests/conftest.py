@@ -16,6 +16,30 @@ _FAST_COMPILE = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
 
+# The modules that take longest (`--durations`), longest first.  Under pytest-xdist's
+# `--dist loadfile` (`make test`) each file goes whole to one worker in collection
+# order, so the long ones start first and the workers finish close together.  A module
+# with a test marked `slow` joins them; the others follow in their usual order.
+_LONG_MODULES = (
+    "test_train_cli.py", "test_trainers.py", "test_norm.py", "test_models_dcgan.py",
+    "test_directions_voynov.py", "test_attr_models.py", "test_inversion_stylegan.py",
+    "test_label_fraction.py", "test_edit_comparison.py", "test_analyze_cli.py",
+    "test_models_stylegan2.py", "test_training_distributed.py", "test_directions_alignment.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  rank = {name: i for i, name in enumerate(_LONG_MODULES)}
+  slow = {item.path for item in items if item.get_closest_marker("slow")}
+
+  def key(item):
+    if item.path.name in rank:
+      return rank[item.path.name]
+    return len(rank) if item.path in slow else len(rank) + 1
+
+  items.sort(key=key)  # stable: within a module, and among the rest, the order is kept
+
 
 @pytest.fixture
 def run_test_script(tmp_path):
