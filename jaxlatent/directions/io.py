@@ -7,6 +7,7 @@ arrays; everything else (method, model, latent space, config, scores, names) is 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any
@@ -17,6 +18,12 @@ from jaxlatent import atomic_io
 from jaxlatent.errors import DataError, TrainingError
 
 FORMAT_VERSION = 1
+
+
+def _vectors_sha256(vectors: np.ndarray) -> str:
+  """Checksum of the saved vectors (a corrupt ``.npz`` that still unzips is caught too)."""
+  v = np.ascontiguousarray(vectors, np.float32)
+  return hashlib.sha256(f"{v.shape}".encode() + v.tobytes()).hexdigest()
 
 
 @dataclasses.dataclass
@@ -138,6 +145,7 @@ def save_directions(path: str | os.PathLike, directions: Directions, *,
       "latent_shape": list(directions.latent_shape),
       "num_directions": directions.num_directions,
       "names": list(directions.names),
+      "vectors_sha256": _vectors_sha256(directions.vectors),
       "scores": to_jsonable(directions.scores),
       "meta": to_jsonable(directions.meta),
   }
@@ -174,6 +182,10 @@ def load_directions(path: str | os.PathLike) -> Directions:
     raise DataError(f"{json_path!r} is not a directions metadata file (no 'method')")
   if vectors.ndim < 2 or not np.all(np.isfinite(vectors)):
     raise DataError(f"{npz_path!r}: 'vectors' must be a finite [K, *latent_shape] array")
+  digest = record.get("vectors_sha256")
+  if digest is not None and digest != _vectors_sha256(vectors):
+    raise DataError(f"{npz_path!r} does not match the checksum in {json_path!r} "
+                    "(corrupt or replaced)")
   shape = record.get("latent_shape")
   if shape is not None and list(vectors.shape[1:]) != list(shape):
     raise DataError(

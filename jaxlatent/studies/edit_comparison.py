@@ -49,7 +49,8 @@ from jaxlatent.analysis.attribute_edit import (BRAIN_HC_TO_MS, phantom_edit_subj
 from jaxlatent.directions import load_directions
 from jaxlatent.errors import ConfigError, DataError, JaxlatentError
 from jaxlatent.inversion import invert_images
-from jaxlatent.studies import report
+from jaxlatent import atomic_io
+from jaxlatent.studies import artifacts, report
 from jaxlatent.studies.config import (DIRECTION_FIELDS, EDIT_LABELS, KINDS, MODEL_FIELDS,
                                       complete_comparison_config, validate_comparison_config)
 from jaxlatent.studies.generators import load_generator
@@ -432,14 +433,15 @@ def run_edit_comparison(config: ml_collections.ConfigDict, out_dir: str) -> str:
   clock = report.Clock()
   config = complete_comparison_config(config)
   validate_comparison_config(config)
+  what = "edit comparison output folder (--out)"
+  atomic_io.check_writable_dir(out_dir, what)
   entries = check_models(config)
   for e in entries:
     load_model(e, config)
-  out = os.path.abspath(os.path.expanduser(out_dir))
-  os.makedirs(out, exist_ok=True)
-  root = jax.random.PRNGKey(int(config.seed))
-  kinds = [compare_kind(config, kind, [e for e in entries if e.kind == kind], root)
-           for kind in KINDS if any(e.kind == kind for e in entries)]
-  path = report.write_edit_comparison(out, config, kinds, clock)
+  with artifacts.locked_output_dir(out_dir, what) as out:
+    root = jax.random.PRNGKey(int(config.seed))
+    kinds = [compare_kind(config, kind, [e for e in entries if e.kind == kind], root)
+             for kind in KINDS if any(e.kind == kind for e in entries)]
+    path = report.write_edit_comparison(out, config, kinds, clock)
   _log(f"table: {path}")
   return path
