@@ -182,15 +182,15 @@ def load_directions(path: str | os.PathLike) -> Directions:
     raise DataError(f"{json_path!r} is not a directions metadata file (no 'method')")
   if vectors.ndim < 2 or not np.all(np.isfinite(vectors)):
     raise DataError(f"{npz_path!r}: 'vectors' must be a finite [K, *latent_shape] array")
-  digest = record.get("vectors_sha256")
-  if digest is not None and digest != _vectors_sha256(vectors):
-    raise DataError(f"{npz_path!r} does not match the checksum in {json_path!r} "
-                    "(corrupt or replaced)")
   shape = record.get("latent_shape")
   if shape is not None and list(vectors.shape[1:]) != list(shape):
     raise DataError(
         f"{npz_path!r} holds vectors of shape {vectors.shape} but {json_path!r} says "
         f"latent_shape {shape}")
+  digest = record.get("vectors_sha256")
+  if digest is not None and digest != _vectors_sha256(vectors):
+    raise DataError(f"{npz_path!r} does not match the checksum in {json_path!r} "
+                    "(corrupt or replaced)")
   names = record.get("names") or []
   if names and len(names) != vectors.shape[0]:
     raise DataError(f"{json_path!r}: {len(names)} names for {vectors.shape[0]} directions")
