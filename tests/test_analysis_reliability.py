@@ -264,3 +264,33 @@ def test_mismatch_log_names_what_differs():
   assert fp.reuse_decision("inversion", "x.npz", stored, json.loads(json.dumps(stored)),
                            "recompute", lines.append)
   assert lines[-1] == "inversion: re-using x.npz"
+
+
+def test_edit_comparison_refuses_another_models_directions(runs, report_a, tmp_path):
+  """compare_edits reads a direction file analyze.py wrote: it must be the named run's."""
+  from jaxlatent.directions import load_directions, save_directions
+  from jaxlatent.errors import ConfigError
+  from jaxlatent.studies import config as study_config
+  from jaxlatent.studies import edit_comparison as ec
+  out_b = str(tmp_path / "report_b")
+  assert _run([CONFIG, f"--workdir={runs['b']}", f"--out={out_b}"] + TINY) == 0
+
+  def with_rows(report, name):  # the factor alignment compare_edits needs (rows only)
+    d = load_directions(os.path.join(report, "directions", "sefa_directions"))
+    d.meta["alignment_rows"] = [
+        {"direction": n, "name": n, "best_factor": "breast_size", "alignment": 0.9,
+         "slope[breast_size]": 1.0} for n in d.names]
+    return save_directions(str(tmp_path / name), d)[0][:-len(".npz")]
+
+  for stem, refused in ((with_rows(report_a[0], "own"), False),
+                        (with_rows(out_b, "other"), True)):
+    c = study_config.complete_comparison_config(study_config.default_comparison_config())
+    c.thorax.dcgan, c.thorax.dcgan_directions = runs["a"], stem
+    (entry,) = ec.check_models(c)
+    if refused:
+      with pytest.raises(ConfigError, match="made by another generator, not by the run in "
+                         "config.thorax.dcgan="):
+        ec.load_model(entry, c)
+    else:
+      ec.load_model(entry, c)
+      assert entry.directions.meta["fingerprint"]["generator"]["checkpoint_step"] == 1

@@ -53,7 +53,7 @@ from jaxlatent import atomic_io
 from jaxlatent.studies import artifacts, report
 from jaxlatent.studies.config import (DIRECTION_FIELDS, EDIT_LABELS, KINDS, MODEL_FIELDS,
                                       complete_comparison_config, validate_comparison_config)
-from jaxlatent.studies.generators import load_generator
+from jaxlatent.studies.generators import generator_fingerprint, load_generator
 from jaxlatent.studies.report import finite_or_none
 from jaxlatent.training.checkpoint import CHECKPOINT_DIR, load_run_config
 
@@ -264,6 +264,29 @@ def load_model(entry: ModelEntry, config) -> None:
     raise ConfigError(f"{field} ({entry.directions_stem}): directions of shape "
                       f"{tuple(entry.directions.latent_shape)} do not fit the {tc.model.name} "
                       f"run {entry.workdir}, whose {space} latents have shape {shape}")
+  _check_directions_source(config, entry)
+
+
+def _check_directions_source(config, entry: ModelEntry) -> None:
+  """A direction file analyze.py wrote names its generator: it must be this run's.
+
+  Files without a fingerprint (written by hand or by an older version) are accepted.
+  """
+  made_by = (entry.directions.meta.get("fingerprint") or {}).get("generator")
+  if not isinstance(made_by, dict):
+    return
+  this = generator_fingerprint(entry.trained)
+  differs = [k for k in ("config_sha256", "params_sha256", "checkpoint_step")
+             if made_by.get(k) != this[k]]
+  if differs:
+    field, _ = _directions_stem(config, entry)
+    what = ("from another checkpoint (step "
+            f"{made_by.get('checkpoint_step')}, the run's latest is {this['checkpoint_step']})"
+            if differs == ["checkpoint_step"] else "by another generator")
+    raise ConfigError(f"{field} ({entry.directions_stem}): these directions were made "
+                      f"{what}, not by the run in config.{entry.kind}.{entry.field}="
+                      f"{entry.workdir!r}; analyse that run again or point {field} at its "
+                      "directions")
 
 
 # ----------------------------------------------------------------------------- scoring
