@@ -60,7 +60,8 @@ def load_artifact(npz_path: str) -> tuple[dict[str, np.ndarray], Any]:
   """
   side = sidecar_path(npz_path)
   if not os.path.isfile(side):
-    raise DataError(f"{side} is missing (the run that wrote {npz_path} did not finish)")
+    raise DataError(f"{side} is missing (the run that wrote {npz_path} did not finish, or "
+                    "an older version wrote it)")
   try:
     with open(side) as f:
       record = json.load(f)
