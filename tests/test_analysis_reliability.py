@@ -1,7 +1,7 @@
 """analyze.py never mixes, corrupts or loses results: fingerprints, lock, early checks.
 
-Two tiny DCGANs (same config, other seeds) stand for two models with the same latent
-shape.  Every test is a failing scenario of issue 21: another model's report folder,
+Two tiny DCGANs (same config, other seeds, initial weights saved as checkpoint 0)
+stand for two models with the same latent shape.  Every test is a failing scenario of issue 21: another model's report folder,
 a truncated ``latents.npz``, two runs on one ``--out``, and checks that used to fail
 only after compute (or after creating folders).
 """
@@ -65,25 +65,31 @@ def _error_lines(capsys):
   return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
 
 
-def _train(path: str, seed: int) -> str:
-  from jaxlatent.training import train_and_evaluate
+def _init_run(path: str, seed: int) -> str:
+  """A train.py workdir whose checkpoint 0 is the tiny DCGAN's initial state (no step run)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxlatent.training.checkpoint import CHECKPOINT_DIR, Checkpointer, save_run_config
+  from jaxlatent.training.trainers import make_trainer
   sys.path.insert(0, REPO)
   from configs import dcgan_tiny  # pylint: disable=g-import-not-at-top
   c = complete_train_config(dcgan_tiny.get_config())
-  c.image_size, c.batch_size, c.steps, c.seed = 16, 8, 1, seed
+  c.image_size, c.batch_size, c.seed = 16, 8, seed
   c.data.num_images = 16
   c.model.gen_channels = c.model.disc_channels = c.model.max_channels = 8
-  c.ckpt_every = c.sample_every = c.log_every = 1
-  c.num_samples, c.fid_every = 4, 0
-  train_and_evaluate(c, path)
+  os.makedirs(path)
+  save_run_config(path, c)
+  ckpt = Checkpointer(os.path.join(path, CHECKPOINT_DIR), keep=1)
+  ckpt.save(0, jax.jit(make_trainer(c).init)(jax.random.PRNGKey(seed)))
+  ckpt.wait()
+  ckpt.close()
   return path
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """Two trained tiny DCGANs with the same latent shape: 'a' and 'b'."""
+  """Two tiny DCGANs with the same latent shape (initial weights of seeds 0 and 1)."""
   root = tmp_path_factory.mktemp("models")
-  return {"a": _train(str(root / "a"), 0), "b": _train(str(root / "b"), 1)}
+  return {"a": _init_run(str(root / "a"), 0), "b": _init_run(str(root / "b"), 1)}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +133,7 @@ def test_other_models_report_folder_is_recomputed_not_reused(runs, report_a, tmp
     side = json.load(f)
   with open(os.path.join(report_a[0], "inversion", "latents.json")) as f:
     assert side["fingerprint"] == json.load(f)["fingerprint"]
-  assert side["fingerprint"]["generator"]["checkpoint_step"] == 1
+  assert side["fingerprint"]["generator"]["checkpoint_step"] == 0
 
 
 def test_truncated_latents_and_directions_are_recomputed(runs, report_a, tmp_path, capsys):
@@ -293,4 +299,4 @@ def test_edit_comparison_refuses_another_models_directions(runs, report_a, tmp_p
         ec.load_model(entry, c)
     else:
       ec.load_model(entry, c)
-      assert entry.directions.meta["fingerprint"]["generator"]["checkpoint_step"] == 1
+      assert entry.directions.meta["fingerprint"]["generator"]["checkpoint_step"] == 0
