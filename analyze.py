@@ -11,7 +11,11 @@ it leaves out take the defaults of ``jaxlatent.studies.config``, and
 ``--config.<key>=<value>`` overrides any field.  Outputs in ``--out`` (default
 ``<workdir>/report``): index.html with its PNGs/GIF, metrics.json, directions/
 (.npz + .json), inversion/, nifti/ (per-subject component and subtraction maps).
-Re-running with the same ``--out`` re-uses finished stages (directions, inverted codes).
+Re-running with the same ``--out`` re-uses finished stages (directions, inverted codes,
+factor alignment) whose fingerprint (checkpoint step, config and parameter hashes of the
+generator, the producing settings) matches; others are recomputed with a log line, or
+refused with ``--config.cache_mismatch=error``.  ``--out`` is locked while a run writes
+into it: a second run on the same folder stops with an ``error:`` line.
 Configs with a ``checkpoint`` field (configs/discover_*.py) name the train workdir
 there; ``--workdir`` is then the output folder.  Configs with a ``task`` field run a
 study over several runs named in the config, writing into ``--out``:

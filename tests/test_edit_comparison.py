@@ -162,7 +162,8 @@ def test_one_table_same_subjects_every_model(runs, tmp_path, capsys):
   path = ec.run_edit_comparison(_config(runs), str(out))
   printed = capsys.readouterr().out
   assert path == str(out / "edit_comparison.md")
-  assert sorted(os.listdir(out)) == ["edit_comparison.json", "edit_comparison.md",
+  # .lock: the folder's lock file (emptied when the run ended), see jaxlatent.workdir_lock.
+  assert sorted(os.listdir(out)) == [".lock", "edit_comparison.json", "edit_comparison.md",
                                      "edit_comparison_brain.png", "edit_comparison_thorax.png",
                                      "notes.txt"]
   assert (out / "notes.txt").read_text() == "mine"

@@ -7,6 +7,7 @@ arrays; everything else (method, model, latent space, config, scores, names) is 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any
@@ -17,6 +18,12 @@ from jaxlatent import atomic_io
 from jaxlatent.errors import DataError, TrainingError
 
 FORMAT_VERSION = 1
+
+
+def _vectors_sha256(vectors: np.ndarray) -> str:
+  """Checksum of the saved vectors (a corrupt ``.npz`` that still unzips is caught too)."""
+  v = np.ascontiguousarray(vectors, np.float32)
+  return hashlib.sha256(f"{v.shape}".encode() + v.tobytes()).hexdigest()
 
 
 @dataclasses.dataclass
@@ -138,6 +145,7 @@ def save_directions(path: str | os.PathLike, directions: Directions, *,
       "latent_shape": list(directions.latent_shape),
       "num_directions": directions.num_directions,
       "names": list(directions.names),
+      "vectors_sha256": _vectors_sha256(directions.vectors),
       "scores": to_jsonable(directions.scores),
       "meta": to_jsonable(directions.meta),
   }
@@ -179,6 +187,10 @@ def load_directions(path: str | os.PathLike) -> Directions:
     raise DataError(
         f"{npz_path!r} holds vectors of shape {vectors.shape} but {json_path!r} says "
         f"latent_shape {shape}")
+  digest = record.get("vectors_sha256")
+  if digest is not None and digest != _vectors_sha256(vectors):
+    raise DataError(f"{npz_path!r} does not match the checksum in {json_path!r} "
+                    "(corrupt or replaced)")
   names = record.get("names") or []
   if names and len(names) != vectors.shape[0]:
     raise DataError(f"{json_path!r}: {len(names)} names for {vectors.shape[0]} directions")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent.directions import vector_ops
 from jaxlatent.directions.io import Directions
 from jaxlatent.viz.grids import save_image_grid
@@ -87,7 +88,8 @@ def save_traversal_grid(path: str | os.PathLike, grid, row_labels: Sequence[str]
   fig.tight_layout()
   path = os.fspath(path)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=100)
+  with atomic_io.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=100)
   plt.close(fig)
   return path
 
@@ -106,7 +108,7 @@ def save_rca_curve(path_stem: str | os.PathLike, curve: dict, chance: float | No
   rca = np.asarray(curve["rca"])
   steps = steps if steps.ndim == 1 else steps[0]
   rca = rca[None] if rca.ndim == 1 else rca  # [R, C]
-  with open(stem + ".csv", "w", newline="") as f:
+  with atomic_io.atomic_path(stem + ".csv") as tmp, open(tmp, "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["step"] + [f"rca_restart{r}" for r in range(rca.shape[0])])
     for c in range(len(steps)):
@@ -121,7 +123,8 @@ def save_rca_curve(path_stem: str | os.PathLike, curve: dict, chance: float | No
   ax.set_ylim(0, 1.02)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(stem + ".png", dpi=100)
+  with atomic_io.atomic_path(stem + ".png") as tmp:
+    fig.savefig(tmp, dpi=100)
   plt.close(fig)
   return stem + ".csv", stem + ".png"
 
@@ -164,11 +167,10 @@ def write_table(path_stem: str | os.PathLike, rows: Sequence[dict]) -> tuple[str
   cols = []
   for r in rows:
     cols += [c for c in r if c not in cols]
-  with open(stem + ".csv", "w", newline="") as f:
+  with atomic_io.atomic_path(stem + ".csv") as tmp, open(tmp, "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=cols)
     w.writeheader()
     for r in rows:
       w.writerow({c: _fmt(r[c]) if isinstance(r.get(c), float) else r.get(c, "") for c in cols})
-  with open(stem + ".md", "w") as f:
-    f.write(table_markdown(rows))
+  atomic_io.atomic_write_text(stem + ".md", table_markdown(rows))
   return stem + ".csv", stem + ".md"

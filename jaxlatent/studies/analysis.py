@@ -22,8 +22,13 @@ a dataclass and :mod:`jaxlatent.studies.report` turns them into the report:
      direction in ``<out>/scrub/``) and ``<out>/metrics.json``.
 
 Finished stages are re-used when the same output folder is analysed again
-(directions ``.npz/.json``, inverted codes ``inversion/latents.npz``); delete a file
-to redo its stage.
+(directions ``.npz/.json``, inverted codes ``inversion/latents.npz``, the factor
+alignment) only when their fingerprint matches this run's: the generator's checkpoint
+step and config / parameter hashes plus the settings that produced them
+(:mod:`jaxlatent.studies.fingerprint`).  Anything else (another model's report
+folder, other settings, a truncated file) is recomputed with a log line, or refused
+with ``config.cache_mismatch='error'``.  Every check that needs no compute runs
+before anything is written, and the output folder is locked for the run.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent import directions as dirs
 from jaxlatent.analysis import (eigen_analysis, traverse, traverse_and_analyze,
                                 write_subject_maps)
@@ -44,10 +50,12 @@ from jaxlatent.analysis.attribute_edit import phantom_edit_subjects, score_edits
 from jaxlatent.data import load_dataset
 from jaxlatent.errors import ConfigError, DataError
 from jaxlatent.inversion import InvertedSlices, invert_dataset, invert_images, select_subjects
-from jaxlatent.studies import report
+from jaxlatent.studies import artifacts, report
+from jaxlatent.studies import fingerprint as fp_lib
 from jaxlatent.studies.config import (METHODS, SUPERVISED, UNSUPERVISED,
                                       complete_analysis_config, validate_analysis_config)
-from jaxlatent.studies.generators import TrainedGenerator, load_generator
+from jaxlatent.studies.generators import TrainedGenerator, generator_fingerprint, load_generator
+from jaxlatent.studies.preflight import check_supervised_labels, preflight_analysis
 
 
 def _log(msg: str) -> None:
@@ -148,7 +156,7 @@ def discover_directions(trained: TrainedGenerator, config, key, out_dir: str
   found = {}
   for method in (m for m in config.methods if m in UNSUPERVISED):
     mkey = jax.random.fold_in(key, 10 + METHODS.index(method))
-    d = discover_or_load(gen, config, method, mkey, out_dir)
+    d = discover_or_load(gen, config, method, mkey, out_dir, generator_fingerprint(trained))
     d = align_or_load(trained, d, config, jax.random.fold_in(mkey, 5), out_dir,
                       jax.random.fold_in(key, 6), regressor)
     rows = dirs.summary_rows(d)
@@ -164,14 +172,36 @@ def discover_directions(trained: TrainedGenerator, config, key, out_dir: str
   return found
 
 
-def discover_or_load(gen, config, method: str, key, out_dir: str):
-  """Directions of ``method`` (re-used from ``out_dir`` when saved there before)."""
+def method_settings(config, method: str) -> dict:
+  """The analysis settings that determine ``method``'s directions (their fingerprint)."""
+  if method == "voynov":
+    return {"voynov": config.voynov, "restarts": int(config.restarts), "seed": int(config.seed)}
+  if method == "ganspace":
+    return {"ganspace_components": int(config.ganspace_components),
+            "ganspace_samples": int(config.ganspace_samples), "seed": int(config.seed)}
+  if method == "sefa":
+    return {"sefa_components": int(config.sefa_components)}
+  return {"supervised": config.supervised, "images": config.images,
+          "inversion": config.inversion, "seed": int(config.seed)}
+
+
+def discover_or_load(gen, config, method: str, key, out_dir: str, generator_fp: dict):
+  """Directions of ``method``, re-used from ``out_dir`` when their fingerprint matches.
+
+  ``generator_fp``: :func:`jaxlatent.studies.generators.generator_fingerprint`.
+  """
   stem = os.path.join(out_dir, f"{method}_directions")
-  if os.path.exists(stem + ".npz") and os.path.exists(stem + ".json"):
-    d = dirs.load_directions(stem)
-    if tuple(d.latent_shape) == tuple(gen.latent_spec.shape) and d.space == gen.latent_spec.space:
-      _log(f"{method}: re-using {stem}.npz")
-      return d
+  expected = fp_lib.artifact_fingerprint(generator_fp, method=method,
+                                         **method_settings(config, method))
+  if os.path.exists(stem + ".npz") or os.path.exists(stem + ".json"):
+    try:
+      d = dirs.load_directions(stem)
+    except DataError as e:
+      _log(f"{method}: not re-using {stem}: {e}; recomputing")
+    else:
+      if fp_lib.reuse_decision(method, stem + ".npz", d.meta.get("fingerprint"), expected,
+                               str(config.cache_mismatch), _log):
+        return d
   _log(f"{method}: discovering directions on {gen.name}")
   if method == "ganspace" and gen.latent_spec.space == "z":
     # PCA of isotropic z is meaningless: use early features, here the generated images
@@ -185,6 +215,7 @@ def discover_or_load(gen, config, method: str, key, out_dir: str):
     log_fn = (lambda m: _log(f"voynov step {int(m['step'])}: rca {float(m['rca']):.3f} "
                              f"loss {float(m['loss']):.3f}")) if method == "voynov" else None
     d = dirs.discover(gen, sub, key, log_fn=log_fn)[method]["directions"]
+  d.meta["fingerprint"] = expected
   dirs.save_directions(stem, d, force=True)  # a collapsed run is saved but flagged
   return d
 
@@ -209,10 +240,18 @@ def align_or_load(trained: TrainedGenerator, directions, config, key, out_dir: s
   ``reg_key``) is trained once into ``regressor`` and shared by every method of a run.
   """
   source = trained.train_config.data.source
-  if ("alignment_rows" in directions.meta or directions.collapsed
-      or not config.alignment.enabled or not source.startswith("phantom_")):
+  if (directions.collapsed or not config.alignment.enabled
+      or not source.startswith("phantom_")):
     return directions
   ac = config.alignment
+  expected = {"alignment": ac, "seed": int(config.seed), "source": source,
+              "image_size": int(trained.train_config.image_size),
+              "directions": directions.meta.get("fingerprint")}
+  expected = fp_lib.to_jsonable(expected)
+  if "alignment_rows" in directions.meta and fp_lib.reuse_decision(
+      f"{directions.method} alignment", os.path.join(out_dir, f"{directions.method}_directions"),
+      directions.meta.get("alignment_fingerprint"), expected, str(config.cache_mismatch), _log):
+    return directions
   if not regressor:
     kind = source.split("_", 1)[1]
     _log(f"training a {kind} factor regressor ({ac.regressor_images} phantoms, "
@@ -227,6 +266,7 @@ def align_or_load(trained: TrainedGenerator, directions, config, key, out_dir: s
                               threshold=float(ac.threshold))
   named = res.apply_to(directions)
   named.meta = dict(named.meta, alignment_rows=res.rows(), alignment_summary=res.summary,
+                    alignment_fingerprint=expected,
                     regressor_val_r2=dict(zip(reg.factor_names,
                                               np.asarray(reg.val_r2).tolist())))
   dirs.save_directions(os.path.join(out_dir, f"{directions.method}_directions"), named,
@@ -262,31 +302,32 @@ def invert_or_load(trained: TrainedGenerator, config, dataset, key, out_dir: str
     raise DataError("no images to invert (config.images selects none)")
   gen = trained.generator
   path = os.path.join(out_dir, "latents.npz")
-  if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as f:
-      if (f["indices"].shape == rows.shape and np.array_equal(f["indices"], rows)
-          and tuple(f["latents"].shape[1:]) == tuple(gen.latent_spec.shape)):
-        _log(f"inversion: re-using {path}")
-        return InvertedSlices(f["latents"], f["reconstructions"], f["errors"], f["indices"],
-                              f["subject_id"].astype(str), f["slice_index"])
+  expected = fp_lib.artifact_fingerprint(
+      generator_fingerprint(trained), inversion=config.inversion, images=config.images,
+      seed=int(config.seed), rows=rows,
+      images_sha256=fp_lib.array_sha256(np.asarray(dataset.images[rows], np.float32)))
+  f = artifacts.reuse_artifact("inversion", path, expected, str(config.cache_mismatch), _log)
+  if f is not None:
+    return InvertedSlices(f["latents"], f["reconstructions"], f["errors"], f["indices"],
+                          f["subject_id"].astype(str), f["slice_index"])
   _log(f"inverting {len(rows)} slices into {gen.latent_spec.space} of {gen.name}")
   inv = invert_dataset(gen, dataset, rows, config.inversion, key, trained.encode_fn)
-  os.makedirs(out_dir, exist_ok=True)
-  np.savez(path, latents=inv.latents, reconstructions=inv.reconstructions, errors=inv.errors,
-           indices=inv.indices, subject_id=inv.subject_id.astype("U"),
-           slice_index=inv.slice_index)
+  artifacts.save_artifact(path, expected, latents=inv.latents,
+                          reconstructions=inv.reconstructions, errors=inv.errors,
+                          indices=inv.indices, subject_id=inv.subject_id.astype("U"),
+                          slice_index=inv.slice_index)
   return inv
 
 
-def fit_supervised(gen, config, dataset, inv: InvertedSlices, key, out_dir: str) -> Supervised:
-  """InterFaceGAN HC -> MS boundary on the inverted, labelled codes; the alpha unit."""
+def fit_supervised(gen, config, dataset, inv: InvertedSlices, key, out_dir: str,
+                   fingerprint: dict | None = None) -> Supervised:
+  """InterFaceGAN HC -> MS boundary on the inverted, labelled codes; the alpha unit.
+
+  Always fitted (it takes seconds); ``fingerprint`` is stored in the saved direction's
+  meta for the studies that read it.
+  """
   sc = config.supervised
-  col = str(sc.label_column)
-  if col not in dataset.labels:
-    raise DataError(f"config.supervised.label_column={col!r} is not a label of the inverted "
-                    f"images (labels: {sorted(dataset.labels)}); give labelled images "
-                    "(config.images.labels_csv for NIfTI)")
-  values = np.asarray(dataset.labels[col])[inv.indices].astype(str)
+  values = check_supervised_labels(config, dataset, inv.indices)
   y = np.where(values == str(sc.positive), 1, np.where(values == str(sc.negative), 0, -1))
   keep = y >= 0
   boundary = dirs.fit_boundary(inv.latents[keep], y[keep], key, method=str(sc.classifier),
@@ -300,7 +341,7 @@ def fit_supervised(gen, config, dataset, inv: InvertedSlices, key, out_dir: str)
   unit = abs(separation) / float(sc.alpha_per_separation)
   if not unit > 0:
     unit = 1.0 / float(sc.alpha_per_separation)
-  d.meta.update(alpha_unit=unit, class_separation=separation,
+  d.meta.update(alpha_unit=unit, class_separation=separation, fingerprint=fingerprint,
                 num_labelled={str(sc.negative): int((y == 0).sum()),
                               str(sc.positive): int((y == 1).sum())})
   dirs.save_directions(os.path.join(out_dir, "interfacegan_directions"), d, force=True)
@@ -423,15 +464,15 @@ def ground_truth(trained: TrainedGenerator, config, direction, alphas, key, out_
                                int(trained.train_config.image_size), int(gc.seed),
                                slice_position=float(gc.slice_position))
   path = os.path.join(out_dir, "ground_truth_latents.npz")
-  lat = None
-  if os.path.exists(path):
-    with np.load(path) as f:
-      if f["latents"].shape[0] == len(subj.images):
-        lat = f["latents"]
+  expected = fp_lib.artifact_fingerprint(generator_fingerprint(trained),
+                                         inversion=config.inversion, ground_truth=gc,
+                                         seed=int(config.seed))
+  f = artifacts.reuse_artifact("ground truth", path, expected, str(config.cache_mismatch), _log)
+  lat = None if f is None else f["latents"]
   if lat is None:
     lat, _, _ = invert_images(trained.generator, subj.images, config.inversion, key,
                               encode_fn=trained.encode_fn)  # no masks: whatever use_mask
-    np.savez(path, latents=lat)
+    artifacts.save_artifact(path, expected, latents=lat)
   unit = float(direction.meta.get("alpha_unit", 1.0))
   scores = score_edits(trained.generator, jnp.asarray(lat),
                        jnp.asarray(direction.vectors[0] * unit), jnp.asarray(alphas),
@@ -456,8 +497,11 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
     out_dir: report folder (default ``<workdir>/report``).
 
   Raises:
-    ConfigError, DataError: bad config or images (before heavy compute where possible).
+    ConfigError, DataError: bad config or images; every check that needs no compute
+      runs before anything is written (:mod:`jaxlatent.studies.preflight`).
     CheckpointError: ``workdir`` is no training workdir or has no readable checkpoint.
+    OutputError: ``out_dir`` is a regular file or cannot be written.
+    WorkdirBusyError: another process is analysing into ``out_dir``.
   """
   clock = report.Clock()
   config = complete_analysis_config(config)
@@ -465,41 +509,53 @@ def run_analysis(config: ml_collections.ConfigDict, workdir: str,
   workdir = os.path.abspath(os.path.expanduser(workdir))
   out = os.path.abspath(out_dir or os.path.join(workdir, "report"))
   dir_out = os.path.join(out, "directions")
-  os.makedirs(out, exist_ok=True)
-  key = jax.random.PRNGKey(int(config.seed))
-
+  what = "analysis output folder (--out)"
+  # Every check that needs no compute comes before the first write.
+  atomic_io.check_writable_dir(out, what)
   trained = load_generator(workdir, str(config.space))
   gen = trained.generator
-  _log(f"analysing {gen.name} ({trained.train_config.model.name}, step {trained.step}) "
-       f"from {workdir}")
-  samples = gen(gen.sample_latents(jax.random.fold_in(key, 0), int(config.report.num_samples)))
-  # The images first: a bad scan fails in seconds, before discovery writes anything.
-  dataset = load_images(config, trained.train_config, out)
-  found = discover_directions(trained, config, key, dir_out)
-  inv = invert_or_load(trained, config, dataset, jax.random.fold_in(key, 2),
-                       os.path.join(out, "inversion"))
-  supervised = None
-  if "interfacegan" in config.methods:
-    supervised = fit_supervised(gen, config, dataset, inv, jax.random.fold_in(key, 3), dir_out)
-  analysed = {m: f.directions for m, f in found.items()}
-  if supervised is not None:
-    analysed["interfacegan"] = supervised.directions
-  masks = np.asarray(dataset.masks[inv.indices], bool)
-  eigen = traverse_and_eigen(gen, analysed, inv, masks,
-                             None if supervised is None else supervised.labels, config)
-  write_nifti_maps(eigen, inv, dataset, os.path.join(out, "nifti"), os.path.join(out, "dicom"))
-  scrubbers = scrubber_frames(gen, eigen, inv, config)
-  truth = None
-  if (supervised is not None and config.ground_truth.enabled
-      and trained.train_config.data.source == "phantom_brain"):
-    truth = ground_truth(trained, config, supervised.directions, eigen.alphas,
-                         jax.random.fold_in(key, 4), os.path.join(out, "inversion"))
+  preflight_analysis(config, trained)
+  key = jax.random.PRNGKey(int(config.seed))
+  with artifacts.locked_output_dir(out, what):
+    _log(f"analysing {gen.name} ({trained.train_config.model.name}, step {trained.step}) "
+         f"from {workdir}")
+    # The images first: their remaining checks (labels of the selected subjects) fail
+    # before the discovery's compute.
+    dataset = load_images(config, trained.train_config, out)
+    if "interfacegan" in config.methods:
+      check_supervised_labels(config, dataset,
+                              select_subjects(dataset, int(config.images.max_subjects)))
+    samples = gen(gen.sample_latents(jax.random.fold_in(key, 0),
+                                     int(config.report.num_samples)))
+    found = discover_directions(trained, config, key, dir_out)
+    inv = invert_or_load(trained, config, dataset, jax.random.fold_in(key, 2),
+                         os.path.join(out, "inversion"))
+    supervised = None
+    if "interfacegan" in config.methods:
+      supervised = fit_supervised(
+          gen, config, dataset, inv, jax.random.fold_in(key, 3), dir_out,
+          fp_lib.artifact_fingerprint(generator_fingerprint(trained),
+                                      **method_settings(config, "interfacegan")))
+    analysed = {m: f.directions for m, f in found.items()}
+    if supervised is not None:
+      analysed["interfacegan"] = supervised.directions
+    masks = np.asarray(dataset.masks[inv.indices], bool)
+    eigen = traverse_and_eigen(gen, analysed, inv, masks,
+                               None if supervised is None else supervised.labels, config)
+    write_nifti_maps(eigen, inv, dataset, os.path.join(out, "nifti"),
+                     os.path.join(out, "dicom"))
+    scrubbers = scrubber_frames(gen, eigen, inv, config)
+    truth = None
+    if (supervised is not None and config.ground_truth.enabled
+        and trained.train_config.data.source == "phantom_brain"):
+      truth = ground_truth(trained, config, supervised.directions, eigen.alphas,
+                           jax.random.fold_in(key, 4), os.path.join(out, "inversion"))
 
-  path = report.write_analysis_report(
-      out, config, report.AnalysisResults(
-          trained=trained, samples=np.asarray(samples), found=found, dataset=dataset,
-          inverted=inv, masks=masks, supervised=supervised, eigen=eigen, ground_truth=truth,
-          scrubbers=scrubbers),
-      clock)
+    path = report.write_analysis_report(
+        out, config, report.AnalysisResults(
+            trained=trained, samples=np.asarray(samples), found=found, dataset=dataset,
+            inverted=inv, masks=masks, supervised=supervised, eigen=eigen,
+            ground_truth=truth, scrubbers=scrubbers),
+        clock)
   _log(f"report: {path}")
   return path

@@ -87,9 +87,14 @@ def default_analysis_config() -> ml_collections.ConfigDict:
       after the mean HC -> MS factor change (true difference maps).
     report: sample-grid size, rows of the traversal grids, GIF speed;
       scrubber_slices: slices per subject on each direction's scrubber page (0: no pages).
+    cache_mismatch: what to do with a saved stage in the output folder (directions,
+      inverted codes, factor alignment) whose fingerprint (generator checkpoint step,
+      config and parameter hashes, producing settings) differs from this run's:
+      'recompute' it (one log line says why) or stop with an 'error'.
   """
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.cache_mismatch = "recompute"
   c.space = "z"
   c.methods = ("voynov", "sefa", "ganspace")
   c.restarts = 1
@@ -176,10 +181,25 @@ def validate_analysis_config(config: ml_collections.ConfigDict) -> None:
   if config.images.source in ("nifti", "dicom") and not str(config.images.path).strip():
     raise ConfigError("config.images.path is empty: set it to the NIfTI files (or DICOM "
                       f"folder) to invert when config.images.source={config.images.source!r}")
+  if str(config.cache_mismatch) not in ("recompute", "error"):
+    raise ConfigError(f"config.cache_mismatch={config.cache_mismatch!r}: choose 'recompute' "
+                      "or 'error'")
+  if int(config.images.max_subjects) < 0:
+    raise ConfigError(f"config.images.max_subjects={config.images.max_subjects} must be >= 0 "
+                      "(0: all)")
   t = config.traversal
   if int(t.alpha_num) < 3:
     raise ConfigError(f"config.traversal.alpha_num={t.alpha_num}: the eigen-analysis needs "
                       ">= 3 steps")
+  if not 1 <= int(t.n_components) <= int(t.alpha_num):
+    raise ConfigError(f"config.traversal.n_components={t.n_components} must be in "
+                      f"1..config.traversal.alpha_num={t.alpha_num} (one eigenvector per "
+                      "traversal step at most)")
+  if int(t.directions_per_method) < 1:
+    raise ConfigError(f"config.traversal.directions_per_method={t.directions_per_method} "
+                      "must be >= 1")
+  if int(t.max_subjects) < 0:
+    raise ConfigError(f"config.traversal.max_subjects={t.max_subjects} must be >= 0 (0: all)")
   if not float(t.alpha_stop) != float(t.alpha_start):
     raise ConfigError("config.traversal.alpha_stop must differ from alpha_start")
   for name in ("steps", "batch_size"):
@@ -190,6 +210,10 @@ def validate_analysis_config(config: ml_collections.ConfigDict) -> None:
   if int(config.report.scrubber_slices) < 0:
     raise ConfigError(f"config.report.scrubber_slices={config.report.scrubber_slices} must be "
                       ">= 0 (0: no scrubber pages)")
+  if "interfacegan" in methods and str(config.supervised.negative) == str(
+      config.supervised.positive):
+    raise ConfigError(f"config.supervised.negative and positive are both "
+                      f"{str(config.supervised.positive)!r}: InterFaceGAN needs two classes")
 
 
 # ----------------------------------------------------------------------------- compare_edits

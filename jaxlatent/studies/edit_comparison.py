@@ -49,10 +49,11 @@ from jaxlatent.analysis.attribute_edit import (BRAIN_HC_TO_MS, phantom_edit_subj
 from jaxlatent.directions import load_directions
 from jaxlatent.errors import ConfigError, DataError, JaxlatentError
 from jaxlatent.inversion import invert_images
-from jaxlatent.studies import report
+from jaxlatent import atomic_io
+from jaxlatent.studies import artifacts, report
 from jaxlatent.studies.config import (DIRECTION_FIELDS, EDIT_LABELS, KINDS, MODEL_FIELDS,
                                       complete_comparison_config, validate_comparison_config)
-from jaxlatent.studies.generators import load_generator
+from jaxlatent.studies.generators import generator_fingerprint, load_generator
 from jaxlatent.studies.report import finite_or_none
 from jaxlatent.training.checkpoint import CHECKPOINT_DIR, load_run_config
 
@@ -263,6 +264,29 @@ def load_model(entry: ModelEntry, config) -> None:
     raise ConfigError(f"{field} ({entry.directions_stem}): directions of shape "
                       f"{tuple(entry.directions.latent_shape)} do not fit the {tc.model.name} "
                       f"run {entry.workdir}, whose {space} latents have shape {shape}")
+  _check_directions_source(config, entry)
+
+
+def _check_directions_source(config, entry: ModelEntry) -> None:
+  """A direction file analyze.py wrote names its generator: it must be this run's.
+
+  Files without a fingerprint (written by hand or by an older version) are accepted.
+  """
+  made_by = (entry.directions.meta.get("fingerprint") or {}).get("generator")
+  if not isinstance(made_by, dict):
+    return
+  this = generator_fingerprint(entry.trained)
+  differs = [k for k in ("config_sha256", "params_sha256", "checkpoint_step")
+             if made_by.get(k) != this[k]]
+  if differs:
+    field, _ = _directions_stem(config, entry)
+    what = ("from another checkpoint (step "
+            f"{made_by.get('checkpoint_step')}, the run's latest is {this['checkpoint_step']})"
+            if differs == ["checkpoint_step"] else "by another generator")
+    raise ConfigError(f"{field} ({entry.directions_stem}): these directions were made "
+                      f"{what}, not by the run in config.{entry.kind}.{entry.field}="
+                      f"{entry.workdir!r}; analyse that run again or point {field} at its "
+                      "directions")
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -432,14 +456,15 @@ def run_edit_comparison(config: ml_collections.ConfigDict, out_dir: str) -> str:
   clock = report.Clock()
   config = complete_comparison_config(config)
   validate_comparison_config(config)
+  what = "edit comparison output folder (--out)"
+  atomic_io.check_writable_dir(out_dir, what)
   entries = check_models(config)
   for e in entries:
     load_model(e, config)
-  out = os.path.abspath(os.path.expanduser(out_dir))
-  os.makedirs(out, exist_ok=True)
-  root = jax.random.PRNGKey(int(config.seed))
-  kinds = [compare_kind(config, kind, [e for e in entries if e.kind == kind], root)
-           for kind in KINDS if any(e.kind == kind for e in entries)]
-  path = report.write_edit_comparison(out, config, kinds, clock)
+  with artifacts.locked_output_dir(out_dir, what) as out:
+    root = jax.random.PRNGKey(int(config.seed))
+    kinds = [compare_kind(config, kind, [e for e in entries if e.kind == kind], root)
+             for kind in KINDS if any(e.kind == kind for e in entries)]
+    path = report.write_edit_comparison(out, config, kinds, clock)
   _log(f"table: {path}")
   return path

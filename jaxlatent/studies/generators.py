@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxlatent.errors import ConfigError
 from jaxlatent.models import stylegan2, vae
+from jaxlatent.studies import fingerprint
 from jaxlatent.training.checkpoint import load_trained
 
 
@@ -23,6 +24,8 @@ class TrainedGenerator:
     trainer, state: the model's trainer and restored train state (step ``step``).
     generator: the Generator in the study's latent space (None when not asked for).
     encode_fn: VAE runs: ``images -> (mean, logvar)`` for the inversion; else None.
+    fingerprint: what identifies the generator in re-used artifacts (checkpoint step,
+      config and params hashes); set by :func:`generator_fingerprint`.
   """
 
   workdir: str
@@ -32,6 +35,17 @@ class TrainedGenerator:
   step: int
   generator: Any = None
   encode_fn: Callable[..., Any] | None = None
+  fingerprint: dict | None = None
+
+
+def generator_fingerprint(trained: TrainedGenerator) -> dict:
+  """``trained``'s fingerprint (:func:`jaxlatent.studies.fingerprint.generator_fingerprint`).
+
+  Hashing the parameters reads all of them, so it is computed once per run and kept.
+  """
+  if trained.fingerprint is None:
+    trained.fingerprint = fingerprint.generator_fingerprint(trained)
+  return trained.fingerprint
 
 
 def generator_in_space(train_config, trainer, state, space: str):

@@ -40,7 +40,8 @@ from jaxlatent.data import batch_indices, load_dataset
 from jaxlatent.data.config import validate_data_config
 from jaxlatent.errors import ConfigError, DataError
 from jaxlatent.models import ssdaae
-from jaxlatent.studies import report
+from jaxlatent import atomic_io
+from jaxlatent.studies import artifacts, report
 from jaxlatent.training.defaults import complete_train_config
 from jaxlatent.training.trainers.ssdaae import make_ssdaae_trainer
 
@@ -139,24 +140,25 @@ def run_label_fraction(config: ml_collections.ConfigDict, out_dir: str) -> str:
   clock = report.Clock()
   config = complete_train_config(config)
   fractions = validate_label_fraction_config(config)
-  out = os.path.abspath(os.path.expanduser(out_dir))
-  os.makedirs(out, exist_ok=True)
-  x_train, y_train, x_test, y_test, classes = _datasets(config, out)
-  if len(x_train) < int(config.batch_size):
-    raise DataError(f"{len(x_train)} training images (data.num_images) < "
-                    f"batch_size={config.batch_size}")
-  _log(f"{len(x_train)} training slices, {len(x_test)} held-out slices (population seed "
-       f"{int(config.data.seed) + int(config.heldout.seed_offset)}), classes {classes}; "
-       f"fractions {list(fractions)}, {int(config.steps)} steps each")
+  what = "label-fraction output folder (--out)"
+  atomic_io.check_writable_dir(out_dir, what)
+  with artifacts.locked_output_dir(out_dir, what) as out:
+    x_train, y_train, x_test, y_test, classes = _datasets(config, out)
+    if len(x_train) < int(config.batch_size):
+      raise DataError(f"{len(x_train)} training images (data.num_images) < "
+                      f"batch_size={config.batch_size}")
+    _log(f"{len(x_train)} training slices, {len(x_test)} held-out slices (population seed "
+         f"{int(config.data.seed) + int(config.heldout.seed_offset)}), classes {classes}; "
+         f"fractions {list(fractions)}, {int(config.steps)} steps each")
 
-  def log_row(row):
-    _log(f"fraction {row['fraction']:g}: {row['num_labelled']} labelled, held-out accuracy "
-         f"{row['accuracy']:.3f} (chance {row['chance']:.3f}), {row['seconds']:.0f} s")
+    def log_row(row):
+      _log(f"fraction {row['fraction']:g}: {row['num_labelled']} labelled, held-out accuracy "
+           f"{row['accuracy']:.3f} (chance {row['chance']:.3f}), {row['seconds']:.0f} s")
 
-  rows = accuracy_vs_label_fraction(config, x_train, y_train, x_test, y_test,
-                                    fractions=fractions, on_row=log_row)
-  path = report.write_label_fraction(out, config, rows, classes, len(x_train), len(x_test),
-                                     majority_rate(y_test), clock)
+    rows = accuracy_vs_label_fraction(config, x_train, y_train, x_test, y_test,
+                                      fractions=fractions, on_row=log_row)
+    path = report.write_label_fraction(out, config, rows, classes, len(x_train), len(x_test),
+                                       majority_rate(y_test), clock)
   _log(f"done in {clock.seconds()['wall']:.0f} s: {path}")
   return path
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxlatent import atomic_io
 from jaxlatent import directions as dirs
 from jaxlatent.viz import plots
 from jaxlatent.viz.grids import save_image_grid
@@ -63,10 +64,8 @@ def json_clean(x):
 
 
 def write_json(path: str, record: Any) -> str:
-  """``record`` as strict JSON (NaN/inf -> null) at ``path``."""
-  with open(path, "w") as f:
-    json.dump(json_clean(record), f, indent=2, allow_nan=False)
-  return path
+  """``record`` as strict JSON (NaN/inf -> null) at ``path``, written atomically."""
+  return atomic_io.atomic_write_json(path, json_clean(record), allow_nan=False)
 
 
 def upscale(images, min_size: int = 96) -> np.ndarray:
@@ -479,8 +478,7 @@ def write_edit_comparison(out: str, config, kinds: list, clock: Clock) -> str:
               "original, reconstruction x₀, edited x_T, x_T − x₀ and the true difference per "
               "model; difference maps scaled to their own max |.|, grey = 0)")
   md_path = os.path.join(out, "edit_comparison.md")
-  with open(md_path, "w") as f:
-    f.write("\n".join(md) + "\n")
+  atomic_io.atomic_write_text(md_path, "\n".join(md) + "\n")
   write_json(os.path.join(out, "edit_comparison.json"), {
       "task": "compare_edits", "steps": int(config.steps), "subjects": subjects_meta,
       "rows": rows, "table": table, "figures": figures,
@@ -496,8 +494,7 @@ def write_label_fraction(out: str, config, rows: list[dict], classes: list[str],
                          num_train: int, num_heldout: int, chance: float, clock: Clock) -> str:
   """``label_fraction.json`` (settings + rows) and ``label_fraction.md``; returns the .md path."""
   heldout_seed = int(config.data.seed) + int(config.heldout.seed_offset)
-  with open(os.path.join(out, "label_fraction.json"), "w") as f:
-    json.dump({
+  atomic_io.atomic_write_text(os.path.join(out, "label_fraction.json"), json.dumps({
         "task": "label_fraction", "model": "ssdaae",
         "label_column": str(config.data.label_column), "classes": classes,
         "data_source": str(config.data.source), "image_size": int(config.image_size),
@@ -507,17 +504,17 @@ def write_label_fraction(out: str, config, rows: list[dict], classes: list[str],
         "train_population_seed": int(config.data.seed),
         "heldout_population_seed": heldout_seed, "chance": chance, "rows": rows,
         "seconds": clock.seconds()["wall"], "config": config.to_dict(),
-    }, f, indent=2, default=str)
+    }, indent=2, default=str))
   table = [{"labelled fraction": f"{r['fraction']:g}", "labelled images": r["num_labelled"],
             "held-out accuracy": f"{r['accuracy']:.3f}", "chance": f"{r['chance']:.3f}"}
            for r in rows]
   md_path = os.path.join(out, "label_fraction.md")
-  with open(md_path, "w") as f:
-    f.write(f"# SS-DAAE head accuracy vs labelled fraction ({config.data.source}, "
-            f"label '{config.data.label_column}')\n\n")
-    f.write(f"{int(config.steps)} steps per fraction, batch {int(config.batch_size)}, "
-            f"{num_train} training slices; accuracy on {num_heldout} slices of held-out "
-            f"subjects.\n\n")
-    f.write(table_markdown(table))
-    f.write(f"\nClasses: {', '.join(classes)}; chance = the held-out majority-class rate.\n")
+  atomic_io.atomic_write_text(md_path, "".join([
+      f"# SS-DAAE head accuracy vs labelled fraction ({config.data.source}, "
+      f"label '{config.data.label_column}')\n\n",
+      f"{int(config.steps)} steps per fraction, batch {int(config.batch_size)}, "
+      f"{num_train} training slices; accuracy on {num_heldout} slices of held-out "
+      f"subjects.\n\n",
+      table_markdown(table),
+      f"\nClasses: {', '.join(classes)}; chance = the held-out majority-class rate.\n"]))
   return md_path
