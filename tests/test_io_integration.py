@@ -257,7 +257,10 @@ def test_bad_dicom_images_for_analyze_exit_2_and_write_nothing(dicom_run, tmp_pa
   assert "mixed orientations" in err[0]
   written = [os.path.relpath(os.path.join(d, n), out) for d, _, files in os.walk(out)
              for n in files]
-  assert written == [], written  # no cache, no directions, no report
+  # Only the (empty, released) lock file of the locked --out: no cache, no directions,
+  # no report.
+  assert written in ([], [".lock"]), written
+  assert not os.path.exists(out / ".lock") or os.path.getsize(out / ".lock") == 0
 
 
 def test_bad_dicom_training_data_exit_2_and_write_nothing(tmp_path, capsys):
