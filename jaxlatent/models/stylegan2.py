@@ -58,6 +58,18 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def config_keys(fields: Mapping[str, Any]) -> dict[str, Any]:
+  """``config.model`` entries of Generator ``fields`` (e.g. from a converted snapshot):
+  the config's key names; ``img_resolution`` (``config.image_size``) and a zero
+  ``c_dim`` are left out."""
+  out = {}
+  for k, v in fields.items():
+    if k == "img_resolution" or (k == "c_dim" and not v):
+      continue
+    out[_CONFIG_KEYS.get(k, k)] = v
+  return out
+
+
 def _image_size(config: ml_collections.ConfigDict) -> int:
   size = int(config.image_size)
   if size < 4 or size & (size - 1):
@@ -168,6 +180,6 @@ def make_generator(variables: Any, config: ml_collections.ConfigDict, space: str
   return gen.replace(name=f"stylegan2-{space}")
 
 
-__all__ = ["StyleGAN2Loss", "build_discriminator", "build_generator", "const_noise_buffers",
+__all__ = ["StyleGAN2Loss", "build_discriminator", "build_generator", "config_keys", "const_noise_buffers",
            "default_config", "discriminator_fields", "generator_fields", "init_generator",
            "loss_settings", "make_generator", "mix_styles", "noise_buffer_shapes"]
