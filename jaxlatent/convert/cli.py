@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 def _stylegan2_ada(args: argparse.Namespace) -> str:
   from jaxlatent.convert.stylegan2_ada import convert_stylegan2_ada  # pylint: disable=g-import-not-at-top
   return convert_stylegan2_ada(args.file, args.workdir, network=args.network,
-                               conv_clamp=args.conv_clamp)
+                               conv_clamp=args.conv_clamp, modality=args.modality)
 
 
 def _clamp(text: str) -> float | None:
@@ -51,6 +51,8 @@ def _clamp(text: str) -> float | None:
 def _add_stylegan2_ada(p: argparse.ArgumentParser) -> None:
   p.add_argument("--network", default="G_ema", choices=("G_ema", "G"),
                  help="generator to analyse: G_ema (averaged weights) or G")
+  p.add_argument("--modality", default="mr", choices=("mr", "ct"),
+                 help="images the network was trained on: mr (default; brain T1 slices) or ct")
   p.add_argument("--conv-clamp", type=_clamp, default=256.0,
                  help="conv_clamp of a bare state_dict (.pt), which does not record it: "
                       "the official trainer's 256 (default) or 'none'; snapshots record their own")

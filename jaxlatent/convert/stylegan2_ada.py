@@ -158,14 +158,20 @@ def _sha256(path: str) -> str:
   return h.hexdigest()
 
 
+MODALITIES = {"mr": "phantom_brain", "ct": "phantom_thorax"}
+
+
 def train_config_for(model_fields: dict, image_size: int,
-                     discriminator_fields: dict | None = None) -> ml_collections.ConfigDict:
+                     discriminator_fields: dict | None = None,
+                     modality: str = "mr") -> ml_collections.ConfigDict:
   """A run config holding ``model_fields`` over the model's defaults.
 
   ``discriminator_fields`` (when given) go to ``model.discriminator``: the official G
   and D differ in fields of the same name (e.g. ``architecture`` 'skip' vs 'resnet').
   Data, optimizer and seed are the library defaults: they describe how analysis
   preprocesses images (``data``) and how a resumed training would continue.
+  ``modality`` ('mr' | 'ct') is what the network was trained on: it sets
+  ``data.modality`` and the phantom data set analysis draws held-out images from.
   """
   # pylint: disable=g-import-not-at-top
   from jaxlatent.data.config import default_data_config
@@ -177,6 +183,9 @@ def train_config_for(model_fields: dict, image_size: int,
   c.seed = 0
   c.image_size = int(image_size)
   c.data = default_data_config()
+  if modality not in MODALITIES:
+    raise ConfigError(f"--modality={modality!r}: expected one of {sorted(MODALITIES)}")
+  c.data.modality, c.data.source = modality, MODALITIES[modality]
   model = default_model_config(MODEL_NAME)
   fields = model_mod.config_keys(model_fields)
   if discriminator_fields:
@@ -196,13 +205,15 @@ def train_config_for(model_fields: dict, image_size: int,
 
 
 def stylegan2_ada_workdir_parts(path: str | os.PathLike, network: str = "G_ema",
-                                conv_clamp: float | None = OFFICIAL_CONV_CLAMP
+                                conv_clamp: float | None = OFFICIAL_CONV_CLAMP,
+                                modality: str = "mr"
                                 ) -> tuple[ml_collections.ConfigDict, dict, dict]:
   """(train config, ``variables_by_network``, provenance) of an official snapshot.
 
   Args:
     path: ``network-snapshot-*.pkl`` (or a state_dict file, see the module docstring).
     conv_clamp: for a bare state_dict only (a snapshot records its own).
+    modality: 'mr' or 'ct', the images the network was trained on (``data.modality``).
     network: the generator analysed ('G_ema', the averaged weights; or 'G').  It
       becomes the state's EMA generator; the raw 'G' (when present) its trained one,
       and 'D' the discriminator when the architecture module converts it.
@@ -236,7 +247,7 @@ def stylegan2_ada_workdir_parts(path: str | os.PathLike, network: str = "G_ema",
   elif d_rec is not None:
     notes.append("D not converted: the architecture module has no discriminator conversion")
     d_rec = None
-  config = train_config_for(fields, res, d_fields)
+  config = train_config_for(fields, res, d_fields, modality)
 
   def g_vars(name: str) -> dict:
     try:
@@ -271,12 +282,13 @@ def stylegan2_ada_workdir_parts(path: str | os.PathLike, network: str = "G_ema",
 
 def convert_stylegan2_ada(path: str | os.PathLike, workdir: str | os.PathLike,
                           network: str = "G_ema",
-                          conv_clamp: float | None = OFFICIAL_CONV_CLAMP) -> str:
+                          conv_clamp: float | None = OFFICIAL_CONV_CLAMP,
+                          modality: str = "mr") -> str:
   """Writes ``workdir`` (config.json + checkpoint at step 0) from an official snapshot."""
   # pylint: disable=g-import-not-at-top
   from jaxlatent.convert.workdir import check_new_workdir, write_workdir
   check_new_workdir(workdir)  # before the (slow) conversion
-  config, nets, provenance = stylegan2_ada_workdir_parts(path, network, conv_clamp)
+  config, nets, provenance = stylegan2_ada_workdir_parts(path, network, conv_clamp, modality)
   return write_workdir(os.fspath(workdir), config, nets, step=0, provenance=provenance)
 
 
