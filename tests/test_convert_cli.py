@@ -55,7 +55,7 @@ def test_converts_a_snapshot_into_a_workdir_analyze_reads(tmp_path, capsys):
   config, trainer, state = load_trained(str(out))
   assert config.model.name == "stylegan2" and config.image_size == 8
   assert config.model.latent_dim == 8 and config.model.num_mapping_layers == 2
-  assert config.model.conv_clamp == 256 and config.model.discriminator.mbstd_group_size == 4
+  assert config.model.conv_clamp == 256 and config.model.mbstd_group_size == 4
   np.testing.assert_array_equal(
       np.asarray(state.model_state["buffers"]["mapping"]["w_avg"]),
       g_ema.mapping.w_avg.numpy())

@@ -189,7 +189,11 @@ def train_config_for(model_fields: dict, image_size: int,
   model = default_model_config(MODEL_NAME)
   fields = model_mod.config_keys(model_fields)
   if discriminator_fields:
-    fields["discriminator"] = {k: v for k, v in discriminator_fields.items()
+    d = dict(discriminator_fields)
+    for k in ("mbstd_group_size", "mbstd_num_channels"):  # flat keys of config.model
+      if k in d:
+        fields[k] = d.pop(k)
+    fields["discriminator"] = {k: v for k, v in d.items()
                                if k not in ("img_resolution", "img_channels", "c_dim")}
   for k, v in fields.items():
     try:

@@ -89,10 +89,12 @@ def stylegan2_noise_inputs(config) -> NoiseInputs:
   const noise during projection; use it with a Generator from
   ``stylegan2.make_generator(params, config, space='w' | 'w+')``.
   """
-  from jaxlatent.models import stylegan2  # local: models are optional for inversion
+  # local: models are optional for inversion; 'stylegan2' or 'stylegan2_simple'
+  from jaxlatent.models import model_module
 
-  module = stylegan2.build_generator(config)
-  shapes = tuple(sorted(stylegan2.noise_buffer_shapes(config).items()))
+  model = model_module(config.model.name)
+  module = model.build_generator(config)
+  shapes = tuple(sorted(model.noise_buffer_shapes(config).items()))
   return NoiseInputs(apply_fn=_StyleGAN2NoiseApply(module), init_fn=_NormalBuffers(shapes))
 
 

@@ -2,9 +2,9 @@
 
 The networks are :mod:`jaxlatent.models.stylegan2_ada` (NVlabs' ``training/networks.py``
 exactly: FIR resampling, ``conv_clamp``, skip G / resnet D, no output tanh, the
-official ``num_ws`` and w+ layout); this module turns ``config.model`` into them and
-into :class:`~jaxlatent.Generator`\\ s.  The simplified variant of earlier releases is
-``model.name='stylegan2_simple'`` (:mod:`jaxlatent.models.stylegan2_simple`).
+official ``num_ws`` and w+ layout); this module builds them from ``config.model`` and
+wraps them as :class:`~jaxlatent.Generator` objects in z, w and w+.  The simplified, faster
+variant is ``model.name='stylegan2_simple'`` (:mod:`jaxlatent.models.stylegan2_simple`).
 
 ``config.model`` keys are the :class:`~jaxlatent.models.stylegan2_ada.Generator`
 fields (``z_dim`` is ``latent_dim``, ``mapping_num_layers`` is
@@ -50,11 +50,31 @@ class _MinibatchStd:
   mbstd_num_channels: int = 1  # 0: no minibatch-std layer
 
 
+# Discriminator fields set elsewhere: by the generator / image size, or flat (mbstd).
+_D_NOT_NESTED = ("img_resolution", "c_dim", "img_channels", "mbstd_group_size",
+                 "mbstd_num_channels")
+
+
 def default_config() -> ml_collections.ConfigDict:
-  """``config.model`` of the official StyleGAN2 (stylegan2-ada-pytorch defaults)."""
+  """``config.model`` of the official StyleGAN2 (stylegan2-ada-pytorch defaults).
+
+  ``model.discriminator`` lists every other Discriminator field; ``None`` there
+  means the generator's value (channel_base, channel_max, conv_clamp, dtype) or the
+  module's default.
+  """
   c = settings.default_config("stylegan2", sg.Generator, _MinibatchStd, StyleGAN2Loss,
                               renames=_CONFIG_KEYS, exclude=_FIXED)
-  c.discriminator = ml_collections.ConfigDict({"architecture": "resnet"})
+  d = ml_collections.ConfigDict()
+  for f in dataclasses.fields(sg.Discriminator):
+    if f.name in _D_NOT_NESTED or f.name in settings.NOT_SETTINGS:
+      continue
+    if f.name == "architecture":
+      d[f.name] = f.default
+    elif "Sequence" in str(f.type):
+      d[f.name] = None
+    else:
+      d[f.name] = settings._typed_none(f)  # pylint: disable=protected-access
+  c.discriminator = d
   return c
 
 
@@ -109,7 +129,8 @@ def discriminator_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
     if k not in known:
       raise ConfigError(f"model.discriminator.{k}: not a discriminator field "
                         f"(one of {sorted(known)})")
-    fields[k] = v
+    if v is not None:
+      fields[k] = v
   for k, want in (("img_resolution", g["img_resolution"]), ("c_dim", 0),
                   ("img_channels", g.get("img_channels", 1))):
     if k in fields and fields[k] != want:
