@@ -215,10 +215,10 @@ def build_generator(train_config, trainer, state, space: str):
   """The trained run's Generator in ``space`` (StyleGAN: z, w or w+; others: z)."""
   gen = trainer.generator(state)
   name = train_config.model.name
-  if name == "stylegan2":
+  if name in ("stylegan2", "stylegan2_simple"):
     if space != "z":
-      from jaxlatent.models import stylegan2  # pylint: disable=g-import-not-at-top
-      gen = stylegan2.make_generator(gen.params, train_config, space)
+      from jaxlatent.models import model_module  # pylint: disable=g-import-not-at-top
+      gen = model_module(name).make_generator(gen.params, train_config, space)
   elif space != "z":
     raise ConfigError(f"config.space={space!r}: the {name} generator has only a z space")
   return gen
