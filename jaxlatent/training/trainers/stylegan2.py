@@ -21,7 +21,8 @@ filters), 'pl_mean', 'r1', 'pl', 'ada'} for 'stylegan2' ('stats' and 'noise_cons
 instead of the buffers for 'stylegan2_simple'); ``model_state['ada']`` holds p and
 its sign statistics (:class:`~jaxlatent.training.augment.AdaState` fields), so a
 resumed run continues with the same p.  G and the EMA generator share the buffers
-(the reference copies G's into G_ema every step).
+(the reference copies G's into G_ema every step).  ``'ada'`` is there only when
+``augment.mode`` is not 'off'.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def init_state(parts: StyleGAN2Parts, key: jax.Array) -> TrainState:
   z = jnp.zeros((1, g.z_dim), jnp.float32)
   img = jnp.zeros((1, size, size, parts.img_channels), jnp.float32)
   zero = lambda: jnp.zeros((), jnp.float32)  # distinct buffers: the state is donated
-  model_state = {"pl_mean": zero(), "r1": zero(), "pl": zero(),
-                 "ada": ada_to_dict(ada.ada_init(parts.ada_p0))}
+  model_state = {"pl_mean": zero(), "r1": zero(), "pl": zero()}
+  if parts.augment is not None:
+    model_state["ada"] = ada_to_dict(ada.ada_init(parts.ada_p0))
   if parts.official:
     gv = g.init({"params": kg, "noise": kg}, z, None, noise_mode="const")
     dv = parts.discriminator.init(kd, img)
@@ -280,22 +282,22 @@ def train_step(parts: StyleGAN2Parts, state: TrainState, batch: dict, key: jax.A
   # G EMA with a half-life in images (ramped up early on).
   beta = losses.ema_beta(state.step, b, parts.loss.ema_images, parts.loss.ema_rampup)
   ema = losses.ema_update(state.ema_params, g_params, beta)
-  ada_state = model_state["ada"]
+  model_state = {**model_state, "r1": r1}
   if parts.ada_target is not None:  # global batch: the logits of every device
-    ada_state = ada_to_dict(ada.ada_update(
-        ada.AdaState(**ada_state), real_logits, b, parts.ada_target, parts.ada_interval,
-        parts.ada_kimg))
+    model_state["ada"] = ada_to_dict(ada.ada_update(
+        ada.AdaState(**model_state["ada"]), real_logits, b, parts.ada_target,
+        parts.ada_interval, parts.ada_kimg))
   new_state = state.replace(
       step=state.step + 1, params={"generator": g_params, "discriminator": d_params},
       opt_state={"generator": g_opt, "discriminator": d_opt},
-      model_state={**model_state, "r1": r1, "ada": ada_state}, ema_params=ema)
+      model_state=model_state, ema_params=ema)
   metrics = {
       "g_loss": g_loss, "d_loss": d_loss,
       "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),  # D(x) as a probability
       "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),  # D(G(z))
       "r1": r1, "pl": model_state["pl"], "pl_mean": model_state["pl_mean"], "ema_beta": beta,
       "g_grad_norm": optax.tree.norm(g_grads), "d_grad_norm": optax.tree.norm(d_grads),
-      "augment_p": ada_state["p"],
+      "augment_p": model_state["ada"]["p"] if "ada" in model_state else 0.0,
   }
   return new_state, float32_metrics(metrics)
 
