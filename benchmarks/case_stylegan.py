@@ -1,6 +1,7 @@
 """Case 2: StyleGAN2 train step (64x64; 256 on a GPU), lazy R1 / PL amortised, JAX vs PyTorch.
 
-The library's step (``make_trainer`` with ``model.name='stylegan2'``), jitted once
+The library's step (``make_trainer`` with ``model.name='stylegan2_simple'``, the
+architecture torch_stylegan.py ports, so both sides do the same work), jitted once
 per phase (plain, path length, path length + R1; ``trainer.phase(step)`` as the
 training loop does) with the state donated.  One timed repeat = 16 consecutive steps starting at a
 multiple of 16, so it holds exactly one R1 step (``r1_interval=16``) and four
@@ -40,8 +41,8 @@ def _config(size: int, quick: bool, full: bool):
   from jaxlatent.training import default_optim_config  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
   c.image_size = size
-  c.model = default_model_config("stylegan2")
-  c.optim = default_optim_config("stylegan2")
+  c.model = default_model_config("stylegan2_simple")
+  c.optim = default_optim_config("stylegan2_simple")
   if quick:
     c.model.latent_dim = c.model.w_dim = 16
     c.model.num_mapping_layers = 2

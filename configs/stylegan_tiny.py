@@ -2,7 +2,8 @@
 
 configs/stylegan_brain.py scaled down: 2 mapping layers (the small-data setting),
 32-d z and w, few channels; every regulariser (R1, path length, style mixing, EMA)
-still runs, at the paper's intervals.
+still runs, at the paper's intervals, and ADA with the cheap 'blit' transforms
+(flips, quarter turns, integer shifts: indexing only).
 
   python train.py --config=configs/stylegan_tiny.py --workdir=runs/stylegan_tiny
 """
@@ -23,5 +24,6 @@ def get_config():
   c.model.channel_max = 64
   c.model.mbstd_group_size = 4
   c.model.ema_half_life_images = 500
+  c.augment.spec = "blit"
   c.keep_checkpoints = 2
   return c

@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 
 from jaxlatent.models import default_model_config  # noqa: E402
 from jaxlatent.training import default_optim_config  # noqa: E402
-from jaxlatent.models import stylegan2 as sg  # noqa: E402
+from jaxlatent.models import stylegan2_simple as sg  # noqa: E402
 from jaxlatent.training import losses  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,12 +39,12 @@ SIZE = 16
 def _config(**model) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.image_size = SIZE
-  c.model = default_model_config("stylegan2")
+  c.model = default_model_config("stylegan2_simple")  # the architecture torch_stylegan.py ports
   c.model.latent_dim, c.model.w_dim = 8, 6
   c.model.num_mapping_layers = 2
   c.model.channel_base, c.model.channel_max = 64, 8  # 8 channels at 4x4 and 8x8, 4 at 16x16
   c.model.update(model)
-  c.optim = default_optim_config("stylegan2")
+  c.optim = default_optim_config("stylegan2_simple")
   return c
 
 

@@ -1,9 +1,8 @@
 """``python -m jaxlatent.convert stylegan2-ada``: the workdir analyze reads, and user errors.
 
-The JAX architecture (``jaxlatent.models.stylegan2_ada``) is replaced here by a
-stand-in with its documented interface that maps the snapshot onto the existing
-StyleGAN2 model (``mapping.w_avg`` carried over), so these tests check the reading,
-validation, workdir writing and error reporting of the converter itself.
+Snapshots are written in the official format from our PyTorch port of the official
+networks (tests/reference); the end-to-end numerical match with the port is
+tests/reference/test_stylegan2_ada_convert.py.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import numpy as np
@@ -20,51 +18,22 @@ import pytest
 
 pytest.importorskip("torch")
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
+
 from test_convert_pickle import _snapshot  # pylint: disable=g-import-not-at-top,wrong-import-position
+from test_stylegan2_ada_convert import write_snapshot  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from jaxlatent.convert import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.convert import stylegan2_ada as convert_sg  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxlatent.errors import CheckpointError  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxlatent.models import stylegan2  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.studies.generators import generator_in_space as build_generator  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.training.checkpoint import load_trained  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RES8 = {"img_resolution": 8}  # the existing StyleGAN2 model starts at 8 px
-
-
-def _standin_arch() -> types.ModuleType:
-  """The interface of jaxlatent.models.stylegan2_ada over the existing StyleGAN2 model."""
-  mod = types.ModuleType(convert_sg.ARCH_MODULE)
-
-  def generator_config_from_kwargs(kw):
-    return dict(latent_dim=kw["z_dim"], w_dim=kw["w_dim"], output_tanh=False,
-                num_mapping_layers=kw["mapping_kwargs"]["num_layers"],
-                channel_base=kw["synthesis_kwargs"]["channel_base"],
-                channel_max=kw["synthesis_kwargs"]["channel_max"],
-                img_resolution=kw["img_resolution"])
-
-  def generator_variables_from_state_dict(sd, fields):
-    if "mapping.w_avg" not in sd:
-      raise CheckpointError("missing tensor mapping.w_avg")
-    if sd["mapping.w_avg"].shape != (fields["w_dim"],):
-      raise CheckpointError(f"mapping.w_avg: shape {sd['mapping.w_avg'].shape} in the file, "
-                            f"({fields['w_dim']},) in the model")
-    config = convert_sg.train_config_for(fields, fields["img_resolution"])
-    v = jax.jit(lambda k: stylegan2.init_generator(config, k))(jax.random.PRNGKey(0))
-    v["stats"] = {"mapping": {"w_avg": sd["mapping.w_avg"]}}
-    return v
-
-  mod.generator_config_from_kwargs = generator_config_from_kwargs
-  mod.generator_variables_from_state_dict = generator_variables_from_state_dict
-  mod.make_generator = lambda v, fields, space: stylegan2.make_generator(
-      v, convert_sg.train_config_for(fields, fields["img_resolution"]), space)
-  return mod
-
-
-@pytest.fixture
-def arch(monkeypatch):
-  monkeypatch.setitem(sys.modules, convert_sg.ARCH_MODULE, _standin_arch())
+RES8 = {"img_resolution": 8}
+# A tiny official generator (the port's arguments, as its init_kwargs).
+G8 = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=1,
+          mapping_kwargs=dict(num_layers=2),
+          synthesis_kwargs=dict(channel_base=64, channel_max=8, conv_clamp=256))
 
 
 def _main(argv, capsys):
@@ -77,22 +46,23 @@ def _main(argv, capsys):
   return code, out.out, out.err
 
 
-def test_converts_a_snapshot_into_a_workdir_analyze_reads(tmp_path, arch, capsys):
+def test_converts_a_snapshot_into_a_workdir_analyze_reads(tmp_path, capsys):
   pkl = tmp_path / "network-snapshot-000120.pkl"
-  nets = _snapshot(pkl, g_overrides=RES8)
+  g_ema = write_snapshot(pkl, G8, seed=0)
   out = tmp_path / "run"
   code, stdout, _ = _main(["stylegan2-ada", str(pkl), f"--workdir={out}"], capsys)
   assert code == 0 and f"wrote {out}" in stdout
   config, trainer, state = load_trained(str(out))
   assert config.model.name == "stylegan2" and config.image_size == 8
   assert config.model.latent_dim == 8 and config.model.num_mapping_layers == 2
-  np.testing.assert_array_equal(np.asarray(state.model_state["stats"]["mapping"]["w_avg"]),
-                                nets["G_ema"].mapping.w_avg.numpy())
+  assert config.model.conv_clamp == 256 and config.model.mbstd_group_size == 4
+  np.testing.assert_array_equal(
+      np.asarray(state.model_state["buffers"]["mapping"]["w_avg"]),
+      g_ema.mapping.w_avg.numpy())
   prov = json.loads((out / "converted_from.json").read_text())
   assert prov["network"] == "G_ema" and prov["snapshot_kimg"] == 120
+  assert prov["networks_converted"] == ["D", "G", "G_ema"] and prov["notes"] == []
   assert len(prov["sha256"]) == 64 and prov["init_kwargs"]["G_ema"]["img_resolution"] == 8
-  assert prov["notes"] == ["D not converted: the architecture module has no discriminator "
-                           "conversion"]
   # analyze.py's Generator and the in-process loader render the same images.
   gen = build_generator(config, trainer, state, "z")
   direct = convert_sg.load_stylegan2_ada(pkl)
@@ -101,14 +71,15 @@ def test_converts_a_snapshot_into_a_workdir_analyze_reads(tmp_path, arch, capsys
   assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all()
   np.testing.assert_allclose(images, np.asarray(jax.jit(direct.apply_fn)(direct.params, z)),
                              atol=1e-6)
+  # W / W+ spaces of the analysis: the official num_ws.
+  assert build_generator(config, trainer, state, "w+").latent_spec.shape == (g_ema.num_ws, 8)
 
 
 @pytest.mark.parametrize("overrides,message", [
-    ({"c_dim": 3}, r"network G_ema is conditional \(c_dim=3\)"),
-    ({"img_channels": 3}, "network G_ema makes 3-channel images"),
+    ({"c_dim": 3}, r"network G_ema is conditional \(c_dim=3\); only unconditional"),
     ({"img_resolution": 12}, "img_resolution=12, not a power of 2"),
 ])
-def test_refused_networks_exit_2_with_one_line(tmp_path, arch, capsys, overrides, message):
+def test_refused_networks_exit_2_with_one_line(tmp_path, capsys, overrides, message):
   pkl = tmp_path / "snap.pkl"
   _snapshot(pkl, g_overrides={**RES8, **overrides})
   out = tmp_path / "run"
@@ -119,30 +90,36 @@ def test_refused_networks_exit_2_with_one_line(tmp_path, arch, capsys, overrides
   assert not out.exists() and sorted(os.listdir(tmp_path)) == ["snap.pkl"]
 
 
-def test_missing_tensor_and_bad_shape(tmp_path, arch, capsys):
-  # G_ema without w_avg, G with a w_avg of another size.
+def test_missing_tensor_bad_shape_and_truncated_file(tmp_path, capsys):
   import torch  # pylint: disable=g-import-not-at-top
-  from test_convert_pickle import tiny_generator  # pylint: disable=g-import-not-at-top
-  g_ema, g = tiny_generator(0), tiny_generator(1)
+  from persistent_pickle import dump_network_pickle, official_modules  # pylint: disable=g-import-not-at-top
+  import sg2ada_torch as ref  # pylint: disable=g-import-not-at-top
+  # G_ema without w_avg, G with a w_avg of another size.
+  g_ema, g = ref.Generator(**G8), ref.Generator(**G8)
   del g_ema.mapping._buffers["w_avg"]
   g.mapping.w_avg = torch.zeros(5)
-  pkl2 = tmp_path / "broken.pkl"
-  sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
-  from persistent_pickle import dump_network_pickle, official_modules  # pylint: disable=g-import-not-at-top
+  pkl = tmp_path / "broken.pkl"
   with official_modules() as easydict:
-    kw = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=1,
-              mapping_kwargs=easydict(num_layers=2),
-              synthesis_kwargs=easydict(channel_base=64, channel_max=16))
-    dump_network_pickle(pkl2, {"G_ema": g_ema, "G": g}, {g_ema: kw, g: kw})
-  code, _, err = _main(["stylegan2-ada", str(pkl2), f"--workdir={tmp_path / 'b'}"], capsys)
-  assert code == 2 and err == f"error: {pkl2}: network G_ema: missing tensor mapping.w_avg\n"
-  code, _, err = _main(["stylegan2-ada", str(pkl2), f"--workdir={tmp_path / 'c'}",
+    kw = {k: easydict(v) if isinstance(v, dict) else v for k, v in G8.items()}
+    dump_network_pickle(pkl, {"G_ema": g_ema, "G": g}, {g_ema: kw, g: kw})
+  code, _, err = _main(["stylegan2-ada", str(pkl), f"--workdir={tmp_path / 'b'}"], capsys)
+  assert code == 2 and err == (f"error: {pkl}: network G_ema: generator: 1 tensor(s) missing "
+                               "from the checkpoint: mapping.w_avg\n")
+  code, _, err = _main(["stylegan2-ada", str(pkl), f"--workdir={tmp_path / 'c'}",
                         "--network=G"], capsys)
-  assert code == 2 and err.startswith(f"error: {pkl2}: network G: mapping.w_avg: shape (5,)")
-  assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+  assert code == 2 and err.startswith(f"error: {pkl}: network G: generator tensor "
+                                      "'mapping.w_avg': shape [5] in the checkpoint, [8] expected")
+  # A snapshot cut short (an interrupted copy).
+  good = tmp_path / "snap.pkl"
+  write_snapshot(good, G8, seed=1)
+  cut = tmp_path / "cut.pkl"
+  cut.write_bytes(good.read_bytes()[:good.stat().st_size // 2])
+  code, _, err = _main(["stylegan2-ada", str(cut), f"--workdir={tmp_path / 'd'}"], capsys)
+  assert code == 2 and err.startswith(f"error: {cut}: ") and err.count("\n") == 1, err
+  assert sorted(os.listdir(tmp_path)) == ["broken.pkl", "cut.pkl", "snap.pkl"]
 
 
-def test_user_errors(tmp_path, arch, capsys):
+def test_user_errors(tmp_path, capsys):
   pkl = tmp_path / "snap.pkl"
   _snapshot(pkl, g_overrides=RES8)
   busy = tmp_path / "busy"
@@ -183,7 +160,7 @@ def test_module_entry_refuses_a_malicious_pickle(tmp_path):
   assert not marker.exists() and not (tmp_path / "o").exists()
 
 
-def test_wrong_class_and_resolution_mismatch(tmp_path, arch, monkeypatch, capsys):
+def test_wrong_class_and_resolution_mismatch(tmp_path, capsys):
   from persistent_pickle import dump_network_pickle, official_modules  # pylint: disable=g-import-not-at-top
   from test_convert_pickle import tiny_discriminator  # pylint: disable=g-import-not-at-top
   pkl = tmp_path / "d_as_g.pkl"
@@ -194,9 +171,7 @@ def test_wrong_class_and_resolution_mismatch(tmp_path, arch, monkeypatch, capsys
   assert code == 2
   assert err == f"error: {pkl}: network G_ema is a Discriminator, not a stylegan2-ada Generator\n"
 
-  # G at 8 px, D at 4 px (the snapshot helper's D), with a D conversion available.
-  monkeypatch.setattr(sys.modules[convert_sg.ARCH_MODULE], "discriminator_config_from_kwargs",
-                      dict, raising=False)
+  # G at 8 px, D at 4 px (the snapshot helper's D).
   snap = tmp_path / "snap.pkl"
   _snapshot(snap, g_overrides=RES8)
   code, _, err = _main(["stylegan2-ada", str(snap), f"--workdir={tmp_path / 'b'}"], capsys)

@@ -202,11 +202,18 @@ def test_stylegan2_noise_hook_and_projection():
   cfg.model.update(latent_dim=8, w_dim=8, num_mapping_layers=2, channel_base=64, channel_max=8,
                    mapping_lr_multiplier=1.0)
   cfg.image_size = 8
-  shapes = jax.eval_shape(functools.partial(stylegan2.init_generator, cfg), jax.random.key(0))
+  init = jax.jit(functools.partial(stylegan2.init_generator, cfg))(jax.random.key(0))
   rng = np.random.default_rng(0)
-  variables = jax.tree_util.tree_map_with_path(
-      lambda p, x: jnp.full(x.shape, 0.3, jnp.float32) if "noise_strength" in
-      jax.tree_util.keystr(p) else jnp.asarray(rng.normal(size=x.shape), x.dtype), shapes)
+
+  def fill(p, x):  # random weights and w_avg, visible noise; the FIR filters as built
+    k = jax.tree_util.keystr(p)
+    if "resample_filter" in k:
+      return x
+    if "noise_strength" in k:
+      return jnp.full(x.shape, 0.3, jnp.float32)
+    return jnp.asarray(rng.normal(size=x.shape), x.dtype)
+
+  variables = jax.tree_util.tree_map_with_path(fill, init)
   gen = stylegan2.make_generator(variables, cfg, space="w")
   hook = stylegan2_noise_inputs(cfg)
   render = jax.jit(lambda g, lat: g(lat))  # eager flax apply of StyleGAN2 is slow

@@ -1,4 +1,4 @@
-"""StyleGAN2: shapes, the three latent spaces, and each trick against a slow reference."""
+"""StyleGAN2 (simplified variant, stylegan2_simple): shapes, the three latent spaces, and each trick against a slow reference."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator
-from jaxlatent.models import default_model_config, stylegan2 as sg
+from jaxlatent.models import default_model_config, stylegan2_simple as sg
 from jaxlatent.training import losses
 
 
 def _config(size=8, **model):
   c = ml_collections.ConfigDict()
-  c.model = default_model_config("stylegan2")
+  c.model = default_model_config("stylegan2_simple")
   c.model.update(latent_dim=8, w_dim=8, num_mapping_layers=2, channel_base=64, channel_max=8,
                  **model)
   c.image_size = size

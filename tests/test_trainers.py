@@ -142,15 +142,15 @@ assert metrics[1]["r1"] == metrics[0]["r1"] and metrics[1]["pl_mean"] == metrics
 assert metrics[2]["pl_mean"] != metrics[1]["pl_mean"], metrics
 assert metrics[0]["ema_beta"] == 0.0 and 0 < metrics[2]["ema_beta"] < 1, metrics
 assert _changed(state0.params, state.params) and _changed(state0.ema_params, state.ema_params)
-assert _changed(state0.model_state["stats"], state.model_state["stats"])  # w_avg tracked
+assert _changed(state0.model_state["buffers"], state.model_state["buffers"])  # w_avg tracked
 gen = t.generator(state)
 img = gen(gen.sample_latents(jax.random.key(5), 2))
-assert img.shape == (2, 16, 16, 1) and bool(jnp.all(jnp.abs(img) <= 1.0))
+assert img.shape == (2, 16, 16, 1) and bool(jnp.all(jnp.isfinite(img)))
 
 # R1 with MinibatchStd groups spanning both devices equals the unsharded value.
 d = stylegan2.build_discriminator(c)
 dv = d.init(jax.random.key(3), x)
-r1 = jax.jit(lambda v, x: losses.r1_penalty(lambda y: d.apply(v, y), x))
+r1 = jax.jit(lambda v, x: losses.r1_penalty(lambda y: d.apply(v, y)[:, 0], x))
 np.testing.assert_allclose(np.asarray(r1(dv, x)), np.asarray(r1(dv, jax.device_put(x, batch_sh))),
                            rtol=1e-4)
 print("OK")

@@ -5,7 +5,9 @@
   python analyze.py --config=configs/analyze_ms.py --workdir=runs/ms_stylegan
 
 Formats (one subcommand each):
-  stylegan2-ada  an official stylegan2-ada-pytorch snapshot (``network-snapshot-*.pkl``);
+  stylegan2-ada  an official stylegan2-ada-pytorch snapshot (``network-snapshot-*.pkl``),
+                 or a generator's state_dict (``.pt``; its architecture is inferred from
+                 the tensors, ``--conv-clamp`` gives the one setting they do not record);
                  ``--network`` picks the analysed generator: G_ema (default) or G.
 
 The file is read without executing anything it contains (its pickled Python source
@@ -33,12 +35,27 @@ class _Parser(argparse.ArgumentParser):
 
 def _stylegan2_ada(args: argparse.Namespace) -> str:
   from jaxlatent.convert.stylegan2_ada import convert_stylegan2_ada  # pylint: disable=g-import-not-at-top
-  return convert_stylegan2_ada(args.file, args.workdir, network=args.network)
+  return convert_stylegan2_ada(args.file, args.workdir, network=args.network,
+                               conv_clamp=args.conv_clamp, modality=args.modality)
+
+
+def _clamp(text: str) -> float | None:
+  if text.lower() == "none":
+    return None
+  try:
+    return float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
 def _add_stylegan2_ada(p: argparse.ArgumentParser) -> None:
   p.add_argument("--network", default="G_ema", choices=("G_ema", "G"),
                  help="generator to analyse: G_ema (averaged weights) or G")
+  p.add_argument("--modality", default="mr", choices=("mr", "ct"),
+                 help="images the network was trained on: mr (default; brain T1 slices) or ct")
+  p.add_argument("--conv-clamp", type=_clamp, default=256.0,
+                 help="conv_clamp of a bare state_dict (.pt), which does not record it: "
+                      "the official trainer's 256 (default) or 'none'; snapshots record their own")
 
 
 # name -> (help, add its own flags, run it -> workdir written)

@@ -36,7 +36,7 @@ from flax import struct
 
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator
-from jaxlatent.models import stylegan2
+from jaxlatent.models import model_module
 from jaxlatent.inversion.gan import _check_targets
 from jaxlatent.inversion.losses import (multiscale_ssim_loss, noise_regularization,
                                         normalize_noise, pixel_mse)
@@ -90,8 +90,9 @@ def stylegan2_noise_inputs(config) -> NoiseInputs:
   const noise during projection; use it with a Generator from
   ``stylegan2.make_generator(params, config, space='w' | 'w+')``.
   """
-  module = stylegan2.build_generator(config)
-  shapes = tuple(sorted(stylegan2.noise_buffer_shapes(config).items()))
+  model = model_module(config.model.name)
+  module = model.build_generator(config)
+  shapes = tuple(sorted(model.noise_buffer_shapes(config).items()))
   return NoiseInputs(apply_fn=_StyleGAN2NoiseApply(module), init_fn=_NormalBuffers(shapes))
 
 

@@ -1,4 +1,5 @@
-"""Generative models: DCGAN, VAE, a StyleGAN2-style GAN and two attribute models.
+"""Generative models: DCGAN, VAE, StyleGAN2 (official architecture; a simplified
+variant as ``stylegan2_simple``) and two attribute models.
 
 ``default_model_config(name)`` returns the ``config.model`` ConfigDict of a model,
 derived from its modules' field defaults (:mod:`jaxlatent.models.settings`), so
@@ -15,7 +16,7 @@ import ml_collections
 
 from jaxlatent.errors import ConfigError
 
-MODEL_NAMES = ("dcgan", "vae", "stylegan2")
+MODEL_NAMES = ("dcgan", "vae", "stylegan2", "stylegan2_simple")
 # Attribute models (Creswell et al.): trained on labels.
 ATTR_MODEL_NAMES = ("ifcvae_gan", "ssdaae")
 ALL_MODEL_NAMES = MODEL_NAMES + ATTR_MODEL_NAMES

@@ -242,7 +242,9 @@ class SynthesisLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, w: jax.Array, noise_mode: str = "random",
-               gain: float = 1.0) -> jax.Array:
+               gain: float = 1.0, noise_input: jax.Array | None = None) -> jax.Array:
+    # noise_input: an explicit [N | 1, R, R, 1] image replacing the mode's noise (the
+    # projector optimises these in place of the stored const noise).
     if noise_mode not in NOISE_MODES:
       raise ValueError(f"noise_mode={noise_mode!r}: expected one of {NOISE_MODES}")
     in_ch, r = x.shape[-1], self.resolution
@@ -257,7 +259,9 @@ class SynthesisLayer(nn.Module):
       noise_const = self.variable("buffers", "noise_const",
                                   lambda: jax.random.normal(self.make_rng("params"), (r, r)))
       noise_strength = self.param("noise_strength", nn.initializers.zeros, ())
-      if noise_mode == "random":
+      if noise_input is not None:
+        noise = noise_input * noise_strength
+      elif noise_mode == "random":
         noise = jax.random.normal(self.make_rng("noise"), (x.shape[0], r, r, 1)) * noise_strength
       elif noise_mode == "const":
         noise = noise_const.value[None, :, :, None] * noise_strength  # [1, R, R, 1]
@@ -318,7 +322,8 @@ class SynthesisBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array | None, img: jax.Array | None, ws: jax.Array,
-               noise_mode: str = "random") -> tuple[jax.Array, jax.Array | None]:
+               noise_mode: str = "random", noise_buffers: Mapping[str, jax.Array] | None = None
+               ) -> tuple[jax.Array, jax.Array | None]:
     # ws: [N, num_conv + num_torgb, w_dim]; the torgb's w is the next block's conv0 w.
     if self.architecture not in ARCHITECTURES:
       raise ValueError(f"architecture={self.architecture!r}: expected one of {ARCHITECTURES}")
@@ -330,11 +335,14 @@ class SynthesisBlock(nn.Module):
                  use_noise=self.use_noise, activation=self.activation,
                  conv_clamp=self.conv_clamp, fused_modconv=self.fused_modconv, dtype=self.dtype)
     r, c = self.resolution, self.out_channels
+    nb = dict(noise_buffers or {})
+    noise = lambda conv: nb.get(f"b{r}.{conv}")
     wi = 0
     if self.in_channels == 0:
       const = self.param("const", nn.initializers.normal(1.0), (r, r, c))
       x = jnp.broadcast_to(const.astype(dt)[None], (ws.shape[0], r, r, c))
-      x = SynthesisLayer(c, name="conv1", **layer)(x, ws[:, 0], noise_mode)
+      x = SynthesisLayer(c, name="conv1", **layer)(x, ws[:, 0], noise_mode,
+                                                   noise_input=noise("conv1"))
       wi = 1
     else:
       x = x.astype(dt)
@@ -343,9 +351,10 @@ class SynthesisBlock(nn.Module):
         y = Conv2dLayer(c, kernel_size=1, bias=False, up=2, resample_filter=self.resample_filter,
                         dtype=self.dtype, name="skip")(x, gain=math.sqrt(0.5))
       x = SynthesisLayer(c, up=2, resample_filter=self.resample_filter, name="conv0", **layer)(
-          x, ws[:, 0], noise_mode)  # [N, R, R, C]
+          x, ws[:, 0], noise_mode, noise_input=noise("conv0"))  # [N, R, R, C]
       x = SynthesisLayer(c, name="conv1", **layer)(
-          x, ws[:, 1], noise_mode, gain=math.sqrt(0.5) if y is not None else 1.0)
+          x, ws[:, 1], noise_mode, gain=math.sqrt(0.5) if y is not None else 1.0,
+          noise_input=noise("conv1"))
       if y is not None:
         x = y + x
       wi = 2
@@ -403,7 +412,8 @@ class SynthesisNetwork(nn.Module):
     return synthesis_num_ws(self.img_resolution)
 
   @nn.compact
-  def __call__(self, ws: jax.Array, noise_mode: str = "random") -> jax.Array:
+  def __call__(self, ws: jax.Array, noise_mode: str = "random",
+               noise_buffers: Mapping[str, jax.Array] | None = None) -> jax.Array:
     if ws.shape[1:] != (self.num_ws, self.w_dim):
       raise ValueError(f"ws of shape {ws.shape}: expected [N, {self.num_ws}, {self.w_dim}]")
     ws = ws.astype(jnp.float32)
@@ -420,7 +430,7 @@ class SynthesisNetwork(nn.Module):
           activation=self.activation, fused_modconv=self.fused_modconv, dtype=self.dtype,
           name=f"b{res}")
       n = block.num_conv + block.num_torgb
-      x, img = block(x, img, ws[:, w_idx:w_idx + n], noise_mode)
+      x, img = block(x, img, ws[:, w_idx:w_idx + n], noise_mode, noise_buffers)
       w_idx += block.num_conv
     return img
 
@@ -479,9 +489,14 @@ class Generator(nn.Module):
     """z -> ws ``[N, num_ws, w_dim]``."""
     return self.mapping(z, c, truncation_psi, truncation_cutoff, update_w_avg)
 
-  def synthesize(self, ws: jax.Array, noise_mode: str = "random") -> jax.Array:
-    """ws ``[N, num_ws, w_dim]`` -> images ``[N, R, R, img_channels]``."""
-    return self.synthesis(ws, noise_mode)
+  def synthesize(self, ws: jax.Array, noise_mode: str = "random",
+                 noise_buffers: Mapping[str, jax.Array] | None = None) -> jax.Array:
+    """ws ``[N, num_ws, w_dim]`` -> images ``[N, R, R, img_channels]``.
+
+    ``noise_buffers``: optional ``'b{res}.conv{0,1}' -> [N | 1, res, res, 1]`` explicit
+    noise images overriding ``noise_mode`` for those layers.
+    """
+    return self.synthesis(ws, noise_mode, noise_buffers)
 
   def __call__(self, z: jax.Array, c: jax.Array | None = None, truncation_psi: Any = 1.0,
                truncation_cutoff: int | None = None, noise_mode: str = "random",

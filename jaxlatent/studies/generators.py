@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from jaxlatent.errors import ConfigError
-from jaxlatent.models import stylegan2, vae
+from jaxlatent.models import model_module, vae
 from jaxlatent.studies import fingerprint
 from jaxlatent.training.checkpoint import load_trained
 
@@ -52,9 +52,9 @@ def generator_in_space(train_config, trainer, state, space: str):
   """The trained run's Generator in ``space`` (StyleGAN: z, w or w+; others: z)."""
   gen = trainer.generator(state)
   name = train_config.model.name
-  if name == "stylegan2":
+  if name in ("stylegan2", "stylegan2_simple"):
     if space != "z":
-      gen = stylegan2.make_generator(gen.params, train_config, space)
+      gen = model_module(name).make_generator(gen.params, train_config, space)
   elif space != "z":
     raise ConfigError(f"config.space={space!r}: the {name} generator has only a z space")
   return gen

@@ -24,6 +24,8 @@ Fields:
   optim: ``jaxlatent.training.default_optim_config(model.name)`` (lr, b1, b2, eps, grad_clip).
   distributed: 'auto' (initialize jax.distributed when SLURM / a coordinator / a TPU
     pod is detected) | 'on' | 'off'.
+  augment: StyleGAN2 models only: ``jaxlatent.training.augment.default_augment_config()``
+    (ADA; ``augment.mode='off'`` by default).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from jaxlatent.data.config import default_data_config
 from jaxlatent.errors import ConfigError
 from jaxlatent.models import ALL_MODEL_NAMES, default_model_config
 from jaxlatent.training import default_optim_config
+from jaxlatent.training.augment import default_augment_config
 
 
 def default_train_config(model_name: str) -> ml_collections.ConfigDict:
@@ -56,6 +59,8 @@ def default_train_config(model_name: str) -> ml_collections.ConfigDict:
   c.model = default_model_config(model_name)
   c.optim = default_optim_config(model_name)
   c.distributed = "auto"
+  if model_name in ("stylegan2", "stylegan2_simple"):
+    c.augment = default_augment_config()
   return c
 
 

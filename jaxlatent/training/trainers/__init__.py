@@ -37,7 +37,7 @@ def make_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:
     from jaxlatent.training.trainers.dcgan import make_dcgan_trainer as make
   elif name == "vae":
     from jaxlatent.training.trainers.vae import make_vae_trainer as make
-  elif name == "stylegan2":
+  elif name in ("stylegan2", "stylegan2_simple"):
     from jaxlatent.training.trainers.stylegan2 import make_stylegan2_trainer as make
   elif name == "ifcvae_gan":
     from jaxlatent.training.trainers.ifcvae_gan import make_ifcvae_gan_trainer as make
