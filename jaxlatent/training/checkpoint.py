@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -43,7 +44,14 @@ _TMP_MARK = ".orbax-checkpoint-tmp"
 
 
 def _one_line(e: BaseException, limit: int = 300) -> str:
-  msg = " ".join(f"{type(e).__name__}: {e}".split())
+  """The root cause of ``e`` in one line: orbax wraps TensorStore's reason (e.g. "Data
+  corruption detected") in a message that dumps the whole TensorStore spec."""
+  chain = [e]
+  while len(chain) < 10 and (chain[-1].__cause__ or chain[-1].__context__) is not None:
+    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  root = next((x for x in reversed(chain) if str(x).strip()), e)
+  text = str(root).split("See full TensorStore details")[0].strip()
+  msg = " ".join(f"{type(root).__name__}: {text}".split())
   return msg if len(msg) <= limit else msg[:limit] + " ..."
 
 
@@ -94,7 +102,7 @@ class Checkpointer:
 
   def save(self, step: int, state: Any) -> None:
     """Starts saving ``state`` as ``step`` (first reporting a failed earlier save)."""
-    self.check()
+    self.wait()  # orbax waits for the previous save anyway; its failure is named here
     self._saving = step
     try:
       self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -172,6 +180,19 @@ def quiet_orbax_logs() -> None:
   if not any(isinstance(f, _DropOrbaxLogs) for f in absl_logger.filters):
     absl_logger.addFilter(_DropOrbaxLogs())
   logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+  previous = sys.unraisablehook
+  if getattr(previous, "_drops_closed_loop", False):
+    return
+
+  def hook(unraisable):
+    # TensorStore completes the writes of a failed save from its own threads, into the
+    # asyncio loop orbax has closed by then: nothing is lost but the report.
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+
+  hook._drops_closed_loop = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
