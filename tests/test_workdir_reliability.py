@@ -235,8 +235,9 @@ def test_refused_data_leaves_the_cache_byte_identical(tmp_path, capsys):
   assert hashes(workdir) == before
 
 
-def test_failed_background_save_stops_training_at_once(workdir, monkeypatch):
+def test_failed_background_save_stops_training_at_once(workdir, monkeypatch, capfd):
   from orbax.checkpoint._src.path import atomicity  # pylint: disable=g-import-not-at-top
+  ckpt_lib.quiet_orbax_logs()  # what train.py does: the error line replaces orbax's reports
   finalize = atomicity.AtomicRenameTemporaryPath.finalize
 
   async def disk_full(self):
@@ -255,6 +256,8 @@ def test_failed_background_save_stops_training_at_once(workdir, monkeypatch):
   # Stopped within a few steps of the failure, not at the end of the run.
   steps = [r["step"] for r in metrics_lib.read_metrics(str(workdir / "metrics.jsonl"))]
   assert max(steps) <= 14, steps
+  out = capfd.readouterr()
+  assert "Traceback" not in out.out + out.err, out.err[-2000:]
 
 
 def _mount_tmpfs(path, size: str) -> bool:
@@ -279,6 +282,12 @@ def test_real_full_disk_gives_one_error_and_keeps_the_checkpoints(workdir, tmp_p
     assert not [n for n in os.listdir(run / "checkpoints") if not n.isdigit()]
     last = ckpt_lib.checkpoint_steps(str(run))[-1]
     assert ckpt_lib.load_state_tree(str(run), last)[0] == last  # every kept one reads
+    # The same file system read-only: one line before anything else happens.
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    with pytest.raises(atomic_io.OutputError, match="read-only file system"):
+      toy_run(run, "--config.steps=200000")
+    with pytest.raises(atomic_io.OutputError, match="read-only file system"):
+      toy_run(disk / "new")
   finally:
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
