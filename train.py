@@ -57,8 +57,9 @@ def main(argv: list[str]) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
 
-  from jaxlatent.training import checkpoint, train_and_evaluate  # pylint: disable=g-import-not-at-top
-  checkpoint.quiet_orbax_logs()  # its failures are reported as one error line
+  from jaxlatent.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from jaxlatent.training.checkpoint import quiet_orbax_logs  # pylint: disable=g-import-not-at-top
+  quiet_orbax_logs()  # its failures are reported as one error line
   train_and_evaluate(config, workdir, restart=flag_values["restart"].value,
                      config_mismatch=mismatch)
   return 0

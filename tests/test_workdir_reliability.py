@@ -328,7 +328,7 @@ def test_corrupt_same_size_cache_is_rebuilt_not_trained_on(tmp_path, caplog):
 
 def test_config_checks_fail_before_the_workdir_exists(tmp_path, capsys):
   workdir = tmp_path / "new"
-  line = cli_error(capsys, f"--workdir={workdir}", "--config.optim.b2=1.0")
+  line = cli_error(capsys, f"--workdir={workdir}", "--config.optim.b2=1.0", "--restart")
   assert "optim.b2=1.0 must be in [0, 1)" in line
   line = cli_error(capsys, f"--workdir={workdir}", "--config.fid_every=2",
                    "--config.fid_num_samples=60")

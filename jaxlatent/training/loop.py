@@ -429,7 +429,9 @@ class _HeldCheckpoint:
     self.ckpt, self.last, self.held = ckpt, last, None
 
   def hold(self, step: int, state: Any) -> None:
-    copy = lambda x: jax.device_put(x, may_alias=False) if isinstance(x, jax.Array) else x  # noqa: E731
+    def copy(x):
+      return jax.device_put(x, may_alias=False) if isinstance(x, jax.Array) else x
+
     self.held = (step, jax.tree.map(copy, state))
 
   def verified(self, step: int) -> None:
