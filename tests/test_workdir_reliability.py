@@ -175,6 +175,14 @@ def test_diverged_state_is_never_saved_and_the_workdir_recovers(workdir):
   assert sorted(os.listdir(workdir / "samples")) == [f"step_{s:06d}.png" for s in steps]
 
 
+def test_diverged_final_state_is_not_saved(tmp_path):
+  # The last update (step 6) diverged: a step from it (not kept) shows the NaN.
+  with pytest.raises(TrainingError, match=r"in a step from the final state of step 6; "
+                     r"training stopped: the last good checkpoint is step 4"):
+    toy_run(tmp_path / "run", trainer=toy_trainer(SIZE, nan_at_step=7))
+  assert ckpt_lib.checkpoint_steps(str(tmp_path / "run")) == [2, 4]
+
+
 def test_no_checkpoint_at_all_suggests_restart(tmp_path):
   with pytest.raises(TrainingError, match="no checkpoint was saved; start over with --restart"):
     toy_run(tmp_path / "fresh", trainer=toy_trainer(SIZE, nan_at_step=3))

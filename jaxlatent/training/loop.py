@@ -393,7 +393,7 @@ def _fd_scorer(config, dataset, held_idx, render, fd_key, is_chief):
 
 
 def _check_finite(step: int, metrics: Any, terms: tuple[str, ...], saver: "_HeldCheckpoint",
-                  lr: Any = None) -> dict[str, float]:
+                  lr: Any = None, where: str = "") -> dict[str, float]:
   """NaN/Inf guard: host metrics of ``step``, or TrainingError naming step, term and the
   last good checkpoint."""
   host = {k: float(v) for k, v in sharding.to_host(metrics).items()}
@@ -411,8 +411,8 @@ def _check_finite(step: int, metrics: Any, terms: tuple[str, ...], saver: "_Held
       else:
         kept = ("no checkpoint was saved; start over with --restart and a lower "
                 f"learning rate{lower}")
-      raise TrainingError(f"non-finite {term}={host[term]} at step {step}; training "
-                          f"stopped: {kept}")
+      raise TrainingError(f"non-finite {term}={host[term]} {where or f'at step {step}'}; "
+                          f"training stopped: {kept}")
   return host
 
 
@@ -573,8 +573,8 @@ def _step_loop(run, state, train_step, batches, data_sharding, start: int, bar):
   lr = config.optim.get("lr", None)
   window = _LogWindow(config.batch_size, lr, run.t_start)
 
-  def checked(step, metrics):
-    host = _check_finite(step, metrics, terms, run.saver, lr)
+  def checked(step, metrics, where=""):
+    host = _check_finite(step, metrics, terms, run.saver, lr, where)
     run.saver.verified(step)
     return host
 
@@ -602,6 +602,6 @@ def _step_loop(run, state, train_step, batches, data_sharding, start: int, bar):
     final = run.saver.held[1]
     batch = sharding.global_batch(next(batches), data_sharding, config.batch_size)
     _, metrics = train_step(state, batch, np.int32(total), run.phase_of(total))
-    checked(total + 1, metrics)
+    checked(total + 1, metrics, f"in a step from the final state of step {total}")
     state = final
   return state
