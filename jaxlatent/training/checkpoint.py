@@ -112,7 +112,8 @@ class Checkpointer:
   def check(self) -> None:
     """Raises OutputError/CheckpointError now if a background save has failed.
 
-    Cheap (no waiting): call it every step, so a full disk stops training at once.
+    Does not wait for a save in progress: call it every step, so a full disk stops
+    training at once.
     """
     try:
       self._manager.check_for_errors()
