@@ -15,6 +15,14 @@ Outputs in the workdir: config.json, checkpoints/<step>/, metrics.jsonl, losses.
 samples/step_XXXXXX.png.  ``--malloc=system`` leaves glibc's allocator as it is
 (default 'retain': freed memory is reused, see jaxlatent/host.py).  User errors print
 one ``error:`` line and exit with status 2.
+
+A workdir holds one run.  While training, ``<workdir>/.lock`` keeps a second
+``train.py`` out.  Resuming with a config that differs in what defines the run (data,
+model, image_size, seed, batch_size, the FD hold-out) is refused, naming the keys;
+``steps``, the log/checkpoint/sample/FD intervals and ``optim`` may change.
+``--config_mismatch=allow`` continues the checkpoints with the new config anyway;
+``--restart`` deletes the workdir's checkpoints, metrics, samples and config.json
+(after all checks passed; the data cache stays) and starts from step 0.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from jaxlatent.config_cli import parse_config_flags
 from jaxlatent.errors import ConfigError, exit_on_user_error
 from jaxlatent.host import MALLOC_HELP, configure_malloc
 from jaxlatent.training import complete_train_config, train_and_evaluate
+from jaxlatent.training.checkpoint import quiet_orbax_logs
 
 
 @exit_on_user_error
@@ -33,14 +42,23 @@ def main(argv: list[str]) -> int:
   config, flag_values = parse_config_flags(argv, extra_flags=[
       ("workdir", None, "output folder (created; resumed if it exists)"),
       ("malloc", "retain", MALLOC_HELP),
+      ("config_mismatch", "refuse", "refuse | allow: resume a workdir whose config.json "
+       "differs from this config in data/model/image_size/seed/batch_size"),
+      ("restart", False, "delete the workdir's checkpoints, metrics, samples and "
+       "config.json, then train from step 0"),
   ], complete=complete_train_config)
   configure_malloc(flag_values["malloc"].value)  # before JAX starts its threads
   workdir = flag_values["workdir"].value
   if not workdir:
     raise ConfigError("no --workdir given: pass --workdir=<output folder>")
+  mismatch = flag_values["config_mismatch"].value
+  if mismatch not in ("refuse", "allow"):
+    raise ConfigError(f"--config_mismatch={mismatch!r}: expected 'refuse' or 'allow'")
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
-  train_and_evaluate(config, workdir)
+  quiet_orbax_logs()  # its failures are reported as one error line
+  train_and_evaluate(config, workdir, restart=flag_values["restart"].value,
+                     config_mismatch=mismatch)
   return 0
 
 

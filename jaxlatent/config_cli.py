@@ -50,7 +50,7 @@ def parse_config_flags(
   Raises:
     ConfigError: with a one-line message naming the flag, file or key.
   """
-  argv = list(argv)
+  argv = _last_override_wins(list(argv))
   config_arg = _config_argument(argv)
   if config_arg is None:
     raise ConfigError("no config given: pass --config=configs/<name>.py")
@@ -62,7 +62,8 @@ def parse_config_flags(
   # sys_argv: the overrides are read from THIS argv, not from sys.argv (so the
   # function also works in-process, e.g. in tests).
   for name, default, help_string in extra_flags:
-    flags.DEFINE_string(name, default, help_string, flag_values=fv)
+    define = flags.DEFINE_boolean if isinstance(default, bool) else flags.DEFINE_string
+    define(name, default, help_string, flag_values=fv)
   try:
     # Defining the flag already registers (and checks) the overrides named in ``rest``.
     config_flags.DEFINE_config_dict(
@@ -142,6 +143,15 @@ def _without_config_argument(argv: Sequence[str]) -> list[str]:
     else:
       out.append(arg)
   return out
+
+
+def _last_override_wins(argv: list[str]) -> list[str]:
+  """Drops all but the last ``--config.<key>=`` of each key: a repeated override replaces
+  the earlier one (absl would concatenate repeated tuple values)."""
+  key = lambda a: a[len("--config."):].split("=", 1)[0] if (  # noqa: E731
+      a.startswith("--config.") and "=" in a) else None
+  last = {key(a): i for i, a in enumerate(argv) if key(a) is not None}
+  return [a for i, a in enumerate(argv) if key(a) is None or last[key(a)] == i]
 
 
 def _one_line(text: str) -> str:

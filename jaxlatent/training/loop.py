@@ -5,11 +5,18 @@ Read top to bottom, a run is:
   1. validate the config (milliseconds; ConfigError/DataError naming the key);
   2. start the multi-process runtime if asked (``config.distributed``), build the
      1-D ``'data'`` mesh over all devices;
-  3. load the dataset, hold out ``fid_num_samples`` images for the FD metric;
-  4. create the state replicated on the mesh (``jax.jit(init, out_shardings=...)``),
+  3. lock the workdir (the chief; a second run on it is refused) and check that
+     this config is the workdir's run (:func:`checkpoint.check_run_identity`);
+  4. load the dataset, hold out ``fid_num_samples`` images for the FD metric (a
+     newly built cache replaces the old one only if these checks pass);
+  5. create the state replicated on the mesh (``jax.jit(init, out_shardings=...)``),
      or restore the latest checkpoint into ``jax.eval_shape(init)``;
-  5. loop: host batch -> global array -> jitted step (traced once, state donated) ->
+  6. loop: host batch -> global array -> jitted step (traced once, state donated) ->
      NaN/Inf guard -> metrics, sample grids, FD, checkpoints.
+
+Nothing is written before steps 1-4 passed, and a run with nothing to do writes
+nothing.  A checkpoint's state is saved only once the loss computed from it (the
+next step's) is finite, so the last checkpoint is always one a run can resume from.
 
 Everything a step depends on is a function of ``(config, step)``: the batch is
 ``batch_indices(..., step)`` and the key ``fold_in(key, step)``, so a run resumed
@@ -18,9 +25,11 @@ from a checkpoint ends with the same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -30,7 +39,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxlatent.errors import CheckpointError, DataError, TrainingError
+from jaxlatent import atomic_io
+from jaxlatent.errors import CheckpointError, ConfigError, DataError, TrainingError
 from jaxlatent.training import checkpoint
 from jaxlatent.training import metrics as metrics_lib
 from jaxlatent.training import sharding
@@ -43,7 +53,8 @@ _INIT, _TRAIN, _SAMPLES, _FD = 0, 1, 2, 3
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       trainer: Any = None, dataset: Any = None) -> Any:
+                       trainer: Any = None, dataset: Any = None, restart: bool = False,
+                       config_mismatch: str = "refuse") -> Any:
   """Trains ``config.model`` on ``config.data``, writing everything into ``workdir``.
 
   Resumes from the latest checkpoint in ``workdir/checkpoints`` when there is one.
@@ -51,48 +62,164 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Args:
     config: the run config (``configs/*.py``; fields documented in configs/dcgan_ct.py).
     workdir: output folder (config.json, checkpoints/, metrics.jsonl, losses.png,
-      samples/, and TensorBoard event files of the metrics, sample grids and FD).
+      samples/, and TensorBoard event files of the metrics, sample grids and FD),
+      locked for the run (``workdir/.lock``).
     trainer: a ``ModelTrainer``; ``None`` builds ``make_trainer(config)``.  Pass your
       own to train a custom model with this loop.
     dataset: an object with ``images [N, S, S, 1]`` in [-1, 1] (e.g. a SliceDataset);
       ``None`` loads ``config.data``.
+    restart: start over from step 0, deleting the workdir's checkpoints, metrics,
+      samples and config.json (after every check passed; the data cache is kept).
+    config_mismatch: 'refuse' (default): a config that differs from the workdir's
+      config.json in what defines the run (data, model, image_size, seed, batch_size,
+      FD hold-out) is refused; 'allow': continue the workdir's checkpoints with it.
 
   Returns:
     The final train state (replicated on the mesh).
 
   Raises:
-    ConfigError, DataError: bad config or data, before any compute.
-    CheckpointError: an unreadable checkpoint in ``workdir`` (left untouched).
-    TrainingError: a non-finite loss (the step and term are named; not saved).
+    ConfigError, DataError: bad config or data, before anything is written.
+    WorkdirBusyError: another run holds the workdir.
+    OutputError: the workdir cannot be written (a file, permissions, disk full).
+    CheckpointError: an unreadable checkpoint in ``workdir`` (left untouched), or
+      outputs of an earlier run whose checkpoints are gone.
+    TrainingError: a non-finite loss (the step, the term and the last good
+      checkpoint are named; nothing after that checkpoint is saved).
   """
   config = complete_train_config(config)  # a config file lists only its own settings
+  if config_mismatch not in ("refuse", "allow"):
+    raise ConfigError(f"config_mismatch={config_mismatch!r}: expected 'refuse' or 'allow'")
   validate_config(config)  # config-only checks, before touching any device
   sharding.maybe_initialize_distributed(config.distributed)
   validate_config(config, device_count=jax.device_count(), process_count=jax.process_count())
   is_chief = jax.process_index() == 0
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
-
-  if trainer is None:
-    from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
-    trainer = make_trainer(config)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, checkpoint.CHECKPOINT_DIR),
-                               keep=config.keep_checkpoints)
-  try:
-    latest = ckpt.latest_step()
-    if latest is not None:
-      changed = checkpoint.check_same_architecture(workdir, config)  # before loading any data
-      if changed and is_chief:
-        print(f"resuming {workdir} from step {latest} with changed settings: "
-              f"{'; '.join(changed)}", flush=True)
+  workdir = atomic_io.check_writable_dir(workdir, "--workdir")
+  with contextlib.ExitStack() as stack:
+    if is_chief:  # one process writes the workdir's files, so one holds its lock
+      from jaxlatent.workdir_lock import hold_workdir_lock  # pylint: disable=g-import-not-at-top
+      try:
+        os.makedirs(workdir, exist_ok=True)
+      except OSError as e:
+        raise atomic_io.output_error(e, workdir) from None
+      stack.enter_context(hold_workdir_lock(workdir, "training workdir"))
+    if trainer is None:
+      from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
+      trainer = make_trainer(config)
+    latest = _resume_step(config, workdir, restart, config_mismatch, is_chief)
+    if latest is not None and latest >= int(config.steps):
+      return _finished_state(config, workdir, trainer, latest)
+    check = _data_check(config)
     if dataset is None:
       from jaxlatent.data import load_dataset  # pylint: disable=g-import-not-at-top
       cache_dir = config.data.cache_dir or os.path.join(workdir, "cache")
-      dataset = load_dataset(config.data, config.image_size, cache_dir)
-    return _train(config, workdir, trainer, dataset, ckpt, latest, is_chief)
+      dataset = load_dataset(config.data, config.image_size, cache_dir, check=check)
+    else:
+      check(dataset)
+    if restart and is_chief:
+      _clear_outputs(workdir)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, checkpoint.CHECKPOINT_DIR),
+                                   keep=config.keep_checkpoints)
+    try:
+      state = _train(config, workdir, trainer, dataset, ckpt, latest, is_chief)
+      ckpt.wait()  # a failed final save is an error of this run
+      return state
+    except BaseException:
+      with contextlib.suppress(Exception):
+        ckpt.wait()  # an in-flight save of a good state completes; the first error wins
+      raise
+    finally:
+      with contextlib.suppress(Exception):
+        ckpt.close()
+
+
+# Outputs of a run besides its checkpoints; `restart` deletes them with the checkpoints.
+_RUN_OUTPUTS = ("metrics.jsonl", "losses.png", "samples", checkpoint.CONFIG_FILE,
+                checkpoint.CHECKPOINT_DIR)
+_SAMPLE_RE = re.compile(r"step_(\d+)\.png")
+
+
+def _logged_steps(workdir: str) -> list[int]:
+  """Steps of the metrics records and sample grids in ``workdir``."""
+  steps = []
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    steps += [int(r["step"]) for r in metrics_lib.read_metrics(path)
+              if isinstance(r.get("step"), int)]
+  samples = os.path.join(workdir, "samples")
+  if os.path.isdir(samples):
+    steps += [int(m.group(1)) for m in map(_SAMPLE_RE.fullmatch, os.listdir(samples)) if m]
+  return steps
+
+
+def _resume_step(config, workdir: str, restart: bool, config_mismatch: str,
+                 is_chief: bool) -> int | None:
+  """The checkpoint step to resume from (None: step 0), after checking the workdir.
+
+  Reads only.  Refuses (ConfigError) a config that is not the workdir's run, and
+  (CheckpointError) a workdir whose outputs go past its first checkpoint step while
+  its checkpoints are gone: starting from 0 would mix two runs in it.
+  """
+  if restart:
+    return None
+  changed = checkpoint.check_run_identity(workdir, config, allow=config_mismatch == "allow")
+  steps = checkpoint.checkpoint_steps(workdir)
+  if not steps:
+    logged = _logged_steps(workdir)
+    saved_every = config.ckpt_every
+    if os.path.exists(os.path.join(workdir, checkpoint.CONFIG_FILE)):
+      saved_every = checkpoint.load_run_config(workdir).get("ckpt_every", saved_every)
+    if logged and max(logged) > saved_every:
+      raise CheckpointError(
+          f"{workdir} holds metrics/samples up to step {max(logged)} but no checkpoint in "
+          f"{os.path.join(workdir, checkpoint.CHECKPOINT_DIR)}: training would restart "
+          "from step 0 and mix two runs; restore the checkpoints, pass --restart to delete "
+          "the earlier outputs and start over, or use a new --workdir")
+    return None
+  if changed and is_chief:
+    print(f"resuming {workdir} from step {steps[-1]} with changed settings: "
+          f"{'; '.join(changed)}", flush=True)
+  return steps[-1]
+
+
+def _finished_state(config, workdir: str, trainer, latest: int) -> Any:
+  """The state of a finished run (``latest >= steps``), read without writing anything."""
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, checkpoint.CHECKPOINT_DIR),
+                                 keep=config.keep_checkpoints, read_only=True)
+  try:
+    repl = sharding.replicated(sharding.make_mesh())
+    init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _INIT)
+    state, _ = _initial_state(trainer, ckpt, latest, init_key, repl)
   finally:
-    ckpt.wait()  # an in-flight save of a good state completes even when we raise
     ckpt.close()
+  if jax.process_index() == 0:
+    print(f"{workdir}: already trained to step {latest} >= steps={config.steps}; "
+          "nothing to do", flush=True)
+  return state
+
+
+def _clear_outputs(workdir: str) -> None:
+  """Deletes an earlier run's outputs (``restart``): checkpoints, metrics, samples, config."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  for name in _RUN_OUTPUTS:
+    path = os.path.join(workdir, name)
+    try:
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      elif os.path.lexists(path):
+        os.remove(path)
+    except OSError as e:
+      raise atomic_io.output_error(e, path) from None
+
+
+def _drop_samples_after(workdir: str, step: int) -> None:
+  """Deletes sample grids of steps after ``step`` (the run resumes before them)."""
+  folder = os.path.join(workdir, "samples")
+  if not os.path.isdir(folder):
+    return
+  for name in os.listdir(folder):
+    m = _SAMPLE_RE.fullmatch(name)
+    if m and int(m.group(1)) > step:
+      os.remove(os.path.join(folder, name))
 
 
 def split_holdout(num_examples: int, num_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +315,11 @@ def _split_data(config, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
     raise DataError(f"dataset images have shape {tuple(dataset.images.shape[1:])}, "
                     f"expected ({config.image_size}, {config.image_size}, 1) from image_size")
   fd_on = config.fid_every > 0
+  if fd_on and num_images - config.fid_num_samples < config.batch_size:
+    raise DataError(f"fid_num_samples={config.fid_num_samples} images held out for FD leave "
+                    f"{max(num_images - config.fid_num_samples, 0)} of the data's "
+                    f"{num_images} for training, fewer than batch_size={config.batch_size}: "
+                    "lower fid_num_samples or set fid_every=0")
   train_idx, held_idx = split_holdout(num_images, config.fid_num_samples if fd_on else 0,
                                       config.seed)
   if len(train_idx) < config.batch_size:
@@ -197,6 +329,15 @@ def _split_data(config, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
   if config.data.get("label_column", "") and hasattr(dataset, "label_ids"):
     labels = dataset.label_ids(config.data.label_column)[0]
   return train_idx, held_idx, labels
+
+
+def _data_check(config) -> Callable[[Any], None]:
+  """The loop's checks of a data set (shape, enough images), for ``load_dataset(check=)``."""
+
+  def check(dataset) -> None:
+    _split_data(config, dataset)
+
+  return check
 
 
 def _initial_state(trainer, ckpt, latest, init_key, replicated):
@@ -255,21 +396,53 @@ def _fd_scorer(config, dataset, held_idx, render, fd_key, is_chief):
   return fd_value
 
 
-def _check_finite(step: int, metrics: Any, terms: tuple[str, ...], ckpt) -> dict[str, float]:
-  """NaN/Inf guard: host metrics of ``step``, or TrainingError naming step and term."""
+def _check_finite(step: int, metrics: Any, terms: tuple[str, ...], saver: "_HeldCheckpoint",
+                  lr: Any = None, where: str = "") -> dict[str, float]:
+  """NaN/Inf guard: host metrics of ``step``, or TrainingError naming step, term and the
+  last good checkpoint."""
   host = {k: float(v) for k, v in sharding.to_host(metrics).items()}
   for term in terms:
     if term not in host:
       raise TrainingError(f"the trainer did not report loss term {term!r} "
                           f"(got {sorted(host)})")
     if not np.isfinite(host[term]):
-      last = ckpt.latest_step()
-      kept = (f"the last good checkpoint (step {last}) in {ckpt.directory} is kept"
-              if last is not None else "no checkpoint was written")
-      raise TrainingError(f"non-finite {term}={host[term]} at step {step}; training "
-                          f"stopped without saving this state ({kept}); try a lower "
-                          "optim.lr or another seed")
+      lower = (f" (e.g. --config.optim.lr={float(lr) / 10:g}, now {float(lr):g})"
+               if isinstance(lr, (int, float)) and not isinstance(lr, bool) else "")
+      if saver.last is not None:
+        kept = (f"the last good checkpoint is step {saver.last} "
+                f"({saver.ckpt.path(saver.last)}) and nothing after it was saved; re-run "
+                f"the same command with a lower learning rate{lower} to resume from it")
+      else:
+        kept = ("no checkpoint was saved; start over with --restart and a lower "
+                f"learning rate{lower}")
+      raise TrainingError(f"non-finite {term}={host[term]} {where or f'at step {step}'}; "
+                          f"training stopped: {kept}")
   return host
+
+
+class _HeldCheckpoint:
+  """Saves a checkpoint step's state only once the loss computed from it is finite.
+
+  The NaN guard sees a step's loss, computed from the state *before* its update; a
+  state whose parameters are finite but already diverged (say 1e6 after a huge lr)
+  shows only in the next step's loss.  So the state of a checkpoint step is copied
+  (the loop donates it to the next step) and saved when that next loss passed.
+  """
+
+  def __init__(self, ckpt: checkpoint.Checkpointer, last: int | None):
+    self.ckpt, self.last, self.held = ckpt, last, None
+
+  def hold(self, step: int, state: Any) -> None:
+    def copy(x):
+      return jax.device_put(x, may_alias=False) if isinstance(x, jax.Array) else x
+
+    self.held = (step, jax.tree.map(copy, state))
+
+  def verified(self, step: int) -> None:
+    """The loss of ``step`` was finite: a state held before it is good; save it."""
+    if self.held is not None and step > self.held[0]:
+      self.ckpt.save(*self.held)
+      self.last, self.held = self.held[0], None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +454,7 @@ class _Run:
   total: int
   is_chief: bool
   terms: tuple[str, ...]
-  ckpt: Any
+  saver: _HeldCheckpoint
   metric_writer: Any
   tb_writer: Any  # TensorBoard events in the workdir (a no-op off the chief)
   render: Callable[..., Any]
@@ -344,7 +517,7 @@ def _report(run, state, done: int, window: _LogWindow, now: dict[str, bool]) -> 
       grid = save_image_grid(images, os.path.join(run.workdir, "samples", f"step_{done:06d}.png"))
       run.tb_writer.image(done, "samples", grid)
   if now["ckpt"]:
-    run.ckpt.save(done, state)
+    run.saver.hold(done, state)
   if run.is_chief and (now["samples"] or is_last):
     metrics_lib.plot_losses(metrics_lib.read_metrics(run.metric_writer.path), run.terms,
                             os.path.join(run.workdir, "losses.png"))
@@ -371,10 +544,7 @@ def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
   if is_chief:
     checkpoint.save_run_config(workdir, config)
     metric_writer.drop_after(start)
-  if start >= total:
-    print(f"{workdir}: already trained to step {start} >= steps={total}; nothing to do",
-          flush=True)
-    return state
+    _drop_samples_after(workdir, start)
   train_step = _compile_step(trainer, jax.random.fold_in(base_key, _TRAIN), repl, data_sharding)
   render = _compile_render(trainer, repl)
   fd_value = _fd_scorer(config, dataset, held_idx, render, jax.random.fold_in(base_key, _FD),
@@ -391,8 +561,8 @@ def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
       f"{start}..{total} on {jax.device_count()} device(s), {jax.process_count()} "
       f"process(es); workdir {workdir}")
   run = _Run(config=config, workdir=workdir, total=total, is_chief=is_chief,
-             terms=tuple(trainer.loss_terms), ckpt=ckpt, metric_writer=metric_writer,
-             tb_writer=tb_writer,
+             terms=tuple(trainer.loss_terms), saver=_HeldCheckpoint(ckpt, latest),
+             metric_writer=metric_writer, tb_writer=tb_writer,
              render=render, fd_value=fd_value, say=say, t_start=time.time(),
              sample_key=jax.random.fold_in(base_key, _SAMPLES),
              phase_of=getattr(trainer, "phase", None) or (lambda step: None))
@@ -410,15 +580,23 @@ def _train(config, workdir, trainer, dataset, ckpt, latest, is_chief):
 def _step_loop(run, state, train_step, batches, data_sharding, start: int, bar):
   """The steps ``start..total``; returns the final state."""
   config, total, terms = run.config, run.total, run.terms
-  window = _LogWindow(config.batch_size, config.optim.get("lr", None), run.t_start)
+  lr = config.optim.get("lr", None)
+  window = _LogWindow(config.batch_size, lr, run.t_start)
+
+  def checked(step, metrics, where=""):
+    host = _check_finite(step, metrics, terms, run.saver, lr, where)
+    run.saver.verified(step)
+    return host
+
   pending = None  # (step, device metrics) not checked yet: lets the host run ahead one step
   for step in range(start, total):
     batch = sharding.global_batch(next(batches), data_sharding, config.batch_size)
     state, metrics = train_step(state, batch, np.int32(step), run.phase_of(step))
     done = step + 1
     if pending is not None:
-      window.history.append(_check_finite(*pending, terms, run.ckpt))
+      window.history.append(checked(*pending))
     pending = (done, metrics)
+    run.saver.ckpt.check()  # a failed background save stops the run now
     window.steps += 1
     if bar is not None:
       bar.update(1)
@@ -426,7 +604,14 @@ def _step_loop(run, state, train_step, batches, data_sharding, start: int, bar):
     if not any(now.values()):
       continue
     # This state is finite before it is used or saved.
-    window.history.append(_check_finite(*pending, terms, run.ckpt))
+    window.history.append(checked(*pending))
     pending = None
     _report(run, state, done, window, now)
+  if run.saver.held is not None:
+    # The final state is saved once a step from it (not kept) gives a finite loss.
+    final = run.saver.held[1]
+    batch = sharding.global_batch(next(batches), data_sharding, config.batch_size)
+    _, metrics = train_step(state, batch, np.int32(total), run.phase_of(total))
+    checked(total + 1, metrics, f"in a step from the final state of step {total}")
+    state = final
   return state

@@ -16,6 +16,8 @@ import math
 import os
 from typing import Any, Iterable, Sequence
 
+from jaxlatent import atomic_io
+
 
 def _jsonable(v: Any) -> Any:
   try:
@@ -35,21 +37,34 @@ class MetricWriter:
     self.enabled = enabled
 
   def write(self, record: dict[str, Any]) -> None:
+    """Appends one line; a failed write (e.g. a full disk) is cut off again, so the file
+    keeps only whole records, and raised as OutputError."""
     if not self.enabled:
       return
-    with open(self.path, "a") as f:
-      f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+    line = (json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n").encode()
+    try:
+      fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise atomic_io.output_error(e, self.path) from None
+    try:
+      size = os.fstat(fd).st_size
+      try:
+        if os.write(fd, line) != len(line):
+          raise OSError(28, "short write", self.path)
+      except OSError as e:
+        os.ftruncate(fd, size)
+        raise atomic_io.output_error(e, self.path) from None
+    finally:
+      os.close(fd)
 
   def drop_after(self, step: int) -> None:
     """Removes the records of steps > ``step`` (written before an interruption)."""
     if not self.enabled or not os.path.exists(self.path):
       return
-    kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      for r in kept:
-        f.write(json.dumps(r) + "\n")
-    os.replace(tmp, self.path)
+    records = read_metrics(self.path)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) < len(records):
+      atomic_io.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
@@ -98,10 +113,11 @@ def plot_losses(records: Iterable[dict[str, Any]], terms: Sequence[str], path: s
     ax.set_title("fd_random_features (lower is better)")
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    with atomic_io.atomic_path(path) as tmp:
+      fig.savefig(tmp, dpi=100)
+  finally:
+    plt.close(fig)
 
 
 def format_record(record: dict[str, Any], total_steps: int, terms: Sequence[str]) -> str:

@@ -71,7 +71,25 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   model_module(config.model.name)  # ConfigError for an unknown name
   if "lr" in config.optim and config.optim.lr is not None and not config.optim.lr > 0:
     raise ConfigError(f"optim.lr={config.optim.lr!r} must be > 0")
+  for key in ("b1", "b2"):
+    value = config.optim.get(key, None)
+    # Adam's moment decays: 1.0 freezes the moment (b2=1: the step never changes).
+    if value is not None and not (isinstance(value, numbers.Real) and 0 <= value < 1):
+      raise ConfigError(f"optim.{key}={value!r} must be in [0, 1) (Adam's decay rate; "
+                        "1.0 stops the moment from updating)")
+  _validate_holdout(config)
   _validate_data(config)
+
+
+def _validate_holdout(config: ml_collections.ConfigDict) -> None:
+  """Phantom data sets have a known size: the FD hold-out must leave a batch to train on."""
+  num = config.data.get("num_images", None)
+  if (config.fid_every > 0 and str(config.data.get("source", "")).startswith("phantom")
+      and _is_int(num) and num - config.fid_num_samples < config.batch_size):
+    raise ConfigError(
+        f"fid_num_samples={config.fid_num_samples} images held out for FD leave "
+        f"{max(num - config.fid_num_samples, 0)} of data.num_images={num} for training, "
+        f"fewer than batch_size={config.batch_size}: lower fid_num_samples or set fid_every=0")
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
