@@ -30,6 +30,7 @@ G32 = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=1,
 TINY = ["--config.images.num_images=16", "--config.images.max_subjects=0",
         "--config.inversion.steps=3", "--config.inversion.w_avg_samples=32",
         "--config.inversion.batch_size=16", "--config.traversal.alpha_num=3",
+        "--config.traversal.n_components=3",
         "--config.traversal.max_subjects=1", "--config.ground_truth.num_subjects=2",
         "--config.report.num_samples=4", "--malloc=system"]
 

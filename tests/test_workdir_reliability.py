@@ -28,6 +28,7 @@ sys.path.insert(0, ROOT)
 import train as train_cli  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxlatent import atomic_io  # noqa: E402
 from jaxlatent.config_cli import parse_config_flags  # noqa: E402
+from jaxlatent.training import complete_train_config  # noqa: E402
 from jaxlatent.errors import CheckpointError, TrainingError  # noqa: E402
 from jaxlatent.training import checkpoint as ckpt_lib  # noqa: E402
 from jaxlatent.training import metrics as metrics_lib  # noqa: E402
@@ -45,7 +46,7 @@ DATA = toy_dataset(64, SIZE)
 
 
 def make_config(*overrides: str):
-  return parse_config_flags(["train.py", *ARGS, *overrides])[0]
+  return parse_config_flags(["train.py", *ARGS, *overrides], complete=complete_train_config)[0]
 
 
 def toy_run(workdir, *overrides: str, trainer=None, dataset=DATA, **kwargs):
