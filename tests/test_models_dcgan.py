@@ -73,9 +73,9 @@ def test_dcgan_init_shapes_and_range(arch):
   gv = jax.jit(g.init)(jax.random.key(0), jnp.zeros((1, 32)))
   dv = jax.jit(d.init)(jax.random.key(1), jnp.zeros((1, 16, 16, 1)))
   if arch == "schon":
-    # G: 4x4 transposed conv 32 -> 32 (1x1 -> 4x4), BN(32), 4x4 s2 transposed conv
+    # G: 4x4 transposed conv 32 -> 32 from 1x1 (a Dense 32 -> 4*4*32), BN(32), 4x4 s2 transposed conv
     # 32 -> 16, BN(16), 4x4 s2 transposed conv 16 -> 1; no biases.
-    g_count = 16 * 32 * 32 + 2 * 32 + 16 * 32 * 16 + 2 * 16 + 16 * 16
+    g_count = 32 * 16 * 32 + 2 * 32 + 16 * 32 * 16 + 2 * 16 + 16 * 16
     # D: 4x4 s2 conv 1 -> 16, 4x4 s2 conv 16 -> 32, BN(32), 4x4 conv 32 -> 1; no biases.
     d_count = 16 * 16 + 16 * 16 * 32 + 2 * 32 + 16 * 32
     # weights_init: N(0, 0.02) kernels, N(1, 0.02) BatchNorm scales, zero biases.

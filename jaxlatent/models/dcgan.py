@@ -115,10 +115,11 @@ class DCGANGenerator(nn.Module):
   def _schon(self, z: jax.Array, train: bool) -> jax.Array:
     ch = lambda res: blocks.channels_at(res, self.gen_channels, self.max_channels)
     conv = dict(conv_grad=self.conv_grad, matmul_dtype=self.matmul_dtype)
-    # ConvTranspose2d(nz, C4, 4, 1, 0) on a 1x1 input: each output pixel is z @ kernel[h, w].
-    stem = self.param("stem", _KERNEL_INIT, (4, 4, self.latent_dim, ch(4)))
-    x = jnp.einsum("bi,hwio->bhwo", z, stem.astype(z.dtype),
-                   precision=jax.lax.Precision.HIGHEST)  # [B, 4, 4, C4]
+    # ConvTranspose2d(nz, C4, 4, 1, 0) on a 1x1 input is a linear map z -> 4x4xC4: a
+    # Dense kernel [nz, (h, w, C4)] (SeFa reads it as the first layer's weight).
+    x = nn.Dense(16 * ch(4), use_bias=False, kernel_init=_KERNEL_INIT, name="stem",
+                 precision=jax.lax.Precision.HIGHEST)(z)
+    x = x.reshape(z.shape[0], 4, 4, ch(4))  # [B, 4, 4, C4]
     x = nn.relu(_norm(self.norm, train, "norm4", self.arch)(x))
     res = 4
     while res < self.image_size // 2:
@@ -305,6 +306,9 @@ def _torch_layers(state_dict: Mapping[str, Any], network: str, where: str):
       if rank not in (1, 4):
         raise CheckpointError(f"{where}: {key} has shape {np.shape(value)}: expected a "
                               "4-d conv weight or a 1-d BatchNorm weight")
+      if rank == 4 and tuple(np.shape(value)[2:]) != (4, 4):
+        raise CheckpointError(f"{where}: {key} has shape {np.shape(value)}: Schön's DCGAN "
+                              "has 4x4 kernels")
       layers[int(m.group(1))] = "conv" if rank == 4 else "bn"
   out = sorted(layers.items())
   convs = [i for i, kind in out if kind == "conv"]
@@ -346,7 +350,9 @@ def dcgan_variables_from_torch(state_dict: Mapping[str, Any], network: str = "ge
     where: names the source in errors (a CheckpointError on unexpected keys/shapes).
 
   The image size is ``4 * 2**(convs - 1)``; :func:`schon_model_config` gives the
-  matching ``config.model``.  Kernels become ``[4, 4, C_in, C_out]``
+  matching ``config.model``.  The generator's first layer (a 4x4 transposed conv of a
+  1x1 input) becomes a Dense kernel ``[nz, 4 * 4 * C4]`` in (h, w, C) order; the other
+  kernels become ``[4, 4, C_in, C_out]``
   (:mod:`jaxlatent.ops.conv4x4`), BatchNorm ``weight``/``bias``/``running_*`` become
   ``scale``/``bias``/``mean``/``var``.  Exact: :func:`dcgan_variables_to_torch` inverts it.
   """
@@ -359,11 +365,13 @@ def dcgan_variables_from_torch(state_dict: Mapping[str, Any], network: str = "ge
   for i, kind in layers:
     if kind == "conv":
       w = arr(f"main.{i}.weight")
-      params[names[i]] = (conv4x4.kernel_from_torch_transpose(w) if network == "generator"
-                          else conv4x4.kernel_from_torch_conv(w))
-      if names[i] in ("stem", "logit"):
+      if names[i] == "stem":  # [nz, C4, 4, 4] -> Dense kernel [nz, (4, 4, C4)]
+        params["stem"] = {"kernel": np.ascontiguousarray(
+            w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))}
         continue
-      params[names[i]] = {"kernel": params[names[i]]}
+      kernel = (conv4x4.kernel_from_torch_transpose(w) if network == "generator"
+                else conv4x4.kernel_from_torch_conv(w))
+      params[names[i]] = kernel if names[i] == "logit" else {"kernel": kernel}
     else:
       params[names[i]] = {"scale": arr(f"main.{i}.weight"), "bias": arr(f"main.{i}.bias")}
       stats[names[i]] = {"mean": arr(f"main.{i}.running_mean"),
@@ -389,7 +397,12 @@ def dcgan_variables_to_torch(variables: Mapping[str, Any], network: str = "gener
   out, i = {}, 0
   for name, norm in zip(order, norms):
     p = params[name]
-    out[f"main.{i}.weight"] = to_torch(p if name in ("stem", "logit") else p["kernel"])
+    if name == "stem":
+      k = np.asarray(p["kernel"])
+      out["main.0.weight"] = np.ascontiguousarray(
+          k.reshape(k.shape[0], 4, 4, -1).transpose(0, 3, 1, 2))
+    else:
+      out[f"main.{i}.weight"] = to_torch(p if name == "logit" else p["kernel"])
     i += 1
     if norm is not None and norm in params:
       out[f"main.{i}.weight"] = np.asarray(params[norm]["scale"])
@@ -406,7 +419,8 @@ def schon_model_config(g_variables: Mapping[str, Any], d_variables: Mapping[str,
                        = None) -> tuple[int, ml_collections.ConfigDict]:
   """``(image_size, config.model)`` of converted Schön networks (from their shapes)."""
   g = g_variables["params"]
-  latent_dim, gen_channels = g["stem"].shape[2:]
+  latent_dim, stem_out = g["stem"]["kernel"].shape
+  gen_channels = stem_out // 16
   ups = [k for k in g if k.startswith("up")]
   size = 4 * 2 ** (len(ups) + 1)
   m = default_config()
