@@ -147,6 +147,10 @@ def test_conv4x4_matches_strided_and_transposed_convs_with_their_gradients():
       loss = lambda fn: lambda x, k: jnp.sum(jnp.sin(fn(x, k)))
       for a, b in zip(jax.grad(loss(f), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # The thin-output form (a generator's to_image layer).
+  k1 = k[..., :1]
+  np.testing.assert_allclose(conv4x4.conv_transpose4x4s2_taps(x, k1), transposed(x, k1),
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_dcgan_torch_state_dict_round_trip_and_bad_keys():

@@ -55,6 +55,34 @@ def conv_transpose4x4s2(x: jax.Array, kernel: jax.Array, conv: Conv = conv2x2) -
   return depth_to_space(z, 2)[:, 1:-1, 1:-1]  # [B, 2H, 2W, F]
 
 
+# Per axis, output phase p of the transposed conv sums the tap products at input offset
+# d with kernel tap k: phase 0 = x[m] W[1] + x[m-1] W[3], phase 1 = x[m] W[2] + x[m+1] W[0].
+_PHASE_TAPS = (((0, 1), (-1, 3)), ((0, 2), (1, 0)))
+# conv_transpose4x4s2_taps is used up to this many output channels (a generator's
+# to_image layer: the pad of a wide input costs more than the thin conv) and on inputs
+# up to this size (where the padded border of conv_transpose4x4s2 adds the most rows:
+# 25 for 16 at 4x4); likewise conv4x4s2_patches for outputs up to that size.
+TAP_MAX_FEATURES = 4
+TAP_MAX_SIZE = 4
+
+
+def conv_transpose4x4s2_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv_transpose4x4s2` for few output channels: one GEMM to all 16 taps'
+  products ``[B, H, W, 4, 4, F]``, then each output phase sums four shifted slices of
+  them (no padded copy of the wide input, no wasted border)."""
+  b, h, w, c = x.shape
+  f = kernel.shape[-1]
+  taps = jnp.matmul(x.reshape(-1, c), kernel.transpose(2, 0, 1, 3).reshape(c, 16 * f),
+                    precision=jax.lax.Precision.HIGHEST).reshape(b, h, w, 4, 4, f)
+  taps = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
+  phases = []
+  for py in (0, 1):
+    for px in (0, 1):
+      phases.append(sum(taps[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w, ky, kx]
+                        for dy, ky in _PHASE_TAPS[py] for dx, kx in _PHASE_TAPS[px]))
+  return depth_to_space(jnp.concatenate(phases, axis=-1), 2)  # [B, 2H, 2W, F]
+
+
 def conv_kernel_2x2(kernel: jax.Array) -> jax.Array:
   """``[4, 4, C, F]`` strided-conv kernel -> the ``[2, 2, 4C, F]`` kernel after space-to-depth."""
   c, f = kernel.shape[2:]
@@ -71,8 +99,22 @@ def conv4x4s2(x: jax.Array, kernel: jax.Array, conv: Conv = conv2x2) -> jax.Arra
   h, w = x.shape[1] // 2, x.shape[2] // 2
   s = space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), 2)  # [B, h+1, w+1, 4C]
   # y[m] reads padded pixels 2m .. 2m+3 = blocks m, m+1: the 'SAME' conv's last row
-  # and column (block h, zero padding) are not outputs.
+  # and column (block h, zero padding) are not outputs.  (A 'VALID' conv computes no
+  # such border, but XLA:CPU ran it and its GEMM gradients slower.)
   return conv(s, conv_kernel_2x2(kernel).astype(x.dtype))[:, :h, :w]
+
+
+def conv4x4s2_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv4x4s2` as one GEMM on the 4x4 patches of each output pixel (16 strided
+  slices of the padded input): exact FLOPs, for small outputs."""
+  b, hh, ww, c = x.shape
+  h, w = hh // 2, ww // 2
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  patches = jnp.stack([xp[:, i:i + 2 * h:2, j:j + 2 * w:2] for i in range(4) for j in range(4)],
+                      axis=3)  # [B, h, w, 16, C]
+  y = jnp.matmul(patches.reshape(b * h * w, 16 * c), kernel.reshape(16 * c, -1),
+                 precision=jax.lax.Precision.HIGHEST)
+  return y.reshape(b, h, w, -1)
 
 
 def kernel_from_torch_transpose(weight) -> np.ndarray:
@@ -113,6 +155,9 @@ class ConvTranspose4x4(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (4, 4, c, self.features))
+    if self.matmul_dtype == "float32" and (self.features <= TAP_MAX_FEATURES
+                                           or x.shape[1] <= TAP_MAX_SIZE):
+      return conv_transpose4x4s2_taps(x, kernel.astype(x.dtype))
     return conv_transpose4x4s2(x, kernel, conv2x2_form(self.conv_grad, self.matmul_dtype, c))
 
 
@@ -129,4 +174,6 @@ class Conv4x4(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (4, 4, c, self.features))
+    if self.matmul_dtype == "float32" and x.shape[1] // 2 <= TAP_MAX_SIZE:
+      return conv4x4s2_patches(x, kernel.astype(x.dtype))
     return conv4x4s2(x, kernel, conv2x2_form(self.conv_grad, self.matmul_dtype, 4 * c))
