@@ -8,7 +8,10 @@ top/left, one 2x2 conv to ``4F`` channels followed by depth-to-space yields all
 four phases; cropping one pixel at each border gives the transposed conv.  Likewise
 a conv with kernel 4, stride 2, padding 1 (``Conv2d(C, F, 4, 2, 1)``) is
 space-to-depth of the input padded by one pixel, then a 2x2 conv over ``4C``
-channels.  Both run on :mod:`jaxlatent.ops.conv2x2`'s fast forms.
+channels.  Both run on :mod:`jaxlatent.ops.conv2x2`'s fast forms.  Where the padded
+border costs most (4x4 maps) or the output is thin (one image channel), the layers
+instead run one GEMM over all 16 taps (:func:`conv_transpose4x4s2_taps`,
+:func:`conv4x4s2_patches`), also exact.
 
 Parameters are kept as the full 4x4 kernel ``[4, 4, C_in, C_out]`` (the PyTorch
 weight transposed: :func:`kernel_from_torch_transpose`, :func:`kernel_from_torch_conv`
