@@ -1,11 +1,14 @@
 """Case 1: one DCGAN train step (D + G), JAX vs the PyTorch reference, images/s.
 
 Benched: the library's step (``jaxlatent.training.trainers.make_trainer``, jitted once
-with the state donated, as ``training/loop.py`` does) with its default sub-pixel /
-space-to-depth resampling and with ``upsample='transpose'``/``downsample='strided'``;
+with the state donated, as ``training/loop.py`` does) with its default network,
+Schön et al.'s DCGAN (``arch='schon'``: 4x4 stride-2 layers computed exactly as 2x2
+convs + depth-to-space / space-to-depth), and the earlier ``arch='resample'`` variants
+(sub-pixel / space-to-depth 2x2 layers, ``upsample='transpose'``/``downsample='strided'``);
 candidate changes on the bench-local model (``jax_dcgan.py``: one G forward reused
-through ``jax.vjp``, bf16 compute); the PyTorch reference (``torch_refs.DCGANStep``,
-ConvTranspose2d / strided Conv2d, NCHW as a user writes it, and channels_last).
+through ``jax.vjp``, bf16 compute); the PyTorch reference, literally Schön et al.'s
+network (``torch_refs.DCGANStep(schon=True)``: ConvTranspose2d / strided Conv2d, NCHW
+as a user writes it, and channels_last).
 All variants of one size run round-robin in one process, so their ratios share the
 machine's load.
 
@@ -34,13 +37,14 @@ def _widths(size: int, c4: int) -> tuple[list[int], list[int]]:
 
 
 def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = "batch",
-                conv_grad: str = "auto", matmul_dtype: str = "float32"):
+                conv_grad: str = "auto", matmul_dtype: str = "float32", arch: str = "schon"):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from jaxlatent.models import default_model_config  # pylint: disable=g-import-not-at-top
   from jaxlatent.training import default_optim_config  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
   c.image_size = size
   c.model = default_model_config("dcgan")
+  c.model.arch = arch
   c.model.gen_channels = c4
   c.model.disc_channels = c4
   c.model.max_channels = max(c4, 2048)
@@ -55,12 +59,13 @@ def _lib_config(size: int, c4: int, upsample: str, downsample: str, norm: str = 
 
 def lib_step(size: int, batch: int, c4: int, upsample="subpixel",
              downsample="space_to_depth", precision: str | None = None, norm="batch",
-             donate: bool = True, conv_grad: str = "auto", matmul_dtype: str = "float32"):
+             donate: bool = True, conv_grad: str = "auto", matmul_dtype: str = "float32",
+             arch: str = "schon"):
   """(call, stats, compiled) for the library's jitted, donated DCGAN step; ``call()``
   runs one step, threading the state."""
   from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
   trainer = make_trainer(_lib_config(size, c4, upsample, downsample, norm, conv_grad,
-                                     matmul_dtype))
+                                     matmul_dtype, arch))
   state = jax.jit(trainer.init)(jax.random.key(0))  # as training/loop.py: distinct buffers
   batch_ = {"image": jax.random.uniform(jax.random.key(1), (batch, size, size, 1),
                                         jnp.float32, -1, 1)}
@@ -110,8 +115,7 @@ def torch_step(size: int, batch: int, c4: int, channels_last: bool = False,
   import torch_refs  # pylint: disable=g-import-not-at-top
   gw, dw = _widths(size, c4)
   step = torch_refs.DCGANStep(size, 32, gw, dw, batch, channels_last=channels_last,
-                              project="dense", head="dense", reuse_fake=reuse_fake,
-                              device=device)
+                              reuse_fake=reuse_fake, device=device, schon=True)
   if not autocast_bf16:
     return step
 
@@ -124,13 +128,18 @@ def torch_step(size: int, batch: int, c4: int, channels_last: bool = False,
 
 VARIANTS = {
     # name: (kind, kwargs, description)
-    "jax_subpixel": ("lib", {}, "library default: sub-pixel up, space-to-depth down"),
+    "jax_schon": ("lib", {}, "library default: Schön's network, 4x4 stride-2 layers as "
+                  "2x2 convs + depth-to-space / space-to-depth"),
+    "jax_subpixel": ("lib", {"arch": "resample"},
+                     "arch='resample': sub-pixel 2x2 up, space-to-depth 2x2 down"),
     "jax_xla_grad": ("lib", {"conv_grad": "xla"},
                      "library default, but XLA's autodiff convs for the 2x2 conv gradients"),
-    "jax_transpose": ("lib", {"upsample": "transpose", "downsample": "strided"},
-                      "library, nn.ConvTranspose up / 4x4 stride-2 conv down"),
-    "jax_resize": ("lib", {"upsample": "resize", "downsample": "space_to_depth"},
-                   "library, nearest resize + 3x3 conv up (2.25x the up-conv FLOPs)"),
+    "jax_transpose": ("lib", {"arch": "resample", "upsample": "transpose",
+                              "downsample": "strided"},
+                      "arch='resample', nn.ConvTranspose up / 4x4 stride-2 conv down"),
+    "jax_resize": ("lib", {"arch": "resample", "upsample": "resize",
+                           "downsample": "space_to_depth"},
+                   "arch='resample', nearest resize + 3x3 conv up (2.25x the up-conv FLOPs)"),
     "jax_no_donate": ("lib", {"donate": False},
                       "library default without donating the state buffers"),
     "jax_prec_bf16": ("lib", {"precision": "bfloat16"},
@@ -151,7 +160,7 @@ VARIANTS = {
     "cand_nonorm": ("bench", {"reuse_fake": True, "norm": False},
                     "diagnostic: candidate without BatchNorm (not the same network)"),
     "jax_nonorm": ("lib", {"norm": "none"},
-                   "diagnostic: library with model.norm='none' (conv biases instead)"),
+                   "diagnostic: library with model.norm='none' (no BatchNorm)"),
     "torch_nchw": ("torch", {},
                    "PyTorch DCGAN-example loop (G(z) rendered once, as the library), NCHW"),
     "torch_channels_last": ("torch", {"channels_last": True},
@@ -164,9 +173,9 @@ VARIANTS = {
     "torch_two_g": ("torch", {"reuse_fake": False},
                     "PyTorch with a second G forward for the G update (as cand_two_g)"),
 }
-DEFAULT_VARIANTS = ("jax_subpixel", "jax_transpose", "jax_bf16", "torch_nchw",
+DEFAULT_VARIANTS = ("jax_schon", "jax_subpixel", "jax_transpose", "jax_bf16", "torch_nchw",
                     "torch_channels_last", "torch_nchw_bf16", "torch_channels_last_bf16")
-QUICK_VARIANTS = ("jax_subpixel", "torch_nchw")
+QUICK_VARIANTS = ("jax_schon", "torch_nchw")
 
 
 def shapes(quick: bool) -> tuple[list[int], int, int]:

@@ -34,6 +34,7 @@ import common
 def _generator(size: int, c4: int):
   import case_dcgan  # pylint: disable=g-import-not-at-top
   from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
+  # The library's default network (Schön's DCGAN), as torch_refs' with schon=True.
   trainer = make_trainer(case_dcgan._lib_config(size, c4, "subpixel", "space_to_depth"))  # pylint: disable=protected-access
   return trainer.generator(trainer.init(jax.random.key(0)))
 
@@ -87,9 +88,9 @@ def run(ctx: dict[str, Any]) -> list[dict[str, Any]]:
     import torch_refs  # pylint: disable=g-import-not-at-top
     gw, _ = case_dcgan._widths(size, c4)  # pylint: disable=protected-access
     dev = ctx.get("torch_device") or "cpu"
-    tg = torch_refs.DCGANGenerator(32, gw, 1, project="dense")
+    tg = torch_refs.DCGANGenerator(32, gw, 1, project="convt", out_bias=False)
     calls["torch_step"] = torch_refs.DiscoveryStep(tg, 32, k, batch, size, device=dev)
-    tg_ref = torch_refs.DCGANGenerator(32, gw, 1, project="dense")
+    tg_ref = torch_refs.DCGANGenerator(32, gw, 1, project="convt", out_bias=False)
     calls["torch_reference_step"] = torch_refs.DiscoveryStep(tg_ref, 32, k, batch, size,
                                                              freeze_generator=False,
                                                              device=dev)

@@ -165,7 +165,8 @@ def run_case(name: str, ctx: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def xla_variant_rows(args, names: list[str]) -> list[dict[str, Any]]:
-  """DCGAN jax_subpixel vs torch_nchw under each XLA_FLAGS set, one subprocess each."""
+  """DCGAN jax_schon (the default network) vs torch_nchw under each XLA_FLAGS set, one
+  subprocess each."""
   rows = []
   sizes = ",".join(map(str, args.dcgan_sizes)) or ("16" if args.quick else "64")
   for name in ["baseline", *names]:
@@ -173,7 +174,7 @@ def xla_variant_rows(args, names: list[str]) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
       out = pathlib.Path(tmp) / "r.json"
       cmd = [sys.executable, str(HERE / "run.py"), "--cases", "dcgan", "--no-table",
-             "--dcgan-sizes", sizes, "--dcgan-variants", "jax_subpixel,torch_nchw",
+             "--dcgan-sizes", sizes, "--dcgan-variants", "jax_schon,torch_nchw",
              "--json-out", str(out), "--repeats", str(args.repeats), "--malloc", args.malloc]
       if args.quick:
         cmd.append("--quick")
@@ -188,8 +189,8 @@ def xla_variant_rows(args, names: list[str]) -> list[dict[str, Any]]:
                      "status": "error", "reason": proc.stderr.strip()[-400:]})
         continue
       for r in json.loads(out.read_text())["rows"]:
-        if r.get("variant") == "jax_subpixel":
-          r.update(case="dcgan_xla_flags", variant=f"jax_subpixel[{name}]", XLA_FLAGS=flags)
+        if r.get("variant") == "jax_schon":
+          r.update(case="dcgan_xla_flags", variant=f"jax_schon[{name}]", XLA_FLAGS=flags)
           rows.append(r)
   return rows
 

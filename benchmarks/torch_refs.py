@@ -42,7 +42,7 @@ class DCGANGenerator(nn.Module):
   """
 
   def __init__(self, z_dim: int, widths: Sequence[int], channels: int = 1,
-               project: str = "convt"):
+               project: str = "convt", out_bias: bool = True):
     super().__init__()
     self.z_dim, self.w0 = z_dim, widths[0]
     self.project = project
@@ -55,7 +55,7 @@ class DCGANGenerator(nn.Module):
     for cin, cout in zip(widths[:-1], widths[1:]):
       ups += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
               nn.ReLU(True)]
-    ups += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=True), nn.Tanh()]
+    ups += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=out_bias), nn.Tanh()]
     self.ups = nn.Sequential(*ups)
 
   def forward(self, z):
@@ -72,11 +72,12 @@ class DCGANDiscriminator(nn.Module):
   widths: channels after each stride-2 conv (first without BN, as in DCGAN).
   """
 
-  def __init__(self, widths: Sequence[int], channels: int = 1, head: str = "conv"):
+  def __init__(self, widths: Sequence[int], channels: int = 1, head: str = "conv",
+               bias: bool = True):
     super().__init__()
     layers, cin = [], channels
     for i, cout in enumerate(widths):
-      layers.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=(i == 0)))
+      layers.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=bias and i == 0))
       if i > 0:
         layers.append(nn.BatchNorm2d(cout))
       layers.append(nn.LeakyReLU(0.2, True))
@@ -86,7 +87,7 @@ class DCGANDiscriminator(nn.Module):
     if head == "dense":
       self.head = nn.Linear(16 * cin, 1)
     else:
-      self.head = nn.Conv2d(cin, 1, 4, 1, 0)
+      self.head = nn.Conv2d(cin, 1, 4, 1, 0, bias=bias)
 
   def forward(self, x):
     h = self.body(x)
@@ -102,17 +103,23 @@ class DCGANStep:
   as ``jaxlatent``'s DCGAN step, which keeps G's VJP): G(z) is rendered once, D is
   updated on it detached, then G's loss is D(G(z)) through the updated D.
   ``reuse_fake=False``: G is updated on D(G(z2)) with a fresh z2 (a second G forward).
+  ``schon=True``: Schön et al.'s network (Latent-Space-Exploration-CT ``Models/DCGAN.py``):
+  a 4x4 ConvTranspose2d stem, no conv biases, a 4x4 conv head; what jaxlatent's
+  default ``arch='schon'`` computes.
   """
 
   def __init__(self, image_size: int, z_dim: int, g_widths: Sequence[int],
                d_widths: Sequence[int], batch: int, channels: int = 1,
                channels_last: bool = False, seed: int = 0, project: str = "convt",
-               head: str = "conv", reuse_fake: bool = True, device: str = "cpu"):
+               head: str = "conv", reuse_fake: bool = True, device: str = "cpu",
+               schon: bool = False):
     torch.manual_seed(seed)
+    if schon:
+      project, head = "convt", "conv"
     self.reuse_fake = reuse_fake
     self.device = torch.device(device)
-    self.g = DCGANGenerator(z_dim, g_widths, channels, project)
-    self.d = DCGANDiscriminator(d_widths, channels, head)
+    self.g = DCGANGenerator(z_dim, g_widths, channels, project, out_bias=not schon)
+    self.d = DCGANDiscriminator(d_widths, channels, head, bias=not schon)
     self.fmt = torch.channels_last if channels_last else torch.contiguous_format
     self.g = self.g.to(self.device, memory_format=self.fmt)
     self.d = self.d.to(self.device, memory_format=self.fmt)

@@ -1,9 +1,12 @@
 """DCGAN on thoracic CT slices: the setting of Schön, Selvan & Petersen 2022.
 
 Paper (arXiv 2207.09740): LIDC-IDRI axial slices, HU clipped to [-1000, 2000] and
-scaled to [-1, 1], 128x128; DCGAN with latent 32 and a 4x4x2048 generator stem; BCE
-(non-saturating) loss; Adam lr 2e-4, beta1 0.5; batch 128; 50 epochs; FID monitored
-(here: ``fd_random_features``, see jaxlatent/training/fid.py).
+scaled to [-1, 1], 128x128; the DCGAN of their code (Models/DCGAN.py: 4x4 transposed
+convs from a 4x4x2048 stem, ngf = ndf = 128, latent 32) and its training loop
+(Training/TrainGAN.py): BCE with real labels in [0.9, 1), Adam lr 2e-4, beta1 0.5;
+batch 128; 50 epochs; FID monitored (here: ``fd_random_features``, see
+jaxlatent/training/fid.py).  Their loop's instance-noise schedule never runs (its
+epoch-0 branch switches the noise off); ``model.instance_noise=True`` turns it on.
 
 Out of the box this trains on the synthetic thorax phantom (2048 slices), so the
 command runs without data; ``steps`` is 50 epochs of the 1536 phantom slices left
@@ -34,7 +37,11 @@ def get_config():
   c.data.axis = "axial"
   c.data.num_images = 2048
   c.model.latent_dim = 32
-  c.model.gen_channels = 2048  # 4x4x2048 stem, halved per doubling
+  c.model.arch = "schon"
+  c.model.gen_channels = 2048  # 4x4x2048 stem (16 ngf), halved per doubling
+  c.model.disc_channels = 2048  # 16 ndf at 4x4
+  c.model.label_smoothing = True
+  c.model.instance_noise = False
   c.optim.lr, c.optim.b1 = 2e-4, 0.5
   c.log_every = 10
   c.ckpt_every = 200

@@ -1,8 +1,9 @@
 """VAE on thoracic CT slices: the VAE setting of Schön, Selvan & Petersen 2022.
 
 Paper (arXiv 2207.09740): LIDC-IDRI axial slices, HU window [-1000, 2000] -> [-1, 1],
-128x128; ResNet-style conv encoder/decoder with latent 32; loss log(MSE) + 0.01 * KL.
-The paper gives no VAE optimizer; Adam 1e-3, batch 128, 50 epochs here.
+128x128; the VAE of their code (Models/VAE.py: Res_down / Res_up blocks with BatchNorm
+and RReLU, ch 64, latent 32); loss log(MSE) + 0.01 * KL; Adam lr 1e-4, batch 128,
+50 epochs (Training/TrainVAE.py).
 
 Out of the box this trains on the synthetic thorax phantom (2048 slices, 512 held out
 for the FD metric; 50 epochs = 600 steps):
@@ -31,9 +32,12 @@ def get_config():
   c.data.ct_window = (-1000.0, 2000.0)
   c.data.axis = "axial"
   c.data.num_images = 2048
+  c.model.arch = "schon"
+  c.model.ch = 64
   c.model.latent_dim = 32
   c.model.loss = "log_mse_kl"
   c.model.kl_weight = 0.01
+  c.optim.lr = 1e-4
   c.log_every = 10
   c.ckpt_every = 200
   c.sample_every = 100

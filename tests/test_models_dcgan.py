@@ -11,9 +11,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxlatent.errors import ConfigError
+from jaxlatent.errors import CheckpointError, ConfigError
 from jaxlatent.generator import Generator
 from jaxlatent.models import blocks, dcgan, default_model_config
+from jaxlatent.ops import conv2x2, conv4x4
 
 
 def _config(size=16, **model):
@@ -61,19 +62,35 @@ def test_dcgan_bfloat16_matmuls_keep_parameters_and_stay_close():
     dcgan.build_generator(_config(matmul_dtype="float16"))
 
 
-def test_dcgan_init_shapes_and_range():
-  c = _config(16)
+def _param_count(variables):
+  return sum(x.size for x in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("arch", dcgan.ARCHS)
+def test_dcgan_init_shapes_and_range(arch):
+  c = _config(16, arch=arch)
   g, d = dcgan.build_generator(c), dcgan.build_discriminator(c)
   gv = jax.jit(g.init)(jax.random.key(0), jnp.zeros((1, 32)))
   dv = jax.jit(d.init)(jax.random.key(1), jnp.zeros((1, 16, 16, 1)))
-  # G: dense 32 -> 4x4x32 (no bias before BN), BN(32), sub-pixel 2x2 conv 32 -> 4*16
-  # (no bias), BN(16), sub-pixel 2x2 conv 16 -> 4*1 (+ bias).
-  g_count = 32 * 16 * 32 + 2 * 32 + 2 * 2 * 32 * 64 + 2 * 16 + 2 * 2 * 16 * 4 + 4
-  # D: s2d + 2x2 conv 4*1 -> 16 (+ bias), s2d + 2x2 conv 4*16 -> 32 (no bias), BN(32),
-  # dense 4*4*32 -> 1 (+ bias).
-  d_count = 2 * 2 * 4 * 16 + 16 + 2 * 2 * 64 * 32 + 2 * 32 + 16 * 32 + 1
-  assert sum(x.size for x in jax.tree.leaves(gv["params"])) == g_count
-  assert sum(x.size for x in jax.tree.leaves(dv["params"])) == d_count
+  if arch == "schon":
+    # G: 4x4 transposed conv 32 -> 32 from 1x1 (a Dense 32 -> 4*4*32), BN(32), 4x4 s2 transposed conv
+    # 32 -> 16, BN(16), 4x4 s2 transposed conv 16 -> 1; no biases.
+    g_count = 32 * 16 * 32 + 2 * 32 + 16 * 32 * 16 + 2 * 16 + 16 * 16
+    # D: 4x4 s2 conv 1 -> 16, 4x4 s2 conv 16 -> 32, BN(32), 4x4 conv 32 -> 1; no biases.
+    d_count = 16 * 16 + 16 * 16 * 32 + 2 * 32 + 16 * 32
+    # weights_init: N(0, 0.02) kernels, N(1, 0.02) BatchNorm scales, zero biases.
+    assert abs(float(jnp.std(gv["params"]["up8"]["kernel"])) - 0.02) < 0.002
+    assert abs(float(jnp.mean(gv["params"]["norm4"]["scale"])) - 1.0) < 0.02
+    assert not jnp.any(gv["params"]["norm4"]["bias"])
+  else:
+    # G: dense 32 -> 4x4x32 (no bias before BN), BN(32), sub-pixel 2x2 conv 32 -> 4*16
+    # (no bias), BN(16), sub-pixel 2x2 conv 16 -> 4*1 (+ bias).
+    g_count = 32 * 16 * 32 + 2 * 32 + 2 * 2 * 32 * 64 + 2 * 16 + 2 * 2 * 16 * 4 + 4
+    # D: s2d + 2x2 conv 4*1 -> 16 (+ bias), s2d + 2x2 conv 4*16 -> 32 (no bias), BN(32),
+    # dense 4*4*32 -> 1 (+ bias).
+    d_count = 2 * 2 * 4 * 16 + 16 + 2 * 2 * 64 * 32 + 2 * 32 + 16 * 32 + 1
+  assert _param_count(gv) == g_count
+  assert _param_count(dv) == d_count
   z = 3.0 * jax.random.normal(jax.random.key(2), (4, 32))
   x = jax.jit(g.apply)(gv, z)
   assert x.shape == (4, 16, 16, 1)
@@ -104,5 +121,58 @@ def test_dcgan_bad_config_raises_config_error():
     dcgan.build_generator(_config(16, upsample="bicubic"))
   with pytest.raises(ConfigError, match="image_size"):
     dcgan.build_generator(_config(24))
+  with pytest.raises(ConfigError, match="model.arch='torch'"):
+    dcgan.build_generator(_config(arch="torch"))
   with pytest.raises(ConfigError, match="conv_grad='fast'"):
     dcgan.build_generator(_config(conv_grad="fast"))
+
+
+def test_conv4x4_matches_strided_and_transposed_convs_with_their_gradients():
+  """The 2x2 forms equal XLA's 4x4 stride-2 conv / transposed conv, values and grads."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 8, 6, 3)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(4, 4, 3, 5)), jnp.float32)
+  dn = ("NHWC", "HWIO", "NHWC")
+  strided = lambda x, k: jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
+                                                      dimension_numbers=dn)
+  # ConvTranspose2d(k4, s2, p1): the input dilated by 2, padded by 4 - 1 - 1 = 2, and
+  # convolved with the spatially flipped kernel.
+  transposed = lambda x, k: jax.lax.conv_general_dilated(
+      x, k[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2), dimension_numbers=dn)
+  for ours, ref in ((conv4x4.conv4x4s2, strided),
+                    (conv4x4.conv_transpose4x4s2, transposed)):
+    for conv in (conv2x2.conv2x2, conv2x2.conv2x2_gemm_grad):
+      f = lambda x, k: ours(x, k, conv)
+      np.testing.assert_allclose(f(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
+      loss = lambda fn: lambda x, k: jnp.sum(jnp.sin(fn(x, k)))
+      for a, b in zip(jax.grad(loss(f), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # The thin-output form (a generator's to_image layer).
+  k1 = k[..., :1]
+  np.testing.assert_allclose(conv4x4.conv_transpose4x4s2_taps(x, k1), transposed(x, k1),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_dcgan_torch_state_dict_round_trip_and_bad_keys():
+  c = _config(16)
+  gv = dcgan.init_generator(c, jax.random.key(0))
+  sd = dcgan.dcgan_variables_to_torch(gv, "generator")
+  # Schön's Sequential: ConvT 0, BN 1, ReLU 2, ConvT 3, BN 4, ReLU 5, ConvT 6, Tanh 7.
+  assert sd["main.0.weight"].shape == (32, 32, 4, 4)
+  assert sd["main.6.weight"].shape == (16, 1, 4, 4) and "main.4.running_var" in sd
+  chex.assert_trees_all_equal(dcgan.dcgan_variables_from_torch(sd, "generator"),
+                              jax.tree.map(np.asarray, dict(gv)))
+  size, model = dcgan.schon_model_config(gv)
+  assert size == 16 and model.gen_channels == 32 and model.latent_dim == 32
+  with pytest.raises(CheckpointError, match="unexpected key 'main.0.kernel'"):
+    dcgan.dcgan_variables_from_torch({**sd, "main.0.kernel": sd["main.0.weight"]})
+  del sd["main.4.running_mean"]
+  with pytest.raises(CheckpointError, match="main.4.running_mean is missing"):
+    dcgan.dcgan_variables_from_torch(sd)
+
+
+def test_instance_noise_schedule_follows_the_reference_epochs():
+  std = np.asarray(dcgan.instance_noise_std(jnp.arange(30)))
+  reduce = [10] * 5 + [20] * 5 + [30] * 5 + [40] * 5 + [100, 400, 1600, 6400, 25600, 102400]
+  np.testing.assert_allclose(std[:26], 1.0 / np.asarray(reduce, np.float32), rtol=1e-6)
+  assert not np.any(std[26:])

@@ -19,7 +19,7 @@ from jaxlatent.training.trainers import make_trainer
 def _config(size=16):
   c = ml_collections.ConfigDict()
   c.model = default_model_config("vae")
-  c.model.update(channels=16, max_channels=16, latent_dim=8)
+  c.model.update(ch=4, channels=16, max_channels=16, latent_dim=8)
   c.image_size = size
   return c
 
@@ -27,8 +27,9 @@ def _config(size=16):
 def test_vae_init_encode_decode_shapes_and_contract():
   c = _config(16)
   state = jax.jit(make_trainer(c).init)(jax.random.key(0))  # the VAE's variables
-  params = {"params": state.params}
+  params = {"params": state.params, "batch_stats": state.model_state}
   assert set(params["params"]) == {"encoder", "decoder"}
+  assert set(params["batch_stats"]) == {"encoder", "decoder"}
   assert sum(x.size for x in jax.tree.leaves(params)) > 0
   x = jnp.tanh(jax.random.normal(jax.random.key(1), (3, 16, 16, 1)))
   mean, logvar = jax.jit(functools.partial(vae.encode, config=c))(params, x)
@@ -42,7 +43,7 @@ def test_vae_init_encode_decode_shapes_and_contract():
   y = render(gen, z)
   assert y.shape == (4, 16, 16, 1)
   assert float(jnp.max(jnp.abs(y))) <= 1.0
-  # The decoder is batch-independent (GroupNorm): other samples do not change image 0.
+  # The decoder is batch-independent (eval mode: running BatchNorm statistics).
   np.testing.assert_allclose(np.asarray(render(gen, z.at[1:].set(-z[1:]))[0]), np.asarray(y[0]),
                              atol=1e-5)
 

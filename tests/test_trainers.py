@@ -27,9 +27,9 @@ def _tiny(name):
   if name == "dcgan":
     return _config("dcgan", 16, gen_channels=16, disc_channels=16, max_channels=16)
   if name == "vae":
-    return _config("vae", 16, channels=16, max_channels=16, latent_dim=8)
+    return _config("vae", 16, ch=4, channels=16, max_channels=16, latent_dim=8)
   if name == "vae_elbo":
-    return _config("vae", 16, channels=16, max_channels=16, latent_dim=8, loss="elbo")
+    return _config("vae", 16, ch=4, channels=16, max_channels=16, latent_dim=8, loss="elbo")
   if name == "stylegan2":  # intervals of 2: both lax.cond branches run in 3 steps
     return _config("stylegan2", 16, latent_dim=8, w_dim=8, num_mapping_layers=2,
                    channel_base=64, channel_max=8, r1_interval=2, pl_interval=2)

@@ -4,11 +4,17 @@
     --workdir=runs/ms_stylegan [--network=G_ema]
   python analyze.py --config=configs/analyze_ms.py --workdir=runs/ms_stylegan
 
+  python -m jaxlatent.convert schon-dcgan gan_log/checkpoint.pt --workdir=runs/schon_gan
+  python analyze.py --config=configs/analyze_ct.py --workdir=runs/schon_gan
+
 Formats (one subcommand each):
   stylegan2-ada  an official stylegan2-ada-pytorch snapshot (``network-snapshot-*.pkl``),
                  or a generator's state_dict (``.pt``; its architecture is inferred from
                  the tensors, ``--conv-clamp`` gives the one setting they do not record);
                  ``--network`` picks the analysed generator: G_ema (default) or G.
+  schon-dcgan    Schön et al.'s GAN ``checkpoint.pt`` (modelG/modelD state_dicts).
+  schon-vae      Schön et al.'s VAE ``checkpoint.pt`` or ``decoder.pt`` (see
+                 jaxlatent/convert/schon.py).
 
 The file is read without executing anything it contains (its pickled Python source
 and classes are never run; see jaxlatent/convert/pickle_reader.py).  The workdir gets
@@ -58,10 +64,28 @@ def _add_stylegan2_ada(p: argparse.ArgumentParser) -> None:
                       "the official trainer's 256 (default) or 'none'; snapshots record their own")
 
 
+def _schon_dcgan(args: argparse.Namespace) -> str:
+  from jaxlatent.convert.schon import convert_schon_dcgan  # pylint: disable=g-import-not-at-top
+  return convert_schon_dcgan(args.file, args.workdir)
+
+
+def _schon_vae(args: argparse.Namespace) -> str:
+  from jaxlatent.convert.schon import convert_schon_vae  # pylint: disable=g-import-not-at-top
+  return convert_schon_vae(args.file, args.workdir)
+
+
+# The analysis config that fits each format's model.
+ANALYZE_CONFIGS = {"stylegan2-ada": "configs/analyze_ms.py",
+                   "schon-dcgan": "configs/analyze_ct.py", "schon-vae": "configs/analyze_ct.py"}
+
 # name -> (help, add its own flags, run it -> workdir written)
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable[[argparse.Namespace], str]]] = {
     "stylegan2-ada": ("official stylegan2-ada-pytorch network-snapshot-*.pkl",
                       _add_stylegan2_ada, _stylegan2_ada),
+    "schon-dcgan": ("Schön et al.'s DCGAN checkpoint.pt (Latent-Space-Exploration-CT)",
+                    lambda p: None, _schon_dcgan),
+    "schon-vae": ("Schön et al.'s VAE checkpoint.pt or decoder.pt",
+                  lambda p: None, _schon_vae),
 }
 
 
@@ -86,5 +110,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "(see python -m jaxlatent.convert --help)")
   workdir = SUBCOMMANDS[args.format][2](args)
   print(f"wrote {workdir}\nanalyse it with: python analyze.py "
-        f"--config=configs/analyze_ms.py --workdir={workdir}")
+        f"--config={ANALYZE_CONFIGS[args.format]} --workdir={workdir}")
   return 0

@@ -36,8 +36,10 @@ STATE_LAYOUT: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                           "batch_stats": ("model_state", "discriminator")},
     },
     "vae": {
-        "encoder": {"params": ("params", "encoder")},
-        "decoder": {"params": ("params", "decoder")},
+        "encoder": {"params": ("params", "encoder"),
+                    "batch_stats": ("model_state", "encoder")},
+        "decoder": {"params": ("params", "decoder"),
+                    "batch_stats": ("model_state", "decoder")},
     },
     "stylegan2": {
         "generator": {"params": ("params", "generator")},

@@ -194,6 +194,18 @@ def use_gemm_grad(conv_grad: str, in_channels: int) -> bool:
   return conv_grad == "gemm"
 
 
+def conv2x2_form(conv_grad: str, matmul_dtype: str, in_channels: int):
+  """The ``(x, kernel) -> y`` form of :func:`conv2x2` that ``conv_grad`` and
+  ``matmul_dtype`` select for ``in_channels`` inputs (what :class:`Conv2x2` runs)."""
+  check_matmul_dtype(matmul_dtype)
+  gemm = use_gemm_grad(conv_grad, in_channels)
+  if matmul_dtype == "bfloat16":
+    if gemm:
+      return conv2x2_bf16
+    return lambda a, k: conv2x2(a.astype(jnp.bfloat16), k.astype(jnp.bfloat16), jnp.float32)
+  return conv2x2_gemm_grad if gemm else conv2x2
+
+
 class Conv2x2(nn.Module):
   """``nn.Conv(features, (2, 2), padding='SAME')`` with the same parameters (names,
   shapes, initialisers), back-propagating through GEMMs where :func:`use_gemm_grad`.
@@ -212,14 +224,7 @@ class Conv2x2(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, c, self.features))
-    check_matmul_dtype(self.matmul_dtype)
-    gemm = use_gemm_grad(self.conv_grad, c)
-    if self.matmul_dtype == "bfloat16":
-      conv = conv2x2_bf16 if gemm else lambda a, k: conv2x2(
-          a.astype(jnp.bfloat16), k.astype(jnp.bfloat16), jnp.float32)
-    else:
-      conv = conv2x2_gemm_grad if gemm else conv2x2
-    y = conv(x, kernel.astype(x.dtype))
+    y = conv2x2_form(self.conv_grad, self.matmul_dtype, c)(x, kernel.astype(x.dtype))
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
     return y

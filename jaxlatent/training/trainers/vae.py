@@ -1,6 +1,7 @@
 """VAE training step: one Adam step on the reconstruction + KL objective.
 
-State: params = the VAE's params ({'encoder', 'decoder'}); one opt_state.
+State: params = the VAE's params ({'encoder', 'decoder'}); one opt_state;
+model_state = the BatchNorm statistics of Schön's networks ({} for arch='resample').
 """
 
 from __future__ import annotations
@@ -32,35 +33,47 @@ class VAEParts:
 
 
 def init_state(parts: VAEParts, key: jax.Array) -> TrainState:
-  """Fresh parameters and optimizer state."""
+  """Fresh parameters, optimizer state and BatchNorm statistics."""
   size = parts.module.encoder.image_size
-  params = parts.module.init(key, jnp.zeros((1, size, size, 1), jnp.float32),
-                             jax.random.key(0))["params"]
-  return first_state(params, parts.tx.init(params))
+  variables = parts.module.init(key, jnp.zeros((1, size, size, 1), jnp.float32),
+                                jax.random.key(0))
+  params = variables["params"]
+  return first_state(params, parts.tx.init(params),
+                     model_state=variables.get("batch_stats", {}))
 
 
-def objective(parts: VAEParts, params, x: jax.Array, key: jax.Array):
-  """The configured loss of a reparameterised pass: reconstruction and KL terms."""
-  x_hat, mean, logvar = parts.module.apply({"params": params}, x, key)
+def objective(parts: VAEParts, params, batch_stats, x: jax.Array, key: jax.Array):
+  """The configured loss of a reparameterised pass in training mode: reconstruction
+  and KL terms; aux also carries the updated BatchNorm statistics."""
+  k_eps, k_rrelu = jax.random.split(key)
+  (x_hat, mean, logvar), updated = parts.module.apply(
+      {"params": params, "batch_stats": batch_stats}, x, k_eps, train=True,
+      rngs={"rrelu": k_rrelu}, mutable=["batch_stats"])
   loss = parts.loss
   if loss.loss == "log_mse_kl":
-    return losses.log_mse_kl_loss(x, x_hat, mean, logvar, loss.kl_weight)
-  return losses.elbo_loss(x, x_hat, mean, logvar, loss.sigma, loss.beta)
+    value, terms = losses.log_mse_kl_loss(x, x_hat, mean, logvar, loss.kl_weight)
+  else:
+    value, terms = losses.elbo_loss(x, x_hat, mean, logvar, loss.sigma, loss.beta)
+  return value, (terms, updated.get("batch_stats", batch_stats))
 
 
 def train_step(parts: VAEParts, state: TrainState, batch: dict, key: jax.Array):
   """One gradient step on ``batch['image']`` ``[B, S, S, 1]``."""
-  (loss, terms), grads = jax.value_and_grad(objective, argnums=1, has_aux=True)(
-      parts, state.params, batch["image"], key)
+  (loss, (terms, stats)), grads = jax.value_and_grad(objective, argnums=1, has_aux=True)(
+      parts, state.params, state.model_state, batch["image"], key)
   params, opt_state = apply_gradients(parts.tx, state.params, state.opt_state, grads)
   metrics = {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads)}
-  return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
+  return (state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                        model_state=stats),
           float32_metrics(metrics))
 
 
 def make_generator(config: ml_collections.ConfigDict, state: TrainState) -> Generator:
-  """The decoder as a Generator."""
-  return vae.make_decoder_generator({"params": state.params}, config)
+  """The decoder as a Generator (eval mode: running BatchNorm statistics)."""
+  variables = {"params": state.params}
+  if state.model_state:
+    variables["batch_stats"] = state.model_state
+  return vae.make_decoder_generator(variables, config)
 
 
 def make_vae_trainer(config: ml_collections.ConfigDict) -> ModelTrainer:

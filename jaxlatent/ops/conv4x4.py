@@ -1,0 +1,182 @@
+"""DCGAN's 4x4 stride-2 convolutions (padding 1), computed exactly as 2x2 convs.
+
+A transposed conv with kernel 4, stride 2, padding 1 (PyTorch ``ConvTranspose2d(C, F,
+4, 2, 1)``) gives output pixel ``2m + p`` from two input pixels per axis through a
+disjoint pair of kernel taps: phase 0 from ``x[m-1], x[m]`` with taps 3, 1, phase 1
+from ``x[m], x[m+1]`` with taps 2, 0.  So on the input padded by one pixel at the
+top/left, one 2x2 conv to ``4F`` channels followed by depth-to-space yields all
+four phases; cropping one pixel at each border gives the transposed conv.  Likewise
+a conv with kernel 4, stride 2, padding 1 (``Conv2d(C, F, 4, 2, 1)``) is
+space-to-depth of the input padded by one pixel, then a 2x2 conv over ``4C``
+channels.  Both run on :mod:`jaxlatent.ops.conv2x2`'s fast forms.  Where the padded
+border costs most (4x4 maps) or the output is thin (one image channel), the layers
+instead run one GEMM over all 16 taps (:func:`conv_transpose4x4s2_taps`,
+:func:`conv4x4s2_patches`), also exact.
+
+Parameters are kept as the full 4x4 kernel ``[4, 4, C_in, C_out]`` (the PyTorch
+weight transposed: :func:`kernel_from_torch_transpose`, :func:`kernel_from_torch_conv`
+and their inverses), so PyTorch weights convert exactly; the 2x2 rearrangement
+happens inside the forward pass and costs one gather of the kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlatent.ops.conv2x2 import conv2x2, conv2x2_form
+from jaxlatent.ops.resample import depth_to_space, space_to_depth
+
+Conv = Callable[[jax.Array, jax.Array], jax.Array]
+
+# _TRANSPOSE_TAPS[i, q]: the 4x4 tap read by 2x2 tap i for output phase slot q (see
+# conv_transpose4x4s2: slot 0 holds phase 1, slot 1 holds phase 0).
+_TRANSPOSE_TAPS = np.array([[2, 3], [0, 1]])
+
+
+def transpose_kernel_2x2(kernel: jax.Array) -> jax.Array:
+  """``[4, 4, C, F]`` transposed-conv kernel -> the ``[2, 2, C, 4F]`` 2x2 conv kernel."""
+  c, f = kernel.shape[2:]
+  k = kernel[_TRANSPOSE_TAPS][:, :, _TRANSPOSE_TAPS]  # [i, qy, j, qx, C, F]
+  return k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c, 4 * f)
+
+
+def conv_transpose4x4s2(x: jax.Array, kernel: jax.Array, conv: Conv = conv2x2) -> jax.Array:
+  """PyTorch ``ConvTranspose2d(k=4, s=2, p=1)``: ``[B, H, W, C] -> [B, 2H, 2W, F]``.
+
+  ``kernel``: ``[4, 4, C, F]``, i.e. the PyTorch weight ``[C, F, 4, 4]`` transposed
+  to ``(2, 3, 0, 1)``.  ``conv``: a 2x2 'SAME' conv form (``conv2x2_form``).
+  """
+  xp = jnp.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0)))  # [B, H+1, W+1, C]
+  # z[n] = x[n-1] K0 + x[n] K1: slot 1 is phase 0 at m = n, slot 0 phase 1 at m = n-1,
+  # so depth-to-space puts output pixel k at k + 1.
+  z = conv(xp, transpose_kernel_2x2(kernel).astype(x.dtype))  # [B, H+1, W+1, 4F]
+  return depth_to_space(z, 2)[:, 1:-1, 1:-1]  # [B, 2H, 2W, F]
+
+
+# Per axis, output phase p of the transposed conv sums the tap products at input offset
+# d with kernel tap k: phase 0 = x[m] W[1] + x[m-1] W[3], phase 1 = x[m] W[2] + x[m+1] W[0].
+_PHASE_TAPS = (((0, 1), (-1, 3)), ((0, 2), (1, 0)))
+# conv_transpose4x4s2_taps is used up to this many output channels (a generator's
+# to_image layer: the pad of a wide input costs more than the thin conv) and on inputs
+# up to this size (where the padded border of conv_transpose4x4s2 adds the most rows:
+# 25 for 16 at 4x4); likewise conv4x4s2_patches for outputs up to that size.
+TAP_MAX_FEATURES = 4
+TAP_MAX_SIZE = 4
+
+
+def conv_transpose4x4s2_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv_transpose4x4s2` for few output channels: one GEMM to all 16 taps'
+  products ``[B, H, W, 4, 4, F]``, then each output phase sums four shifted slices of
+  them (no padded copy of the wide input, no wasted border)."""
+  b, h, w, c = x.shape
+  f = kernel.shape[-1]
+  taps = jnp.matmul(x.reshape(-1, c), kernel.transpose(2, 0, 1, 3).reshape(c, 16 * f),
+                    precision=jax.lax.Precision.HIGHEST).reshape(b, h, w, 4, 4, f)
+  taps = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
+  phases = []
+  for py in (0, 1):
+    for px in (0, 1):
+      phases.append(sum(taps[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w, ky, kx]
+                        for dy, ky in _PHASE_TAPS[py] for dx, kx in _PHASE_TAPS[px]))
+  return depth_to_space(jnp.concatenate(phases, axis=-1), 2)  # [B, 2H, 2W, F]
+
+
+def conv_kernel_2x2(kernel: jax.Array) -> jax.Array:
+  """``[4, 4, C, F]`` strided-conv kernel -> the ``[2, 2, 4C, F]`` kernel after space-to-depth."""
+  c, f = kernel.shape[2:]
+  k = kernel.reshape(2, 2, 2, 2, c, f)  # [i, ry, j, rx, C, F]
+  return k.transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, f)
+
+
+def conv4x4s2(x: jax.Array, kernel: jax.Array, conv: Conv = conv2x2) -> jax.Array:
+  """PyTorch ``Conv2d(k=4, s=2, p=1)``: ``[B, H, W, C] -> [B, H/2, W/2, F]``.
+
+  ``kernel``: ``[4, 4, C, F]``, the PyTorch weight ``[F, C, 4, 4]`` transposed to
+  ``(2, 3, 1, 0)``.
+  """
+  h, w = x.shape[1] // 2, x.shape[2] // 2
+  s = space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), 2)  # [B, h+1, w+1, 4C]
+  # y[m] reads padded pixels 2m .. 2m+3 = blocks m, m+1: the 'SAME' conv's last row
+  # and column (block h, zero padding) are not outputs.  (A 'VALID' conv computes no
+  # such border, but XLA:CPU ran it and its GEMM gradients slower.)
+  return conv(s, conv_kernel_2x2(kernel).astype(x.dtype))[:, :h, :w]
+
+
+def conv4x4s2_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv4x4s2` as one GEMM on the 4x4 patches of each output pixel (16 strided
+  slices of the padded input): exact FLOPs, for small outputs."""
+  b, hh, ww, c = x.shape
+  h, w = hh // 2, ww // 2
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  patches = jnp.stack([xp[:, i:i + 2 * h:2, j:j + 2 * w:2] for i in range(4) for j in range(4)],
+                      axis=3)  # [B, h, w, 16, C]
+  y = jnp.matmul(patches.reshape(b * h * w, 16 * c), kernel.reshape(16 * c, -1),
+                 precision=jax.lax.Precision.HIGHEST)
+  return y.reshape(b, h, w, -1)
+
+
+def kernel_from_torch_transpose(weight) -> np.ndarray:
+  """PyTorch ``ConvTranspose2d.weight`` ``[C, F, kh, kw]`` -> ``[kh, kw, C, F]``."""
+  return np.ascontiguousarray(np.asarray(weight).transpose(2, 3, 0, 1))
+
+
+def kernel_to_torch_transpose(kernel) -> np.ndarray:
+  """Inverse of :func:`kernel_from_torch_transpose`."""
+  return np.ascontiguousarray(np.asarray(kernel).transpose(2, 3, 0, 1))
+
+
+def kernel_from_torch_conv(weight) -> np.ndarray:
+  """PyTorch ``Conv2d.weight`` ``[F, C, kh, kw]`` -> ``[kh, kw, C, F]`` (flax's HWIO)."""
+  return np.ascontiguousarray(np.asarray(weight).transpose(2, 3, 1, 0))
+
+
+def kernel_to_torch_conv(kernel) -> np.ndarray:
+  """Inverse of :func:`kernel_from_torch_conv`."""
+  return np.ascontiguousarray(np.asarray(kernel).transpose(3, 2, 0, 1))
+
+
+class ConvTranspose4x4(nn.Module):
+  """``ConvTranspose2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv_transpose4x4s2`.
+
+  Attributes:
+    features: output channels F.
+    kernel_init: initialiser of the ``[4, 4, C, F]`` kernel.
+    conv_grad, matmul_dtype: the 2x2 conv's form (:func:`conv2x2_form`).
+  """
+
+  features: int
+  kernel_init: Callable = nn.initializers.normal(0.02)
+  conv_grad: str = "auto"
+  matmul_dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (4, 4, c, self.features))
+    if self.matmul_dtype == "float32" and (self.features <= TAP_MAX_FEATURES
+                                           or x.shape[1] <= TAP_MAX_SIZE):
+      return conv_transpose4x4s2_taps(x, kernel.astype(x.dtype))
+    return conv_transpose4x4s2(x, kernel, conv2x2_form(self.conv_grad, self.matmul_dtype, c))
+
+
+class Conv4x4(nn.Module):
+  """``Conv2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv4x4s2` (attributes as
+  :class:`ConvTranspose4x4`)."""
+
+  features: int
+  kernel_init: Callable = nn.initializers.normal(0.02)
+  conv_grad: str = "auto"
+  matmul_dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (4, 4, c, self.features))
+    if self.matmul_dtype == "float32" and x.shape[1] // 2 <= TAP_MAX_SIZE:
+      return conv4x4s2_patches(x, kernel.astype(x.dtype))
+    return conv4x4s2(x, kernel, conv2x2_form(self.conv_grad, self.matmul_dtype, 4 * c))
