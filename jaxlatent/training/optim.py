@@ -15,7 +15,7 @@ from jaxlatent.models import ALL_MODEL_NAMES
 # Adam (lr, b1, b2, eps) per model.
 _ADAM = {
     "dcgan": (2e-4, 0.5, 0.999, 1e-8),  # Radford et al.; Schön et al.
-    "vae": (1e-3, 0.9, 0.999, 1e-8),
+    "vae": (1e-4, 0.9, 0.999, 1e-8),  # Schön et al., Training/TrainVAE.py
     "stylegan2": (2.5e-3, 0.0, 0.99, 1e-8),  # stylegan2-ada, small resolutions
     "stylegan2_simple": (2.5e-3, 0.0, 0.99, 1e-8),
     "ifcvae_gan": (2e-4, 0.5, 0.999, 1e-8),  # GAN-style, as the DCGAN

@@ -15,7 +15,7 @@ import torch
 
 import schon_torch as ref
 from jaxlatent.convert import cli
-from jaxlatent.pipeline import build_generator
+from jaxlatent.studies.generators import generator_in_space as build_generator
 from jaxlatent.training.checkpoint import load_trained
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
