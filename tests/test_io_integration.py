@@ -275,7 +275,9 @@ def test_bad_dicom_training_data_exit_2_and_write_nothing(tmp_path, capsys):
   err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
   assert len(err) == 1 and err[0].startswith("error: "), err
   written = [n for _, _, files in os.walk(tmp_path / "run") for n in files]
-  assert written == [], written
+  # Only the workdir's released (empty) lock file: no cache, config or checkpoint.
+  assert written in ([], [".lock"]), written
+  assert not (tmp_path / "run" / ".lock").exists() or (tmp_path / "run" / ".lock").stat().st_size == 0
 
 
 # ---------------------------------------------------------------------------

@@ -165,10 +165,10 @@ def test_diverged_state_is_never_saved_and_the_workdir_recovers(workdir):
   msg = str(e.value)
   assert "non-finite loss=nan at step 9" in msg
   assert f"last good checkpoint is step 6 ({workdir}/checkpoints/6)" in msg
-  assert "nothing after it was saved" in msg and "--config.optim.lr=0.0001" in msg
+  assert "nothing after it was saved" in msg and "--config.optim.lr=1e-05" in msg
   assert ckpt_lib.checkpoint_steps(str(workdir)) == [2, 4, 6]
   # Resuming as advised (a lower lr is an allowed change) goes past the bad step.
-  state = toy_run(workdir, "--config.steps=12", "--config.optim.lr=0.0001")
+  state = toy_run(workdir, "--config.steps=12", "--config.optim.lr=1e-05")
   assert int(state.step) == 12
   assert ckpt_lib.checkpoint_steps(str(workdir)) == [2, 4, 6, 8, 10, 12]
   steps = [r["step"] for r in metrics_lib.read_metrics(str(workdir / "metrics.jsonl"))]
