@@ -64,7 +64,8 @@ def test_trained_regressor_drives_alignment():
   gen, planted = toy.bump_generator(jax.random.key(2), 3, 16, gain=0.5)
   z = jax.random.normal(jax.random.key(3), (768, 3))
   u = z @ gen.params["P"]  # ground-truth factors: planted coordinates
-  reg = train_factor_regressor(gen(z), u, jax.random.key(4), ["a", "b", "c"], steps=300,
+  # 100 steps reach validation R^2 ~0.99 and scores ~0.95 here, far above the bounds.
+  reg = train_factor_regressor(gen(z), u, jax.random.key(4), ["a", "b", "c"], steps=100,
                                batch_size=64, width=8)
   assert np.all(np.asarray(reg.val_r2) > 0.8)
   res = factor_alignment(gen, planted, reg, (-1.0, 0.0, 1.0), jax.random.key(5), num_latents=4)

@@ -178,7 +178,8 @@ def test_collapse_is_detected_and_not_saved(tmp_path):
 
 _SPREAD_SCRIPT = r"""
 import dataclasses, os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")  # keeps conftest's fast compile
+                           + " --xla_force_host_platform_device_count=4")
 import jax, numpy as np
 sys.path.insert(0, sys.argv[1])
 from test_directions_voynov import TINY

@@ -38,8 +38,8 @@ def test_group_norm_matches_flax_values_and_gradients(shape, groups):
   loss = lambda m: jax.jit(jax.value_and_grad(
       lambda p, x: jnp.sum(jnp.tanh(m.apply(p, x)) * ct), argnums=(0, 1)))
   (l_ref, g_ref), (l_ours, g_ours) = loss(ref)(params, x), loss(ours)(params, x)
-  np.testing.assert_allclose(np.asarray(ours.apply(params, x)),
-                             np.asarray(ref.apply(params, x)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(jax.jit(ours.apply)(params, x)),
+                             np.asarray(jax.jit(ref.apply)(params, x)), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(float(l_ours), float(l_ref), rtol=1e-5)
   chex.assert_trees_all_close(g_ours, g_ref, rtol=1e-4, atol=1e-5)
 
@@ -50,8 +50,9 @@ def test_group_norm_float32_accuracy_with_a_large_mean(mean, std):
   raw moments (flax's default fast variance) are off by ~1e-2 at mean 100."""
   x64 = np.random.default_rng(1).normal(size=(4, 8, 8, 6)) * std + mean
   ct = np.random.default_rng(2).normal(size=x64.shape)
-  grads = lambda m, dt: jax.grad(
-      lambda p, x: jnp.sum(m.apply(p, x) * jnp.asarray(ct, dt)), argnums=(0, 1))(
+  # Compiled: eagerly every primitive would compile on its own, for nothing.
+  grads = lambda m, dt: jax.jit(jax.grad(
+      lambda p, x: jnp.sum(m.apply(p, x) * jnp.asarray(ct, dt)), argnums=(0, 1)))(
           jax.tree.map(lambda v: v.astype(dt), _params(6)), jnp.asarray(x64, dt))
   with jax.enable_x64(True):
     exact = grads(nn.GroupNorm(num_groups=2, use_fast_variance=False), jnp.float64)
@@ -91,10 +92,11 @@ def test_group_norm_relu_max_pool_blocks_matches_the_three_ops(channels, groups)
     return pool.group_norm_relu_max_pool_blocks(b, s, c, groups)
 
   np.testing.assert_allclose(np.asarray(jax.jit(fused)(blocks, scale, bias)),
-                             np.asarray(three_ops(blocks, scale, bias)), rtol=1e-5, atol=1e-5)
+                             np.asarray(jax.jit(three_ops)(blocks, scale, bias)),
+                             rtol=1e-5, atol=1e-5)
   loss = lambda f: (lambda *a: jnp.sum(f(*a) * ct))
   got = jax.jit(jax.grad(loss(fused), argnums=(0, 1, 2)))(blocks, scale, bias)
-  ref = jax.grad(loss(three_ops), argnums=(0, 1, 2))(blocks, scale, bias)
+  ref = jax.jit(jax.grad(loss(three_ops), argnums=(0, 1, 2)))(blocks, scale, bias)
   for g, r in zip(got, ref):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
   # The module: norm.GroupNorm's parameters; 2x2 blocks only.
@@ -116,7 +118,8 @@ def test_group_norm_relu_max_pool_blocks_float32_accuracy_with_a_large_mean():
   def grads(dt):
     f = lambda b, s, c: jnp.sum(pool.group_norm_relu_max_pool_blocks(b, s, c, 2)
                                 * jnp.asarray(ct, dt))
-    return jax.grad(f, argnums=(0, 1, 2))(*(jnp.asarray(v, dt) for v in (x64, scale, bias)))
+    return jax.jit(jax.grad(f, argnums=(0, 1, 2)))(
+        *(jnp.asarray(v, dt) for v in (x64, scale, bias)))
 
   with jax.enable_x64(True):
     exact, got = grads(jnp.float64), grads(jnp.float32)

@@ -42,10 +42,11 @@ def test_conv2x2_gemm_gradients_match_xla_and_nn_conv_params(features):
   k = jnp.asarray(rng.normal(size=(2, 2, 24, features)) * 0.2, jnp.float32)
   ct = jnp.asarray(rng.normal(size=(3, 5, 4, features)), jnp.float32)
   np.testing.assert_allclose(np.asarray(jax.jit(conv2x2.conv2x2_gemm_grad)(x, k)),
-                             np.asarray(conv2x2.conv2x2(x, k)),
+                             np.asarray(jax.jit(conv2x2.conv2x2)(x, k)),
                              rtol=1e-5, atol=1e-5)
   loss = lambda conv: (lambda x, k: jnp.sum(jnp.tanh(conv(x, k)) * ct))
-  ref = jax.grad(loss(conv2x2.conv2x2), argnums=(0, 1))(x, k)
+  # References compiled too: eagerly every primitive would compile on its own.
+  ref = jax.jit(jax.grad(loss(conv2x2.conv2x2), argnums=(0, 1)))(x, k)
   got = jax.jit(jax.grad(loss(conv2x2.conv2x2_gemm_grad), argnums=(0, 1)))(x, k)
   for r, g in zip(ref, got):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
@@ -54,8 +55,8 @@ def test_conv2x2_gemm_gradients_match_xla_and_nn_conv_params(features):
   mine = conv2x2.Conv2x2(features, conv_grad="gemm")
   pc, pm = conv.init(jax.random.key(3), x), mine.init(jax.random.key(3), x)
   chex.assert_trees_all_close(pc, pm)
-  np.testing.assert_allclose(np.asarray(mine.apply(pm, x)), np.asarray(conv.apply(pc, x)),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(jax.jit(mine.apply)(pm, x)),
+                             np.asarray(jax.jit(conv.apply)(pc, x)), rtol=1e-5, atol=1e-5)
   # 'auto' picks GEMMs on CPU for >= 16 input channels, XLA's convs below.
   assert conv2x2.use_gemm_grad("auto", 16) == (jax.default_backend() == "cpu")
   assert not conv2x2.use_gemm_grad("auto", 4) and not conv2x2.use_gemm_grad("xla", 64)
@@ -76,9 +77,11 @@ def test_conv2x2_bf16_matches_float32_conv(shape):
   loss = lambda conv: (lambda x, k: jnp.sum(conv(x, k) * ct))
   y = jax.jit(conv2x2.conv2x2_bf16)(x, k)
   assert y.dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(y), np.asarray(conv2x2.conv2x2(x, k)), atol=1e-6)
-  ref = jax.grad(loss(conv2x2.conv2x2), argnums=(0, 1))(x, k)
-  got = jax.jit(jax.grad(loss(conv2x2.conv2x2_bf16), argnums=(0, 1)))(x, k)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(jax.jit(conv2x2.conv2x2)(x, k)),
+                             atol=1e-6)
+  grad = lambda conv: jax.jit(jax.grad(loss(conv), argnums=(0, 1)))  # compiled references
+  ref = grad(conv2x2.conv2x2)(x, k)
+  got = grad(conv2x2.conv2x2_bf16)(x, k)
   for r, g in zip(ref, got):
     assert g.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5)
@@ -87,13 +90,12 @@ def test_conv2x2_bf16_matches_float32_conv(shape):
   k = jnp.asarray(rng.normal(size=(2, 2, shape[-1], f)), jnp.float32)
   ct = jnp.asarray(rng.normal(size=shape[:-1] + (f,)), jnp.float32)
   rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
-  assert rel(conv2x2.conv2x2_bf16(x, k), conv2x2.conv2x2(x, k)) < 1e-2
-  ref = jax.grad(loss(conv2x2.conv2x2), argnums=(0, 1))(x, k)
-  got = jax.grad(loss(conv2x2.conv2x2_bf16), argnums=(0, 1))(x, k)
+  assert rel(jax.jit(conv2x2.conv2x2_bf16)(x, k), jax.jit(conv2x2.conv2x2)(x, k)) < 1e-2
+  ref = grad(conv2x2.conv2x2)(x, k)
+  got = grad(conv2x2.conv2x2_bf16)(x, k)
   assert max(rel(g, r) for g, r in zip(got, ref)) < 1e-2
   # bfloat16 inputs: float32 output, gradients in the inputs' dtype.
-  gx, gk = jax.grad(loss(conv2x2.conv2x2_bf16), argnums=(0, 1))(x.astype(jnp.bfloat16),
-                                                               k.astype(jnp.bfloat16))
+  gx, gk = grad(conv2x2.conv2x2_bf16)(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16))
   assert gx.dtype == gk.dtype == jnp.bfloat16
 
 
@@ -111,23 +113,27 @@ def test_conv_same_fast_matches_xla_values_and_gradients(shape, k, out):
   w = jnp.asarray(rng.normal(size=(k, k, shape[-1], out)) * 0.2, jnp.float32)
   ct = jnp.asarray(rng.normal(size=shape[:-1] + (out,)), jnp.float32)
   loss = lambda conv: (lambda x, w: jnp.sum(jnp.tanh(conv(x, w)) * ct))
-  ref = jax.grad(loss(conv_same.conv_same), argnums=(0, 1))(x, w)
+  # References compiled too: eagerly every primitive would compile on its own.
+  ref = jax.jit(jax.grad(loss(conv_same.conv_same), argnums=(0, 1)))(x, w)
   got = jax.jit(jax.grad(loss(conv_same.conv_same_fast), argnums=(0, 1)))(x, w)
   for r, g in zip(ref, got):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
   if shape[1] % 2 == 0 and shape[2] % 2 == 0:
-    np.testing.assert_allclose(np.asarray(conv_same.conv_same_s2d(x, w)),
-                               np.asarray(conv_same.conv_same(x, w)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(jax.jit(conv_same.conv_same_s2d)(x, w)),
+                               np.asarray(jax.jit(conv_same.conv_same)(x, w)),
+                               rtol=1e-4, atol=1e-4)
   # The shift-GEMM kernel gradient in batch chunks (one image per chunk, and whole).
-  dk = jax.vjp(lambda v: conv_same.conv_same(x, v), w)[1](ct)[0]
+  dk = jax.jit(lambda x, v, ct: jax.vjp(lambda v: conv_same.conv_same(x, v), v)[1](ct)[0])(
+      x, w, ct)
+  kernel_grad = jax.jit(conv_same.kernel_grad_shift_gemm, static_argnums=(2, 3, 4))
   for chunk_bytes in (1, 1 << 30):
     assert conv_same.shift_gemm_chunk_images(x.shape, k, out, chunk_bytes, 0) == (
         1 if chunk_bytes == 1 else shape[0])
-    got_dk = conv_same.kernel_grad_shift_gemm(x, ct, k, chunk_bytes, 0)
+    got_dk = kernel_grad(x, ct, k, chunk_bytes, 0)
     np.testing.assert_allclose(np.asarray(got_dk), np.asarray(dk), rtol=1e-4, atol=1e-4)
   if shape[1] % 2 == 0 and shape[2] % 2 == 0:  # the same on the space-to-depth input
-    got_dk = conv_same.kernel_grad_s2d_shift_gemm(
-        resample.space_to_depth(x), resample.space_to_depth(ct), w)
+    got_dk = jax.jit(lambda x, ct, w: conv_same.kernel_grad_s2d_shift_gemm(
+        resample.space_to_depth(x), resample.space_to_depth(ct), w))(x, ct, w)
     np.testing.assert_allclose(np.asarray(got_dk), np.asarray(dk), rtol=1e-4, atol=1e-4)
 
 
@@ -177,18 +183,19 @@ def test_conv_same_blocks_and_block_pool_match_the_image_ops(out):
   x = jnp.asarray(rng.normal(size=(2, 8, 6, 3)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(5, 5, 3, out)) * 0.2, jnp.float32)
   ct = jnp.asarray(rng.normal(size=(2, 4, 3, out)), jnp.float32)
-  out_blocks = conv_same.conv_same_blocks(x, w)
+  out_blocks = jax.jit(conv_same.conv_same_blocks)(x, w)
   assert out_blocks.shape == (2, 4, 3, 4, out)
   np.testing.assert_allclose(np.asarray(resample.blocks_to_image(out_blocks)),
-                             np.asarray(conv_same.conv_same(x, w)), rtol=1e-4, atol=1e-4)
+                             np.asarray(jax.jit(conv_same.conv_same)(x, w)), rtol=1e-4, atol=1e-4)
   unit, zero = jnp.ones((2, out)), jnp.zeros((2, out))
   via_blocks = lambda x, w: jnp.sum(pool.affine_max_pool_blocks(
       jax.nn.relu(conv_same.conv_same_blocks(x, w)), unit, zero) * ct)
   via_image = lambda x, w: jnp.sum(
       pool.max_pool_2x2(jax.nn.relu(conv_same.conv_same(x, w))) * ct)
-  np.testing.assert_allclose(float(via_blocks(x, w)), float(via_image(x, w)), rtol=1e-5)
+  np.testing.assert_allclose(float(jax.jit(via_blocks)(x, w)), float(jax.jit(via_image)(x, w)),
+                             rtol=1e-5)
   got = jax.jit(jax.grad(via_blocks, argnums=(0, 1)))(x, w)
-  ref = jax.grad(via_image, argnums=(0, 1))(x, w)
+  ref = jax.jit(jax.grad(via_image, argnums=(0, 1)))(x, w)  # compiled: eager is slower
   for g, r in zip(got, ref):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
   # Exact ties inside a block: the gradient goes to the first member only, for the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -12,6 +14,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import train  # noqa: E402
 from jaxlatent.training import checkpoint as ckpt_lib  # noqa: E402
 from jaxlatent.viz import read_png  # noqa: E402
 
@@ -26,6 +29,9 @@ BAD = {
                    "data.path='/no/such/folder' does not exist"),
     "malloc": (["--malloc=lots"], "--malloc='lots': expected one of ('retain', 'system')"),
 }
+# The one user error that goes through a real process (and the furthest into train.py:
+# the data check); the others fail while parsing flags, so they run here, in-process.
+BAD_IN_A_PROCESS = "nifti_path"
 
 
 def launch(config, workdir, *overrides):
@@ -54,7 +60,7 @@ def runs(tmp_path_factory):
             f"--config.num_samples={NUM_SAMPLES}"]
   fd = ["--config.fid_every=2", f"--config.fid_num_samples={NUM_SAMPLES}"]
   results = {}
-  bad = {k: launch("dcgan_tiny", base / k, *args) for k, (args, _) in BAD.items()}
+  bad = {k: launch("dcgan_tiny", base / k, *BAD[k][0]) for k in (BAD_IN_A_PROCESS,)}
   first = launch("dcgan_tiny", base / "dcgan_tiny", *common, *fd)
   results.update({k: finish(p) + (base / k,) for k, p in bad.items()})
   results["dcgan_tiny"] = finish(first) + (base / "dcgan_tiny",)
@@ -85,9 +91,25 @@ def test_tiny_config_trains_and_writes_outputs(runs, name):
   assert saved["steps"] == 2 and saved["image_size"] == SIZE
 
 
+def run_main(config, workdir, *overrides):
+  """train.py's ``main`` in this process: (exit code, stdout, stderr, workdir)."""
+  argv = ["train.py", f"--config={os.path.join(ROOT, 'configs', config + '.py')}",
+          f"--workdir={workdir}", *overrides]
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      code = train.main(argv)
+    except SystemExit as e:
+      code = e.code
+  return code, out.getvalue(), err.getvalue(), workdir
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_user_errors_exit_2_with_one_line(runs, case):
-  code, out, err, workdir = runs[case]
+def test_user_errors_exit_2_with_one_line(runs, case, tmp_path):
+  if case == BAD_IN_A_PROCESS:
+    code, out, err, workdir = runs[case]
+  else:
+    code, out, err, workdir = run_main("dcgan_tiny", tmp_path / case, *BAD[case][0])
   assert code == 2, err
   lines = [ln for ln in err.splitlines() if ln.strip()]
   assert len(lines) == 1 and lines[0].startswith("error: "), err

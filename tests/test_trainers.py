@@ -31,7 +31,7 @@ def _tiny(name):
   if name == "vae_elbo":
     return _config("vae", 16, ch=4, channels=16, max_channels=16, latent_dim=8, loss="elbo")
   if name == "stylegan2":  # intervals of 2: both lax.cond branches run in 3 steps
-    return _config("stylegan2", 16, latent_dim=8, w_dim=8, num_mapping_layers=2,
+    return _config("stylegan2", 8, latent_dim=8, w_dim=8, num_mapping_layers=2,
                    channel_base=64, channel_max=8, r1_interval=2, pl_interval=2)
   raise ValueError(name)
 
@@ -54,15 +54,29 @@ def _run_steps(trainer, config, n, state):
   return state, metrics
 
 
-@pytest.mark.parametrize("name", ["dcgan", "vae"])
-def test_train_steps_finite_change_params_and_trace_once(name):
+def _train(name, n, **model):
+  """``n`` steps of a fresh tiny trainer: (config, trainer, state0, state, metrics)."""
   chex.clear_trace_counter()
   config = _tiny(name)
+  config.model.update(**model)
   trainer = make_trainer(config)
-  assert isinstance(trainer, ModelTrainer)
   state0 = jax.jit(trainer.init)(jax.random.key(0))
+  state, metrics = _run_steps(trainer, config, n, state0)
+  return config, trainer, state0, state, metrics
+
+
+@pytest.fixture(scope="module")
+def dcgan_float32_run():
+  """Three float32 DCGAN steps, compiled once for the tests below that need them."""
+  return _train("dcgan", 3)
+
+
+@pytest.mark.parametrize("name", ["dcgan", "vae"])
+def test_train_steps_finite_change_params_and_trace_once(name, request):
+  run = request.getfixturevalue("dcgan_float32_run") if name == "dcgan" else _train(name, 3)
+  config, trainer, state0, state, metrics = run
+  assert isinstance(trainer, ModelTrainer)
   assert isinstance(state0, TrainState) and state0.step.dtype == jnp.int32
-  state, metrics = _run_steps(trainer, config, 3, state0)
   assert int(state.step) == 3
   for m in metrics:
     for k in trainer.loss_terms:
@@ -81,19 +95,12 @@ def test_train_steps_finite_change_params_and_trace_once(name):
   assert bool(jnp.all(jnp.abs(x) <= 1.0))
 
 
-def test_dcgan_bfloat16_matmuls_train_like_float32():
+def test_dcgan_bfloat16_matmuls_train_like_float32(dcgan_float32_run):
   """model.matmul_dtype='bfloat16' (mixed precision 2x2 convs): float32 state and
   metrics, and the first steps' losses within bfloat16 rounding of float32's."""
-  runs = {}
-  for dtype in ("float32", "bfloat16"):
-    chex.clear_trace_counter()
-    config = _tiny("dcgan")
-    config.model.matmul_dtype = dtype
-    trainer = make_trainer(config)
-    state0 = jax.jit(trainer.init)(jax.random.key(0))
-    state, metrics = _run_steps(trainer, config, 2, state0)
-    runs[dtype] = (state0, state, metrics)
-  (s0_32, s_32, m_32), (s0_16, s_16, m_16) = runs["float32"], runs["bfloat16"]
+  config, _, s0_32, _, m_32 = dcgan_float32_run
+  assert config.model.get("matmul_dtype", "float32") == "float32"  # the reference run
+  _, _, s0_16, s_16, m_16 = _train("dcgan", 2, matmul_dtype="bfloat16")
   chex.assert_trees_all_equal(s0_32.params, s0_16.params)  # same initial parameters
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(s_16.params))
   for a, b in zip(m_32, m_16):
@@ -130,7 +137,7 @@ state0 = jax.jit(t.init, out_shardings=repl)(jax.random.key(0))
 step = jax.jit(chex.assert_max_traces(t.train_step, n=1))
 state, metrics = state0, []
 for i in range(3):
-  x = jnp.tanh(jax.random.normal(jax.random.key(10 + i), (8, 16, 16, 1)))
+  x = jnp.tanh(jax.random.normal(jax.random.key(10 + i), (8, c.image_size, c.image_size, 1)))
   state, m = step(state, {"image": jax.device_put(x, batch_sh)}, jax.random.key(i))
   metrics.append({k: float(v) for k, v in m.items()})
 assert int(state.step) == 3
@@ -145,7 +152,7 @@ assert _changed(state0.params, state.params) and _changed(state0.ema_params, sta
 assert _changed(state0.model_state["buffers"], state.model_state["buffers"])  # w_avg tracked
 gen = t.generator(state)
 img = gen(gen.sample_latents(jax.random.key(5), 2))
-assert img.shape == (2, 16, 16, 1) and bool(jnp.all(jnp.isfinite(img)))
+assert img.shape == (2, c.image_size, c.image_size, 1) and bool(jnp.all(jnp.isfinite(img)))
 
 # R1 with MinibatchStd groups spanning both devices equals the unsharded value.
 d = stylegan2.build_discriminator(c)
@@ -174,7 +181,7 @@ def test_stylegan2_static_phases_equal_the_lax_cond_step():
   config = _tiny("stylegan2")  # intervals of 2: step 0 runs PL + R1, step 1 neither
   trainer = make_trainer(config)
   assert [trainer.phase(i) for i in range(3)] == [(True, True), (False, False), (True, True)]
-  state = trainer.init(jax.random.key(0))
+  state = jax.jit(trainer.init)(jax.random.key(0))
   batch, key = _batch(config.image_size), jax.random.key(100)
   a, ma = jax.jit(trainer.train_step)(state, batch, key)  # step 0: both conds taken
   b, mb = jax.jit(trainer.train_step, static_argnames=("phase",))(

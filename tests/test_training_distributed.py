@@ -48,7 +48,8 @@ RUN = textwrap.dedent("""
 
 
 def test_four_devices_match_one_device_and_the_step_traces_once(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")  # conftest's fast compile
+             + " --xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
   script = RUN.format(root=ROOT, tests=os.path.dirname(__file__), workdir=str(tmp_path / "d4"))
   proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
