@@ -22,7 +22,6 @@ tensor records, is the official trainer's 256 unless given.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 import os
@@ -31,7 +30,8 @@ from typing import Any
 
 import ml_collections
 
-from jaxlatent.convert.pickle_reader import NetworkRecord, read_network_pickle, read_state_dict
+from jaxlatent.convert.pickle_reader import (NetworkRecord, file_sha256, read_network_pickle,
+                                             read_state_dict)
 from jaxlatent.errors import CheckpointError, ConfigError
 
 ARCH_MODULE = "jaxlatent.models.stylegan2_ada"
@@ -148,14 +148,6 @@ def _config_from_kwargs(fn, path: str, name: str, init_kwargs: dict) -> dict:
     return dict(fn(init_kwargs))
   except CheckpointError as e:
     raise CheckpointError(f"{path}: network {name}: {e}") from None
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 MODALITIES = {"mr": "phantom_brain", "ct": "phantom_thorax"}
@@ -276,7 +268,7 @@ def stylegan2_ada_workdir_parts(path: str | os.PathLike, network: str = "G_ema",
   kimg = re.search(r"(\d+)\.pkl$", os.path.basename(path))
   provenance = {
       "format": "stylegan2-ada-pytorch network pickle", "source": os.path.abspath(path),
-      "sha256": _sha256(path), "network": network,
+      "sha256": file_sha256(path), "network": network,
       "networks_converted": sorted({"generator_ema": network, "generator": raw,
                                     "discriminator": "D"}[k] for k in nets),
       "init_kwargs": {k: records[k].init_kwargs for k in records if k in ("G", "G_ema", "D")},
