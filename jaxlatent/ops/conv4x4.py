@@ -141,13 +141,8 @@ def kernel_to_torch_conv(kernel) -> np.ndarray:
 
 
 class _Layer4x4(nn.Module):
-  """The attributes and ``[4, 4, C, F]`` kernel of the stride-2 4x4 layers.
-
-  Attributes:
-    features: output channels F.
-    kernel_init: initialiser of the ``[4, 4, C, F]`` kernel.
-    conv_grad, matmul_dtype: the 2x2 conv's form (:func:`conv2x2_form`).
-  """
+  """The attributes (see :class:`ConvTranspose4x4`) and ``[4, 4, C, F]`` kernel of the
+  stride-2 4x4 layers."""
 
   features: int
   kernel_init: Callable = nn.initializers.normal(0.02)
@@ -159,8 +154,13 @@ class _Layer4x4(nn.Module):
 
 
 class ConvTranspose4x4(_Layer4x4):
-  """``ConvTranspose2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv_transpose4x4s2`
-  (attributes as :class:`_Layer4x4`)."""
+  """``ConvTranspose2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv_transpose4x4s2`.
+
+  Attributes:
+    features: output channels F.
+    kernel_init: initialiser of the ``[4, 4, C, F]`` kernel.
+    conv_grad, matmul_dtype: the 2x2 conv's form (:func:`conv2x2_form`).
+  """
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -174,7 +174,7 @@ class ConvTranspose4x4(_Layer4x4):
 
 class Conv4x4(_Layer4x4):
   """``Conv2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv4x4s2` (attributes as
-  :class:`_Layer4x4`)."""
+  :class:`ConvTranspose4x4`)."""
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
