@@ -9,7 +9,6 @@ only after compute (or after creating folders).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cli_runs import run_analyze as _run
 from jaxlatent.training import complete_train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,17 +35,6 @@ TINY = [
     "--config.report.num_samples=4", "--config.report.grid_directions=2",
     "--malloc=system",
 ]
-
-
-def _run(argv):
-  """analyze.main in-process; the exit status (0 or SystemExit's code)."""
-  spec = importlib.util.spec_from_file_location("analyze_cli", os.path.join(REPO, "analyze.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  try:
-    return module.main(["analyze.py"] + list(argv))
-  except SystemExit as e:
-    return e.code
 
 
 def _hashes(folder) -> dict[str, str]:

@@ -8,7 +8,6 @@ phantoms, InterFaceGAN HC -> MS, traversal eigen-analysis.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ pytest.importorskip("torch")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
 
+from cli_runs import run_analyze as _analyze  # pylint: disable=g-import-not-at-top,wrong-import-position
 from test_stylegan2_ada_convert import write_snapshot  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from jaxlatent.convert import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -33,16 +33,6 @@ TINY = ["--config.images.num_images=16", "--config.images.max_subjects=0",
         "--config.traversal.n_components=3",
         "--config.traversal.max_subjects=1", "--config.ground_truth.num_subjects=2",
         "--config.report.num_samples=4", "--malloc=system"]
-
-
-def _analyze(argv) -> int:
-  spec = importlib.util.spec_from_file_location("analyze_cli", os.path.join(REPO, "analyze.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  try:
-    return module.main(["analyze.py"] + list(argv))
-  except SystemExit as e:
-    return e.code
 
 
 def _convert(pkl, out, capsys):

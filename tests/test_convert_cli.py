@@ -21,10 +21,10 @@ pytest.importorskip("torch")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
 
+from cli_runs import run_convert_cli as _main  # pylint: disable=g-import-not-at-top,wrong-import-position
 from test_convert_pickle import _snapshot  # pylint: disable=g-import-not-at-top,wrong-import-position
 from test_stylegan2_ada_convert import write_snapshot  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from jaxlatent.convert import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.convert import stylegan2_ada as convert_sg  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.studies.generators import generator_in_space as build_generator  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxlatent.training.checkpoint import load_trained  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -34,16 +34,6 @@ RES8 = {"img_resolution": 8}
 G8 = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=1,
           mapping_kwargs=dict(num_layers=2),
           synthesis_kwargs=dict(channel_base=64, channel_max=8, conv_clamp=256))
-
-
-def _main(argv, capsys):
-  """cli.main in-process -> (exit status, stdout, stderr)."""
-  try:
-    code = cli.main(argv)
-  except SystemExit as e:
-    code = e.code
-  out = capsys.readouterr()
-  return code, out.out, out.err
 
 
 def test_converts_a_snapshot_into_a_workdir_analyze_reads(tmp_path, capsys):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxlatent.analysis.nifti_out import _regular_grid, slice_grid_affine
+from jaxlatent.analysis.nifti_out import _place_on_grid, _regular_grid, slice_grid_affine
 from jaxlatent.data.dicom_write import write_dicom_series
 from jaxlatent.errors import DataError
 
@@ -123,12 +123,7 @@ def write_subject_maps_dicom(
   grid, pos = _regular_grid(slice_indices)
 
   def regrid(maps, what):
-    maps = _maps(maps, what)
-    if maps.shape[0] != pos.size:
-      raise DataError(f"{maps.shape[0]} {what} for {pos.size} slice indices")
-    out = np.zeros((grid.size,) + maps.shape[1:], np.float32)
-    out[pos] = maps
-    return out
+    return _place_on_grid(_maps(maps, what), grid, pos, what)
 
   affine = slice_grid_affine(np.asarray(subject_info["affine"], np.float64),
                              subject_info["shape"], axis_index(subject_info["axis"]), grid,

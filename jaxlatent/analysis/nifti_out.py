@@ -173,6 +173,17 @@ def _regular_grid(slice_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return grid, (idx - lo) // step
 
 
+def _place_on_grid(maps: np.ndarray, grid: np.ndarray, pos: np.ndarray, what: str
+                   ) -> np.ndarray:
+  """[S, ...] maps at positions ``pos`` of ``grid`` (from :func:`_regular_grid`);
+  grid slices with no map stay zero."""
+  if maps.shape[0] != pos.size:
+    raise DataError(f"{maps.shape[0]} {what} for {pos.size} slice indices")
+  out = np.zeros((grid.size,) + maps.shape[1:], np.float32)
+  out[pos] = maps
+  return out
+
+
 def write_subject_maps(
     out_dir: str,
     subject_id: str,
@@ -203,12 +214,7 @@ def write_subject_maps(
   def regrid(maps):
     if maps is None:
       return None
-    maps = np.asarray(maps, np.float32)
-    if maps.shape[0] != pos.size:
-      raise DataError(f"{maps.shape[0]} maps for {pos.size} slice indices")
-    out = np.zeros((grid.size,) + maps.shape[1:], np.float32)
-    out[pos] = maps
-    return out
+    return _place_on_grid(np.asarray(maps, np.float32), grid, pos, "maps")
 
   affine = subject_info.get("affine")
   if affine is None:

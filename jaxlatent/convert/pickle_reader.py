@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import io
 import os
 import pickle
@@ -525,3 +526,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if not sd:
     raise CheckpointError(f"{path}: holds no tensors (a {type(obj).__name__})")
   return sd
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """sha256 of a file's bytes: the provenance record of a converted checkpoint."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()

@@ -17,22 +17,13 @@ window [-1000, 2000], axial slices).
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import ml_collections
 import numpy as np
 
-from jaxlatent.convert.pickle_reader import read_state_dict
+from jaxlatent.convert.pickle_reader import file_sha256, read_state_dict
 from jaxlatent.errors import CheckpointError
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def _sub(sd: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
@@ -82,7 +73,7 @@ def schon_dcgan_workdir_parts(path: str | os.PathLike
       raise CheckpointError(f"{path}: the discriminator takes {4 * 2 ** d_convs}px images "
                             f"but the generator makes {size}px")
   provenance = {"format": "Schön et al. DCGAN checkpoint (Latent-Space-Exploration-CT)",
-                "source": os.path.abspath(path), "sha256": _sha256(path),
+                "source": os.path.abspath(path), "sha256": file_sha256(path),
                 "networks_converted": sorted(nets)}
   return _train_config(model, size), nets, provenance
 
@@ -112,7 +103,7 @@ def schon_vae_workdir_parts(path: str | os.PathLike
       nets[net] = {"params": variables["params"][net],
                    "batch_stats": variables["batch_stats"].get(net, {})}
   provenance = {"format": "Schön et al. VAE checkpoint (Latent-Space-Exploration-CT)",
-                "source": os.path.abspath(path), "sha256": _sha256(path),
+                "source": os.path.abspath(path), "sha256": file_sha256(path),
                 "networks_converted": sorted(nets)}
   if "encoder" not in nets:
     provenance["notes"] = ["decoder only: the encoder has fresh weights"]

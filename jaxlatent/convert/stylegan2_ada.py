@@ -22,7 +22,6 @@ tensor records, is the official trainer's 256 unless given.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 import os
@@ -31,7 +30,8 @@ from typing import Any
 
 import ml_collections
 
-from jaxlatent.convert.pickle_reader import NetworkRecord, read_network_pickle, read_state_dict
+from jaxlatent.convert.pickle_reader import (NetworkRecord, file_sha256, read_network_pickle,
+                                             read_state_dict)
 from jaxlatent.errors import CheckpointError, ConfigError
 
 ARCH_MODULE = "jaxlatent.models.stylegan2_ada"
@@ -150,12 +150,28 @@ def _config_from_kwargs(fn, path: str, name: str, init_kwargs: dict) -> dict:
     raise CheckpointError(f"{path}: network {name}: {e}") from None
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
+def _read_generator(path: str, network: str, conv_clamp: float | None, network_key: str):
+  """The snapshot's records, ``network``'s resolution, the architecture module and
+  ``network``'s config fields; ``network_key`` names the option in the error."""
+  if network not in GENERATORS:
+    raise ConfigError(f"{network_key}={network!r}: expected one of {GENERATORS}")
+  records = read_networks(path, conv_clamp)
+  if network not in records:
+    raise CheckpointError(f"{path}: holds no network {network!r} (has {sorted(records)})")
+  res = _check_generator(path, network, records[network])
+  arch = _arch()
+  fields = _config_from_kwargs(arch.generator_config_from_kwargs, path, network,
+                               records[network].init_kwargs)
+  return records, res, arch, fields
+
+
+def _generator_variables(arch, path: str, name: str, rec: NetworkRecord, fields: dict
+                         ) -> dict:
+  """Network ``name``'s Flax variables; a conversion error names the file and network."""
+  try:
+    return arch.generator_variables_from_state_dict(rec.state_dict, fields)
+  except CheckpointError as e:
+    raise CheckpointError(f"{path}: network {name}: {e}") from None
 
 
 MODALITIES = {"mr": "phantom_brain", "ct": "phantom_thorax"}
@@ -228,15 +244,7 @@ def stylegan2_ada_workdir_parts(path: str | os.PathLike, network: str = "G_ema",
       networks, G and D of different resolutions, missing or mis-shaped tensors.
   """
   path = os.fspath(path)
-  if network not in GENERATORS:
-    raise ConfigError(f"--network={network!r}: expected one of {GENERATORS}")
-  records = read_networks(path, conv_clamp)
-  if network not in records:
-    raise CheckpointError(f"{path}: holds no network {network!r} (has {sorted(records)})")
-  res = _check_generator(path, network, records[network])
-  arch = _arch()
-  fields = _config_from_kwargs(arch.generator_config_from_kwargs, path, network,
-                               records[network].init_kwargs)
+  records, res, arch, fields = _read_generator(path, network, conv_clamp, "--network")
   notes = []
   d_rec = records.get("D")
   d_fields: dict[str, Any] = {}
@@ -254,10 +262,7 @@ def stylegan2_ada_workdir_parts(path: str | os.PathLike, network: str = "G_ema",
   config = train_config_for(fields, res, d_fields, modality)
 
   def g_vars(name: str) -> dict:
-    try:
-      return arch.generator_variables_from_state_dict(records[name].state_dict, fields)
-    except CheckpointError as e:
-      raise CheckpointError(f"{path}: network {name}: {e}") from None
+    return _generator_variables(arch, path, name, records[name], fields)
 
   nets = {"generator_ema": g_vars(network)}
   raw = "G" if "G" in records and network != "G" else network
@@ -276,7 +281,7 @@ def stylegan2_ada_workdir_parts(path: str | os.PathLike, network: str = "G_ema",
   kimg = re.search(r"(\d+)\.pkl$", os.path.basename(path))
   provenance = {
       "format": "stylegan2-ada-pytorch network pickle", "source": os.path.abspath(path),
-      "sha256": _sha256(path), "network": network,
+      "sha256": file_sha256(path), "network": network,
       "networks_converted": sorted({"generator_ema": network, "generator": raw,
                                     "discriminator": "D"}[k] for k in nets),
       "init_kwargs": {k: records[k].init_kwargs for k in records if k in ("G", "G_ema", "D")},
@@ -311,18 +316,7 @@ def load_stylegan2_ada(path: str | os.PathLike, network: str = "G_ema", space: s
     conv_clamp: for a bare state_dict only.
   """
   path = os.fspath(path)
-  if network not in GENERATORS:
-    raise ConfigError(f"network={network!r}: expected one of {GENERATORS}")
-  records = read_networks(path, conv_clamp)
-  if network not in records:
-    raise CheckpointError(f"{path}: holds no network {network!r} (has {sorted(records)})")
-  res = _check_generator(path, network, records[network])
-  arch = _arch()
-  fields = _config_from_kwargs(arch.generator_config_from_kwargs, path, network,
-                               records[network].init_kwargs)
-  try:
-    variables = arch.generator_variables_from_state_dict(records[network].state_dict, fields)
-  except CheckpointError as e:
-    raise CheckpointError(f"{path}: network {network}: {e}") from None
+  records, _, arch, fields = _read_generator(path, network, conv_clamp, "network")
+  variables = _generator_variables(arch, path, network, records[network], fields)
   return arch.make_generator(variables, fields, space, truncation_psi, truncation_cutoff,
                              noise_mode)

@@ -353,24 +353,31 @@ def model_settings(config: ml_collections.ConfigDict) -> IFcVAEGANSettings:
   return model
 
 
+def conv_trunk(model: Any, size: int, channels: int) -> ConvTrunk:
+  """An attribute model's image trunk (``model``: its settings) with ``channels`` at 4x4."""
+  return ConvTrunk(size, channels, model.max_channels, num_res_blocks=int(model.num_res_blocks),
+                   downsample=model.downsample, subpixel_kernel=int(model.subpixel_kernel))
+
+
+def attribute_decoder(model: Any, size: int, latent_dim: int) -> Decoder:
+  """An attribute model's decoder: the trunk's widths and depth, mirrored."""
+  return Decoder(image_size=size, latent_dim=latent_dim, channels=model.channels,
+                 max_channels=model.max_channels, upsample=model.upsample,
+                 num_res_blocks=int(model.num_res_blocks),
+                 subpixel_kernel=int(model.subpixel_kernel))
+
+
 def build(config: ml_collections.ConfigDict) -> IFcVAEGAN:
   """The networks for ``config`` (``config.model`` + ``config.image_size``)."""
   size = blocks.check_image_size(config.image_size, 8)
   model = model_settings(config)
   k, z_dim = int(model.num_classes), int(model.z_dim)
-  common = dict(num_res_blocks=int(model.num_res_blocks),
-                subpixel_kernel=int(model.subpixel_kernel))
-  trunk = ConvTrunk(size, model.channels, model.max_channels, downsample=model.downsample,
-                    **common)
-  d_trunk = ConvTrunk(size, model.disc_channels, model.max_channels,
-                      downsample=model.downsample, **common)
   yd = y_dim_of(k)
   return IFcVAEGAN(
-      encoder=AttributeEncoder(trunk, z_dim, yd),
-      decoder=Decoder(image_size=size, latent_dim=z_dim + yd, channels=model.channels,
-                      max_channels=model.max_channels, upsample=model.upsample, **common),
+      encoder=AttributeEncoder(conv_trunk(model, size, model.channels), z_dim, yd),
+      decoder=attribute_decoder(model, size, z_dim + yd),
       aux=AuxClassifier(yd, tuple(int(h) for h in model.aux_hidden)),
-      discriminator=ImageDiscriminator(d_trunk),
+      discriminator=ImageDiscriminator(conv_trunk(model, size, model.disc_channels)),
       image_size=size, z_dim=z_dim, num_classes=k)
 
 

@@ -32,7 +32,8 @@ import numpy as np
 from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator, LatentSpec
 from jaxlatent.models import blocks, settings
-from jaxlatent.models.ifcvae_gan import ConvTrunk, check_attribute_model
+from jaxlatent.models.ifcvae_gan import (ConvTrunk, attribute_decoder, check_attribute_model,
+                                         conv_trunk)
 from jaxlatent.models.vae import Decoder
 
 
@@ -207,15 +208,10 @@ def build(config: ml_collections.ConfigDict) -> SSDAAE:
   size = blocks.check_image_size(config.image_size, 8)
   model = model_settings(config)
   k, z_dim = int(model.num_classes), int(model.z_dim)
-  common = dict(num_res_blocks=int(model.num_res_blocks),
-                subpixel_kernel=int(model.subpixel_kernel))
-  trunk = ConvTrunk(size, model.channels, model.max_channels, downsample=model.downsample,
-                    **common)
   hidden = tuple(int(h) for h in model.disc_hidden)
   return SSDAAE(
-      encoder=SSEncoder(trunk, z_dim, k),
-      decoder=Decoder(image_size=size, latent_dim=z_dim + k, channels=model.channels,
-                      max_channels=model.max_channels, upsample=model.upsample, **common),
+      encoder=SSEncoder(conv_trunk(model, size, model.channels), z_dim, k),
+      decoder=attribute_decoder(model, size, z_dim + k),
       disc_z=LatentDiscriminator(hidden), disc_y=LatentDiscriminator(hidden),
       image_size=size, z_dim=z_dim, num_classes=k)
 

@@ -140,7 +140,20 @@ def kernel_to_torch_conv(kernel) -> np.ndarray:
   return np.ascontiguousarray(np.asarray(kernel).transpose(3, 2, 0, 1))
 
 
-class ConvTranspose4x4(nn.Module):
+class _Layer4x4(nn.Module):
+  """The attributes (see :class:`ConvTranspose4x4`) and ``[4, 4, C, F]`` kernel of the
+  stride-2 4x4 layers."""
+
+  features: int
+  kernel_init: Callable = nn.initializers.normal(0.02)
+  conv_grad: str = "auto"
+  matmul_dtype: str = "float32"
+
+  def _kernel(self, c: int) -> jax.Array:
+    return self.param("kernel", self.kernel_init, (4, 4, c, self.features))
+
+
+class ConvTranspose4x4(_Layer4x4):
   """``ConvTranspose2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv_transpose4x4s2`.
 
   Attributes:
@@ -149,34 +162,24 @@ class ConvTranspose4x4(nn.Module):
     conv_grad, matmul_dtype: the 2x2 conv's form (:func:`conv2x2_form`).
   """
 
-  features: int
-  kernel_init: Callable = nn.initializers.normal(0.02)
-  conv_grad: str = "auto"
-  matmul_dtype: str = "float32"
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
-    kernel = self.param("kernel", self.kernel_init, (4, 4, c, self.features))
+    kernel = self._kernel(c)
     if self.matmul_dtype == "float32" and (self.features <= TAP_MAX_FEATURES
                                            or x.shape[1] <= TAP_MAX_SIZE):
       return conv_transpose4x4s2_taps(x, kernel.astype(x.dtype))
     return conv_transpose4x4s2(x, kernel, conv2x2_form(self.conv_grad, self.matmul_dtype, c))
 
 
-class Conv4x4(nn.Module):
+class Conv4x4(_Layer4x4):
   """``Conv2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv4x4s2` (attributes as
   :class:`ConvTranspose4x4`)."""
-
-  features: int
-  kernel_init: Callable = nn.initializers.normal(0.02)
-  conv_grad: str = "auto"
-  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
-    kernel = self.param("kernel", self.kernel_init, (4, 4, c, self.features))
+    kernel = self._kernel(c)
     if self.matmul_dtype == "float32" and x.shape[1] // 2 <= TAP_MAX_SIZE:
       return conv4x4s2_patches(x, kernel.astype(x.dtype))
     return conv4x4s2(x, kernel, conv2x2_form(self.conv_grad, self.matmul_dtype, 4 * c))

@@ -14,20 +14,11 @@ import pytest
 import torch
 
 import schon_torch as ref
-from jaxlatent.convert import cli
+from cli_runs import run_convert_cli as _main
 from jaxlatent.studies.generators import generator_in_space as build_generator
 from jaxlatent.training.checkpoint import load_trained
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _main(argv, capsys):
-  try:
-    code = cli.main(argv)
-  except SystemExit as e:
-    code = e.code
-  out = capsys.readouterr()
-  return code, out.out, out.err
 
 
 def _gan_checkpoint(path, size=16, c4=16, nz=32):

@@ -19,9 +19,9 @@ import torch
 
 import sg2ada_torch as ref
 from persistent_pickle import dump_network_pickle, official_modules
+from cli_runs import run_convert_cli
 from test_stylegan2_ada import _max_err, _nchw, _randomize
 
-from jaxlatent.convert import cli
 from jaxlatent.convert.stylegan2_ada import load_stylegan2_ada
 from jaxlatent.errors import DataError
 from jaxlatent.models import stylegan2
@@ -65,14 +65,11 @@ def write_snapshot(path, g_kwargs, seed: int):
   return g_ema
 
 
-def _convert(argv, capsys):
-  try:
-    code = cli.main(argv)
-  except SystemExit as e:
-    code = e.code
-  out = capsys.readouterr()
-  assert code == 0, out.err
-  return out
+def _convert(argv, capsys) -> str:
+  """A conversion that must succeed; its stdout."""
+  code, stdout, stderr = run_convert_cli(argv, capsys)
+  assert code == 0, stderr
+  return stdout
 
 
 def _check_against_port(g_ema, config, variables, kwargs):
@@ -100,7 +97,7 @@ def test_snapshot_to_workdir_matches_the_port(tmp_path, capsys, name):
   pkl = tmp_path / "network-snapshot-000040.pkl"
   g_ema = write_snapshot(pkl, kwargs, seed=len(name))
   out = tmp_path / "run"
-  stdout = _convert(["stylegan2-ada", str(pkl), f"--workdir={out}"], capsys).out
+  stdout = _convert(["stylegan2-ada", str(pkl), f"--workdir={out}"], capsys)
   assert f"wrote {out}" in stdout
   config, trainer, state = load_trained(str(out))  # as analyze.py loads it
   assert config.model.name == "stylegan2" and config.image_size == kwargs["img_resolution"]
