@@ -42,7 +42,7 @@ def test_voynov_on_dcgan_reaches_rca_well_above_chance(tiny_dcgan):
 
 
 def test_sefa_and_ganspace_on_dcgan(tiny_dcgan):
-  kernel = tiny_dcgan.params["params"]["stem"]["kernel"]  # [8, 4*4*32], the projection
+  kernel = tiny_dcgan.params["params"]["fc"]["kernel"]  # [8, 4*4*32], the projection (resample layers)
   d = sefa_directions(tiny_dcgan, num_components=4)
   ref, _ = sefa(kernel, 4)
   np.testing.assert_allclose(d.flat(), ref, atol=1e-6)
