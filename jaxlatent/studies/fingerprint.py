@@ -25,6 +25,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jaxlatent.convert.pickle_reader import file_sha256  # noqa: F401 (one copy; artifacts use it)
 from jaxlatent.directions.io import to_jsonable
 from jaxlatent.errors import ConfigError
 
@@ -54,15 +55,6 @@ def array_sha256(array) -> str:
   arr = np.ascontiguousarray(np.asarray(array))
   h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
   h.update(arr.tobytes())
-  return h.hexdigest()
-
-
-def file_sha256(path: str, chunk_bytes: int = 1 << 22) -> str:
-  """sha256 of a file's bytes (detects a truncated or corrupt artifact)."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(chunk_bytes), b""):
-      h.update(block)
   return h.hexdigest()
 
 
