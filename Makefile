@@ -8,7 +8,7 @@ DEMO_DIR ?= runs/demo
 # the files, longest first, and --no-loadscope-reorder keeps that order.
 TEST_WORKERS ?= auto
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench validate clean
 
 $(VENV)/.installed-core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
+
+# The validation study (docs/VALIDATION.md): hours of CPU training; resumes when re-run.
+validate: $(VENV)/.installed-core
+	$(PY) validation/run.py
+	$(PY) validation/collect.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -16,7 +16,8 @@ from jaxlatent.errors import ConfigError, DataError  # noqa: E402
 from jaxlatent.training import complete_train_config  # noqa: E402
 from jaxlatent.training.validate import REQUIRED_KEYS, validate_config  # noqa: E402
 
-CONFIGS = ("dcgan_ct", "dcgan_tiny", "vae_ct", "vae_tiny", "stylegan_brain", "stylegan_tiny")
+CONFIGS = ("dcgan_ct", "dcgan_tiny", "vae_ct", "vae_tiny", "stylegan_brain", "stylegan_tiny",
+           "validate_dcgan_ct", "validate_vae_ct", "validate_stylegan_brain")
 
 
 def parse(name, *overrides):

@@ -1,0 +1,97 @@
+"""validation/run.py lists a consistent study, and validation/collect.py reads its outputs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from jaxlatent.config_cli import parse_config_flags  # noqa: E402
+from jaxlatent.studies.config import complete_study_config  # noqa: E402
+from validation import collect, run  # noqa: E402
+
+
+def _literal(text):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # a bare string such as proj
+
+
+def test_every_stage_parses_with_its_overrides():
+  stages = run.stages()
+  assert len({s.name for s in stages}) == len(stages)
+  assert len({s.folder for s in stages}) == len(stages)
+  trains = {s.folder for s in stages if s.script == "train.py"}
+  for s in stages:
+    assert os.path.exists(os.path.join(ROOT, "configs", s.config)), s.config
+    if s.script == "analyze.py":
+      assert s.workdir in trains, s.name  # every analysis reads a run of the study
+      argv = s.argv("/runs")
+      config, _ = parse_config_flags(
+          ["analyze.py"] + [a for a in argv[2:] if not a.startswith(("--workdir", "--out"))],
+          [("workdir", None, ""), ("out", None, "")], complete=complete_study_config)
+      assert set(config.methods) <= {"voynov", "sefa", "ganspace", "interfacegan"}
+      for o in s.overrides:  # each override reached the config, typed
+        key, value = o.split("=", 1)
+        node = config
+        for part in key.split(".")[:-1]:
+          node = node[part]
+        assert node[key.split(".")[-1]] == _literal(value), o
+
+
+def test_list_marks_done_stages(tmp_path):
+  done = tmp_path / "dcgan_ct"
+  done.mkdir()
+  (done / "DONE").write_text("2026-01-01T00:00:00 10s\n")
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "validation", "run.py"),
+                        f"--runs={tmp_path}", "--list", "--only=dcgan_ct/train,vae_ct/train"],
+                       capture_output=True, text=True, check=True).stdout.splitlines()
+  assert out[0].startswith("done    dcgan_ct/train")
+  assert out[1].startswith("pending vae_ct/train")
+  assert len(out) == 2
+
+
+def _fake_analysis(folder, rows, rca):
+  (folder / "directions").mkdir(parents=True)
+  (folder / "DONE").write_text("2026-01-01T00:00:00 600s\n")
+  (folder / "metrics.json").write_text(json.dumps(
+      {"checkpoint_step": 8000, "methods": ["voynov"],
+       "voynov": {"rca": rca, "chance": 0.01, "collapsed": False, "alignment": {}}}))
+  (folder / "directions" / "voynov_directions.json").write_text(json.dumps(
+      {"num_directions": len(rows), "meta": {"alignment_rows": rows,
+                                              "regressor_val_r2": {"rotation": 0.98}}}))
+
+
+def _row(d, factor, score):
+  return {"direction": d, "best_factor": factor, "alignment": score, "r2": 0.9,
+          "total_change": 2.0}
+
+
+def test_collect_takes_the_best_direction_per_factor_over_variants(tmp_path):
+  _fake_analysis(tmp_path / "dcgan_ct" / "proj_lenet_k100_s0",
+                 [_row("d0", "rotation", 0.6), _row("d1", "rotation", 0.85),
+                  _row("d2", "slice_position", 0.4)], rca=0.7)
+  _fake_analysis(tmp_path / "dcgan_ct" / "ortho_lenet_k32_s0",
+                 [_row("d5", "slice_position", 0.81)], rca=0.5)
+  res = collect.collect(str(tmp_path))
+  first = res["ct"]["dcgan_ct"]["proj_lenet_k100_s0"]["methods"]["voynov"]
+  assert first["best"]["rotation"]["direction"] == "d1"
+  assert res["ct"]["dcgan_ct"]["proj_resnet_k100_s0"] is None  # not run: pending
+  table = collect.ct_table(res)
+  assert "| dcgan_ct | rotation | 0.85 (proj_lenet_k100_s0, d1) |" in table
+  assert "| dcgan_ct | slice_position | 0.81 (ortho_lenet_k32_s0, d5) |" in table
+  assert "| dcgan_ct | body_width | none |" in table
+  assert "| vae_ct | (analyses pending) |" in table
+  voy = collect.voynov_table(res)
+  assert "| dcgan_ct | proj_lenet_k100_s0 | 0.70 (0.010) | False | rotation |" in voy
+  doc = tmp_path / "doc.md"
+  doc.write_text("a\n<!-- results:ct -->\nold\n<!-- /results:ct -->\nb\n")
+  collect.write_doc_tables(res, str(doc))
+  text = doc.read_text()
+  assert "old" not in text and "0.85 (proj_lenet_k100_s0, d1)" in text and text.endswith("b\n")

@@ -1,0 +1,289 @@
+"""Gathers the validation study's figures: validation/results.json, docs/validation/*.png,
+and the result tables of docs/VALIDATION.md (between its ``results`` markers).
+
+  python validation/collect.py [--runs=runs/validate]
+
+Reads what ``validation/run.py`` left in ``--runs``: each analysis folder's
+``metrics.json`` and ``directions/*.json`` (factor alignment rows), each stage's DONE
+(wall time).  Stages not run yet are listed as pending; nothing is invented.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run as a script from anywhere: the repo's jaxlatent and validation
+
+from validation.run import VOYNOV_VARIANTS  # noqa: E402  pylint: disable=g-import-not-at-top
+
+CT_MODELS = ("dcgan_ct", "vae_ct")
+CT_FACTORS = ("rotation", "body_width", "breast_size", "slice_position", "lung_size",
+              "heart_size")
+ALIGNMENT_GOAL = 0.8  # issue goal: one direction per factor with alignment >= 0.8
+GOAL_FACTORS = ("rotation", "body_width", "slice_position")
+FIG_DIR = os.path.join(REPO, "docs", "validation")
+DOC = os.path.join(REPO, "docs", "VALIDATION.md")
+
+
+def _json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _done_seconds(folder: str) -> float | None:
+  p = os.path.join(folder, "DONE")
+  if not os.path.exists(p):
+    return None
+  with open(p) as f:
+    parts = f.read().split()
+  return float(parts[1].rstrip("s")) if len(parts) > 1 else None
+
+
+def best_per_factor(rows: list[dict]) -> dict[str, dict]:
+  """For each factor, the direction whose best factor it is with the highest alignment."""
+  best: dict[str, dict] = {}
+  for r in rows:
+    f = r["best_factor"]
+    if f not in best or r["alignment"] > best[f]["alignment"]:
+      best[f] = {"direction": r["direction"], "alignment": float(r["alignment"]),
+                 "r2": float(r["r2"]), "total_change": float(r["total_change"])}
+  return best
+
+
+def ct_analysis(folder: str) -> dict | None:
+  """One CT analysis folder's figures, or None when it has not finished."""
+  if not os.path.exists(os.path.join(folder, "DONE")):
+    return None
+  m = _json(os.path.join(folder, "metrics.json"))
+  out = {"seconds": _done_seconds(folder), "checkpoint_step": m.get("checkpoint_step"),
+         "methods": {}}
+  for method in m.get("methods", []):
+    d = _json(os.path.join(folder, "directions", f"{method}_directions.json"))
+    meta = d.get("meta", {})
+    entry = {"num_directions": d["num_directions"],
+             "best": best_per_factor(meta.get("alignment_rows", [])),
+             "summary": m.get(method, {}).get("alignment", {})}
+    if method == "voynov":
+      entry.update(rca=m["voynov"].get("rca"), chance=m["voynov"].get("chance"),
+                   collapsed=m["voynov"].get("collapsed"))
+    out["methods"][method] = entry
+    out["regressor_val_r2"] = meta.get("regressor_val_r2", out.get("regressor_val_r2"))
+  out["inversion"] = m.get("inversion", {})
+  out["eigen"] = m.get("eigen", {})
+  return out
+
+
+def ms_analysis(folder: str) -> dict | None:
+  if not os.path.exists(os.path.join(folder, "DONE")):
+    return None
+  m = _json(os.path.join(folder, "metrics.json"))
+  return {"seconds": _done_seconds(folder), "checkpoint_step": m.get("checkpoint_step"),
+          "inversion": m.get("inversion"), "interfacegan": m.get("interfacegan"),
+          "eigen": m.get("eigen"), "ground_truth": m.get("ground_truth")}
+
+
+def factor_traversal_figure(runs: str, model: str, results: dict, path: str) -> str | None:
+  """Rows: the best-aligned Voynov direction per factor (over every variant); columns:
+  shifts -18..18 from one latent.  Needs the generator, so it is drawn here."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxlatent.directions import io as dio  # pylint: disable=g-import-not-at-top
+  from jaxlatent.directions.report import save_traversal_grid, traversal_grid  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.generators import load_generator  # pylint: disable=g-import-not-at-top
+  picks = []
+  for factor in CT_FACTORS:
+    cands = [(v["methods"]["voynov"]["best"][factor]["alignment"], variant,
+              v["methods"]["voynov"]["best"][factor]["direction"])
+             for variant, v in results.items()
+             if v and "voynov" in v["methods"] and factor in v["methods"]["voynov"]["best"]]
+    if cands:
+      picks.append((factor,) + max(cands))
+  if not picks:
+    return None
+  gen = load_generator(os.path.join(runs, model), "z").generator
+  vecs, labels = [], []
+  for factor, score, variant, direction in picks:
+    d = dio.load_directions(os.path.join(runs, model, variant, "directions",
+                                         "voynov_directions.npz"))
+    vecs.append(d.vectors[[f"d{k}" for k in range(d.num_directions)].index(direction)])
+    labels.append(f"{factor} ({variant} {direction}: {score:.2f})")
+  z0 = gen.sample_latents(jax.random.PRNGKey(7), 1)[0]
+  shifts = (-18.0, -12.0, -6.0, 0.0, 6.0, 12.0, 18.0)
+  grid = traversal_grid(gen, np.stack(vecs), z0, shifts)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  save_traversal_grid(path, grid, row_labels=labels, col_labels=[f"{s:+g}" for s in shifts],
+                      title=f"{model}: best-aligned Voynov direction per factor")
+  return path
+
+
+def _machine() -> str:
+  cpu = "unknown CPU"
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+
+
+def _commit() -> str:
+  try:
+    return subprocess.check_output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                   text=True).strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def collect(runs: str) -> dict:
+  res = {"date": datetime.date.today().isoformat(), "commit": _commit(),
+         "machine": _machine(), "runs": os.path.relpath(runs, REPO), "training": {},
+         "ct": {}, "ms": None, "figures": {}}
+  for folder in sorted(glob.glob(os.path.join(runs, "*", "config.json"))):
+    name = os.path.basename(os.path.dirname(folder))
+    run = os.path.dirname(folder)
+    last = None
+    if os.path.exists(os.path.join(run, "metrics.jsonl")):
+      with open(os.path.join(run, "metrics.jsonl")) as f:
+        lines = [json.loads(x) for x in f if x.strip()]
+      last = lines[-1] if lines else None
+      fd = [x for x in lines if "fd_random_features" in x]
+    res["training"][name] = {
+        "seconds": _done_seconds(run), "done": os.path.exists(os.path.join(run, "DONE")),
+        "last_step": last.get("step") if last else None,
+        "fd_random_features": ([(x["step"], x["fd_random_features"]) for x in fd]
+                               if last else [])}
+  for model in CT_MODELS:
+    res["ct"][model] = {variant: ct_analysis(os.path.join(runs, model, variant))
+                        for variant, _ in VOYNOV_VARIANTS}
+  res["ms"] = ms_analysis(os.path.join(runs, "stylegan_brain", "ms"))
+  return res
+
+
+def _fmt(x, nd=2):
+  return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+def ct_table(res: dict) -> str:
+  """Per model and factor: the best alignment of Voynov (over variants), SeFa, GANSpace."""
+  lines = ["| model | factor | Voynov best (variant, direction) | SeFa best | GANSpace best "
+           "| goal | met |", "|---|---|---|---|---|---|---|"]
+  for model in CT_MODELS:
+    runs = {k: v for k, v in res["ct"][model].items() if v}
+    if not runs:
+      lines.append(f"| {model} | (analyses pending) | | | | | |")
+      continue
+    for factor in CT_FACTORS:
+      voy = [(v["methods"]["voynov"]["best"][factor]["alignment"], k,
+              v["methods"]["voynov"]["best"][factor]["direction"])
+             for k, v in runs.items() if factor in v["methods"].get("voynov", {}).get("best", {})]
+      cells = []
+      best_score = None
+      if voy:
+        s, k, d = max(voy)
+        cells.append(f"{s:.2f} ({k}, {d})")
+        best_score = s
+      else:
+        cells.append("none")
+      for m in ("sefa", "ganspace"):
+        vals = [v["methods"][m]["best"][factor]["alignment"] for v in runs.values()
+                if m in v["methods"] and factor in v["methods"][m]["best"]]
+        cells.append(_fmt(max(vals)) if vals else "none")
+        if vals:
+          best_score = max(best_score or 0.0, max(vals))
+      goal = f">= {ALIGNMENT_GOAL}" if factor in GOAL_FACTORS else "-"
+      met = ("-" if factor not in GOAL_FACTORS else
+             ("yes" if best_score is not None and best_score >= ALIGNMENT_GOAL else "no"))
+      lines.append(f"| {model} | {factor} | " + " | ".join(cells) + f" | {goal} | {met} |")
+  return "\n".join(lines)
+
+
+def voynov_table(res: dict) -> str:
+  lines = ["| model | variant | RCA (chance) | collapsed | factors named (alignment >= 0.5) "
+           "| wall |", "|---|---|---|---|---|---|"]
+  for model in CT_MODELS:
+    for variant, v in res["ct"][model].items():
+      if not v or "voynov" not in v["methods"]:
+        lines.append(f"| {model} | {variant} | pending | | | |")
+        continue
+      e = v["methods"]["voynov"]
+      named = sorted(f for f, b in e["best"].items() if b["alignment"] >= 0.5)
+      lines.append(f"| {model} | {variant} | {_fmt(e['rca'])} ({_fmt(e['chance'], 3)}) | "
+                   f"{e['collapsed']} | {', '.join(named) or 'none'} | "
+                   f"{_fmt((v['seconds'] or 0) / 60, 0)} min |")
+  return "\n".join(lines)
+
+
+def ms_table(res: dict) -> str:
+  ms = res["ms"]
+  if not ms:
+    return "(the MS analysis has not run yet)"
+  gt, ig = ms.get("ground_truth") or {}, ms.get("interfacegan") or {}
+  eig = next(iter((ms.get("eigen") or {}).values()), {})
+  rows = [
+      ("|corr(v2, alpha)| (mean over subjects)", "~linear", _fmt(eig.get("abs_corr_v2_alpha_mean"), 3),
+       ">= 0.99", eig.get("abs_corr_v2_alpha_mean", 0) >= 0.99),
+      ("component-2 map vs true difference map (r)", "maps the change",
+       f"{_fmt(gt.get('component2_corr_mean'))} +- {_fmt(gt.get('component2_corr_std'))}", ">= 0.5",
+       gt.get("component2_corr_mean", 0) >= 0.5),
+      ("subtraction map vs true difference map (r)", "-",
+       f"{_fmt(gt.get('subtraction_corr_mean'))} +- {_fmt(gt.get('subtraction_corr_std'))}",
+       "below component 2", gt.get("subtraction_corr_mean", 1) < gt.get("component2_corr_mean", 0)),
+      ("InterFaceGAN held-out balanced accuracy", "-", _fmt(ig.get("val_balanced_accuracy")), "-",
+       None),
+  ]
+  lines = ["| quantity | paper | measured | goal | met |", "|---|---|---|---|---|"]
+  for q, p, v, g, ok in rows:
+    lines.append(f"| {q} | {p} | {v} | {g} | {'-' if ok is None else ('yes' if ok else 'no')} |")
+  return "\n".join(lines)
+
+
+def write_doc_tables(res: dict, doc: str = DOC) -> None:
+  """Replaces each ``<!-- results:NAME -->...<!-- /results:NAME -->`` block of ``doc``."""
+  if not os.path.exists(doc):
+    return
+  with open(doc) as f:
+    text = f.read()
+  blocks = {"ct": ct_table(res), "voynov": voynov_table(res), "ms": ms_table(res),
+            "provenance": (f"Figures collected {res['date']} at commit {res['commit']} on "
+                           f"{res['machine']}.")}
+  for name, body in blocks.items():
+    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    i, j = text.find(start), text.find(end)
+    if i >= 0 and j > i:
+      text = text[:i + len(start)] + "\n" + body + "\n" + text[j:]
+  with open(doc, "w") as f:
+    f.write(text)
+
+
+def main(argv: list[str]) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--runs", default=os.path.join(REPO, "runs", "validate"))
+  p.add_argument("--no-figures", action="store_true")
+  a = p.parse_args(argv)
+  res = collect(os.path.abspath(a.runs))
+  if not a.no_figures:
+    for model in CT_MODELS:
+      fig = factor_traversal_figure(a.runs, model, res["ct"][model],
+                                    os.path.join(FIG_DIR, f"{model}_factor_traversals.png"))
+      res["figures"][model] = os.path.relpath(fig, REPO) if fig else None
+  with open(os.path.join(REPO, "validation", "results.json"), "w") as f:
+    json.dump(res, f, indent=1, sort_keys=True)
+  write_doc_tables(res)
+  print(ct_table(res), voynov_table(res), ms_table(res), sep="\n\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
