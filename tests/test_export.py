@@ -1,8 +1,7 @@
 """``python -m jaxlatent.convert export``: a run's analysed networks as a small folder.
 
-Source workdirs hold a tiny model's initial state (perturbed, so that the state the
-loader builds with ``PRNGKey(0)`` differs from it everywhere) saved as a checkpoint,
-exactly as ``train.py`` writes it; the export must give the same images, encoder
+Source workdirs hold a tiny model's train state (random values in trainer.init's
+structure) saved as a checkpoint, exactly as ``train.py`` writes it; the export must give the same images, encoder
 outputs and fingerprint, refuse damaged files by name, and not be resumable.
 """
 
@@ -34,12 +33,26 @@ STEP = 5
 
 
 def _source(path: str, config, seed: int = 3) -> str:
-  """A train.py-layout workdir whose checkpoint ``STEP`` is a perturbed initial state."""
-  state = jax.jit(make_trainer(config).init)(jax.random.PRNGKey(seed))
-  # Running statistics away from their init (0 / 1) so that they must be exported.
-  moved = lambda x: x * 1.5 + 0.1 if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
-  state = state.replace(step=jnp.asarray(STEP, jnp.int32),
-                        model_state=jax.tree.map(moved, state.model_state))
+  """A train.py-layout workdir whose checkpoint ``STEP`` holds random values.
+
+  The state has trainer.init's structure (without compiling init); every float differs
+  from the zeros a loaded export starts from, and the running statistics stay positive.
+  """
+  rng = np.random.default_rng(seed)
+
+  def fill(tree, positive=False):
+    def leaf(s):
+      if not jnp.issubdtype(s.dtype, jnp.floating):
+        return jnp.zeros(s.shape, s.dtype)
+      x = 0.5 + rng.random(s.shape) if positive else rng.normal(0.0, 0.1, s.shape)
+      return jnp.asarray(x, s.dtype)
+    return jax.tree.map(leaf, tree)
+
+  shapes = jax.eval_shape(make_trainer(config).init, jax.random.PRNGKey(0))
+  state = shapes.replace(step=jnp.asarray(STEP, jnp.int32), params=fill(shapes.params),
+                         opt_state=fill(shapes.opt_state),
+                         model_state=fill(shapes.model_state, positive=True),
+                         ema_params=fill(shapes.ema_params))
   os.makedirs(path)
   save_run_config(path, config)
   ckpt = Checkpointer(os.path.join(path, CHECKPOINT_DIR), keep=1)
@@ -232,3 +245,22 @@ def test_train_refuses_an_export_and_analyze_reads_it(dcgan, tmp_path, capsys):
   assert os.path.isfile(report / "index.html")
   metrics = json.load(open(report / "metrics.json"))
   assert metrics["inversion"]["num_images"] > 0
+
+
+@pytest.mark.parametrize("name,networks", [
+    ("stylegan2_simple", {"generator_ema": ["noise_const", "params", "stats"]}),
+    ("ifcvae_gan", {"decoder": ["params"], "encoder": ["params"]}),
+    ("ssdaae", {"decoder": ["params"], "encoder": ["params"]}),
+])
+def test_other_models_export_what_their_analysis_reads(name, networks):
+  from jaxlatent.convert.export import collect_variables, flat_arrays  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
+  if name == "stylegan2_simple":
+    config = _model_config(name, 16, latent_dim=8, w_dim=8, num_mapping_layers=2)
+  else:
+    module = importlib.import_module(f"configs.{name.replace('_gan', '')}_brain_tiny")
+    config = complete_train_config(module.get_config())
+  state = jax.eval_shape(make_trainer(config).init, jax.random.PRNGKey(0))
+  variables = collect_variables(state, name)
+  assert {net: sorted(c) for net, c in variables.items()} == networks
+  assert all(k.split("/")[0] in networks for k in flat_arrays(variables))

@@ -15,8 +15,8 @@ every checkpoint); analysing a run needs only the networks the analysis evaluate
 study) reads such a folder through :func:`load_export`: the trainer built from
 config.json gives the state's structure, the arrays are put in their places
 (:data:`jaxlatent.convert.workdir.STATE_LAYOUT`) after checking the hash and every
-key and shape.  The rest of the state (discriminator, optimizer) is the trainer's
-fresh ``init``, so an export cannot be resumed by ``train.py``.
+key and shape.  The rest of the state (discriminator, optimizer) is not stored, so an
+export cannot be resumed by ``train.py``.
 """
 
 from __future__ import annotations
@@ -202,12 +202,21 @@ def read_export_meta(path: str) -> dict:
   return meta
 
 
+def _zeros(leaf: jax.ShapeDtypeStruct) -> jax.Array:
+  if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    impl = jax.random.key_impl(jax.random.key(0))
+    return jax.random.wrap_key_data(
+        jnp.zeros(tuple(leaf.shape) + tuple(impl.key_shape), jnp.uint32), impl=impl)
+  return jnp.zeros(leaf.shape, leaf.dtype)
+
+
 def load_export(path: str, step: int | None = None
                 ) -> tuple[ml_collections.ConfigDict, Any, Any]:
   """``(config, trainer, state)`` of an exported folder, like ``load_trained``.
 
-  The state is the trainer's ``init`` (``PRNGKey(0)``) with the exported networks in
-  place and ``step`` the exported step.
+  The state has the structure of the trainer's ``init`` state, the exported networks in
+  place, zeros elsewhere (discriminator, optimizer moments: not needed to analyse) and
+  ``step`` the exported step.
 
   Raises:
     CheckpointError: a bad hash, a missing, unexpected or mis-shaped key, another
@@ -235,7 +244,9 @@ def load_export(path: str, step: int | None = None
     raise CheckpointError(f"{npz}: sha256 {digest} differs from the one in {EXPORT_FILE} "
                           f"({meta['generator_npz_sha256']}): the file is corrupt or changed")
   trainer = make_trainer(config)
-  state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+  # The structure of trainer.init's state without running (and compiling) it: only the
+  # exported networks are used, the rest stays zeros.
+  state = jax.tree.map(_zeros, jax.eval_shape(trainer.init, jax.random.PRNGKey(0)))
   expected = flat_arrays(collect_variables(state, model))
   try:
     with np.load(npz, allow_pickle=False) as z:

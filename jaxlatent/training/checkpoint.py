@@ -366,7 +366,7 @@ def load_trained(workdir: str, step: int | None = None) -> tuple[ml_collections.
 
   ``workdir`` is a training workdir (checkpoint ``step``, None: the latest) or an
   exported generator folder (:func:`jaxlatent.convert.export.load_export`: the analysed
-  networks in a fresh ``init`` state).  ``trainer.generator(state)`` then gives the
+  networks in place, zeros for the rest of the state).  ``trainer.generator(state)`` then gives the
   :class:`~jaxlatent.Generator` for analysis.
   """
   # pylint: disable=g-import-not-at-top
