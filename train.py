@@ -34,7 +34,7 @@ from jaxlatent.config_cli import parse_config_flags
 from jaxlatent.errors import ConfigError, exit_on_user_error
 from jaxlatent.host import MALLOC_HELP, configure_malloc
 from jaxlatent.training import complete_train_config, train_and_evaluate
-from jaxlatent.training.checkpoint import quiet_orbax_logs
+from jaxlatent.training.checkpoint import check_not_export, quiet_orbax_logs
 
 
 @exit_on_user_error
@@ -57,6 +57,7 @@ def main(argv: list[str]) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
   quiet_orbax_logs()  # its failures are reported as one error line
+  check_not_export(workdir)  # before --restart could clear part of it
   train_and_evaluate(config, workdir, restart=flag_values["restart"].value,
                      config_mismatch=mismatch)
   return 0

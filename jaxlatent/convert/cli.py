@@ -16,6 +16,12 @@ Formats (one subcommand each):
   schon-vae      Schön et al.'s VAE ``checkpoint.pt`` or ``decoder.pt`` (see
                  jaxlatent/convert/schon.py).
 
+  python -m jaxlatent.convert export --workdir=runs/dcgan_ct --out=models/dcgan_ct [--step=N]
+  python analyze.py --config=configs/analyze_ct.py --workdir=models/dcgan_ct
+
+``export`` writes only what the analysis evaluates (jaxlatent/convert/export.py):
+``config.json``, ``generator.npz`` and ``export.json``; ``train.py`` cannot resume it.
+
 The file is read without executing anything it contains (its pickled Python source
 and classes are never run; see jaxlatent/convert/pickle_reader.py).  The workdir gets
 ``config.json``, ``checkpoints/0/`` and ``converted_from.json`` (source path, SHA-256,
@@ -89,16 +95,43 @@ SUBCOMMANDS: dict[str, tuple[str, Callable, Callable[[argparse.Namespace], str]]
 }
 
 
+EXPORT = "export"
+
+
+def _step(text: str) -> int:
+  try:
+    step = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a checkpoint step, got {text!r}") from None
+  if step < 0:
+    raise argparse.ArgumentTypeError(f"expected a step >= 0, got {step}")
+  return step
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = _Parser(prog="python -m jaxlatent.convert",
-                   description="Convert a network trained elsewhere into a jaxlatent workdir.")
+                   description="Convert a network trained elsewhere into a jaxlatent workdir, "
+                               "or export a trained run's generator.")
   sub = parser.add_subparsers(dest="format", metavar="FORMAT", parser_class=_Parser)
   for name, (help_text, add_flags, _) in SUBCOMMANDS.items():
     p = sub.add_parser(name, help=help_text)
     p.add_argument("file", help="the file to convert")
     p.add_argument("--workdir", required=True, help="output workdir (new or empty folder)")
     add_flags(p)
+  p = sub.add_parser(EXPORT, help="a train.py workdir's analysed networks as a small folder "
+                     "(config.json, generator.npz, export.json) that analyze.py reads")
+  p.add_argument("--workdir", required=True, help="the train.py workdir to export")
+  p.add_argument("--out", required=True, help="output folder (new or empty)")
+  p.add_argument("--step", type=_step, default=None, help="checkpoint step (default: latest)")
   return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+  from jaxlatent.convert.export import export_generator  # pylint: disable=g-import-not-at-top
+  out = export_generator(args.workdir, args.out, step=args.step)
+  print(f"wrote {out}\nanalyse it with: python analyze.py --config=<analysis config> "
+        f"--workdir={out}")
+  return 0
 
 
 @exit_on_user_error
@@ -106,8 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Runs the converter on ``argv`` (without the program name); returns 0."""
   args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
   if args.format is None:
-    raise ConfigError(f"no format given: expected one of {sorted(SUBCOMMANDS)} "
+    raise ConfigError(f"no format given: expected one of {sorted(SUBCOMMANDS) + [EXPORT]} "
                       "(see python -m jaxlatent.convert --help)")
+  if args.format == EXPORT:
+    return _export(args)
   workdir = SUBCOMMANDS[args.format][2](args)
   print(f"wrote {workdir}\nanalyse it with: python analyze.py "
         f"--config={ANALYZE_CONFIGS[args.format]} --workdir={workdir}")

@@ -51,6 +51,17 @@ STATE_LAYOUT: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                           "buffers": ("model_state", "buffers")},
         "discriminator": {"params": ("params", "discriminator")},
     },
+    "stylegan2_simple": {
+        "generator": {"params": ("params", "generator")},
+        "generator_ema": {"params": ("ema_params",), "stats": ("model_state", "stats"),
+                          "noise_const": ("model_state", "noise_const")},
+        "discriminator": {"params": ("params", "discriminator")},
+    },
+    # The attribute models: params only (no BatchNorm statistics in their state).
+    "ifcvae_gan": {net: {"params": ("params", net)}
+                   for net in ("encoder", "decoder", "aux", "discriminator")},
+    "ssdaae": {net: {"params": ("params", net)}
+               for net in ("encoder", "decoder", "disc_z", "disc_y")},
 }
 
 

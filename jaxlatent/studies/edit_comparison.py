@@ -55,7 +55,7 @@ from jaxlatent.studies.config import (DIRECTION_FIELDS, EDIT_LABELS, KINDS, MODE
                                       complete_comparison_config, validate_comparison_config)
 from jaxlatent.studies.generators import generator_fingerprint, load_generator
 from jaxlatent.studies.report import finite_or_none
-from jaxlatent.training.checkpoint import CHECKPOINT_DIR, load_run_config
+from jaxlatent.training.checkpoint import CHECKPOINT_DIR, EXPORT_FILE, load_run_config
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -108,7 +108,8 @@ def _check_workdir(config, kind: str, field: str) -> ModelEntry | None:
                       "or set the field to '' to leave the model out)")
   if not os.path.isfile(os.path.join(workdir, "config.json")):
     raise ConfigError(f"{where}: {workdir} has no config.json, it is not a train.py workdir")
-  if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+  if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)) and \
+      not os.path.isfile(os.path.join(workdir, EXPORT_FILE)):
     raise ConfigError(f"{where}: {workdir} has no {CHECKPOINT_DIR}/ folder (no checkpoint)")
   tc = load_run_config(workdir)
   expected, role = MODEL_FIELDS[kind][field]

@@ -34,6 +34,8 @@ from jaxlatent.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+# Marks an exported generator folder (jaxlatent.convert.export): analysable, not resumable.
+EXPORT_FILE = "export.json"
 # Config fields that define a run (what is learnt from which images): a workdir resumes
 # only with the same values.  The schedule (steps, log/ckpt/sample/FD intervals), the
 # optimiser's hyperparameters (a lower lr after a NaN) and data.cache_dir may change.
@@ -293,6 +295,7 @@ def check_run_identity(workdir: str, config: ml_collections.ConfigDict,
   Raises:
     ConfigError: naming the first differing keys, before anything is written.
   """
+  check_not_export(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return []
@@ -306,6 +309,15 @@ def check_run_identity(workdir: str, config: ml_collections.ConfigDict,
         "resume with the saved settings, use a new --workdir, pass --config_mismatch=allow "
         "to continue its checkpoints with this config, or --restart to start over")
   return different + changed
+
+
+def check_not_export(workdir: str) -> None:
+  """Refuses to train in an exported generator folder (it lacks the discriminator and
+  optimizer state, so it cannot be resumed)."""
+  if os.path.isfile(os.path.join(workdir, EXPORT_FILE)):
+    raise ConfigError(f"--workdir {workdir} is an exported generator ({EXPORT_FILE}), not a "
+                      "train.py workdir: it cannot be resumed; train the source run or use a "
+                      "new --workdir")
 
 
 def check_same_architecture(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
@@ -352,9 +364,16 @@ def load_state_tree(workdir: str, step: int | None = None) -> tuple[int, Any]:
 def load_trained(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, Any]:
   """Rebuilds a trained run: ``(config, trainer, state)`` from ``workdir``.
 
-  ``trainer.generator(state)`` then gives the :class:`~jaxlatent.Generator` for analysis.
+  ``workdir`` is a training workdir (checkpoint ``step``, None: the latest) or an
+  exported generator folder (:func:`jaxlatent.convert.export.load_export`: the analysed
+  networks in place, zeros for the rest of the state).  ``trainer.generator(state)`` then gives the
+  :class:`~jaxlatent.Generator` for analysis.
   """
-  from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from jaxlatent.training.trainers import make_trainer
+  if os.path.isfile(os.path.join(workdir, EXPORT_FILE)):
+    from jaxlatent.convert.export import load_export
+    return load_export(workdir, step)
   config = load_run_config(workdir)
   trainer = make_trainer(config)
   ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=1, read_only=True)
