@@ -160,7 +160,9 @@ def collect(runs: str) -> dict:
       last = lines[-1] if lines else None
       fd = [x for x in lines if "fd_random_features" in x]
     res["training"][name] = {
-        "seconds": _done_seconds(run), "done": os.path.exists(os.path.join(run, "DONE")),
+        # The loop's own clock: a DONE written by a later no-op call would say seconds.
+        "seconds": last.get("elapsed") if last else None,
+        "done": os.path.exists(os.path.join(run, "DONE")),
         "last_step": last.get("step") if last else None,
         "fd_random_features": ([(x["step"], x["fd_random_features"]) for x in fd]
                                if last else [])}
