@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxlatent.directions import (Directions, disentanglement_scores, factor_alignment,
+                                  load_factor_regressor, save_factor_regressor,
                                   train_factor_regressor)
+from jaxlatent.errors import DataError
 from jaxlatent.directions import toy
 
 
@@ -59,7 +63,7 @@ def test_disentanglement_scores_extremes():
   assert flat["mig_gap"] == pytest.approx(0.0)
 
 
-def test_trained_regressor_drives_alignment():
+def test_trained_regressor_drives_alignment(tmp_path):
   """A small CNN learns the planted coordinates from images, then scores the directions."""
   gen, planted = toy.bump_generator(jax.random.key(2), 3, 16, gain=0.5)
   z = jax.random.normal(jax.random.key(3), (768, 3))
@@ -71,6 +75,18 @@ def test_trained_regressor_drives_alignment():
   res = factor_alignment(gen, planted, reg, (-1.0, 0.0, 1.0), jax.random.key(5), num_latents=4)
   np.testing.assert_array_equal(res.best_factor, [0, 1, 2])
   assert np.all(res.score > 0.6) and res.names == ["a", "b", "c"]
+  # Saved and loaded, the regressor scores the directions identically.
+  path = os.path.join(tmp_path, "factor_regressor.npz")
+  save_factor_regressor(path, reg, {"seed": 4, "steps": 100})
+  loaded, fingerprint = load_factor_regressor(path)
+  assert fingerprint == {"seed": 4, "steps": 100} and loaded.factor_names == ("a", "b", "c")
+  res_loaded = factor_alignment(gen, planted, loaded, (-1.0, 0.0, 1.0), jax.random.key(5),
+                                num_latents=4)
+  np.testing.assert_array_equal(res_loaded.slopes, res.slopes)
+  with open(path, "wb") as f:
+    f.write(b"not an npz")
+  with pytest.raises(DataError, match="not a saved factor regressor"):
+    load_factor_regressor(path)
 
 
 def test_phantom_images_are_normalised_like_the_data_pipeline():

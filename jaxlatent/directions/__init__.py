@@ -8,7 +8,8 @@ StyleGAN in z / w / w+, a user's Flax module) and returns a :class:`Directions` 
 
 from jaxlatent.directions.alignment import (AlignmentResult, FactorCNN, FactorRegressor,
                                             disentanglement_scores, factor_alignment,
-                                            phantom_images, train_factor_regressor,
+                                            load_factor_regressor, phantom_images,
+                                            save_factor_regressor, train_factor_regressor,
                                             train_phantom_regressor)
 from jaxlatent.directions.ganspace import ganspace, pca
 from jaxlatent.directions.io import Directions, load_directions, save_directions
@@ -38,10 +39,12 @@ __all__ = [
     "FactorRegressor", "find_kernels", "first_dense_kernel", "fit_boundary", "fit_linear_svc",
     "ganspace", "LinearSVC", "ReferenceLeNet", "ReferenceResNet", "sefa_edit",
     "train_boundary",
-    "init_state", "LeNetReconstructor", "load_directions", "make_train_step",
+    "init_state", "LeNetReconstructor", "load_directions", "load_factor_regressor",
+    "make_train_step",
     "match_directions", "METHODS", "MLPReconstructor", "PAPER_SHIFTS", "pca", "phantom_images",
     "RECONSTRUCTOR_KINDS", "ResNetReconstructor", "RestartsResult", "run_voynov",
-    "run_voynov_restarts", "sample_shifts", "save_directions", "save_rca_curve",
+    "run_voynov_restarts", "sample_shifts", "save_directions", "save_factor_regressor",
+    "save_rca_curve",
     "save_traversal_grid", "sefa", "sefa_directions", "style_kernels", "summary_rows",
     "train_factor_regressor", "train_phantom_regressor", "train_step", "traversal_grid",
     "VoynovConfig", "VoynovResult", "VoynovState", "write_table",

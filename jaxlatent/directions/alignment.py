@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from typing import Any, Callable, Sequence
 
+import flax
 import flax.linen as nn
 from flax import struct
 import jax
@@ -22,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlatent import phantoms
+from jaxlatent import atomic_io, phantoms
 from jaxlatent.data import intensity
 from jaxlatent.directions import vector_ops
-from jaxlatent.directions.io import Directions
+from jaxlatent.directions.io import Directions, to_jsonable
 from jaxlatent.errors import ConfigError, DataError
 
 
@@ -298,6 +300,47 @@ class _CallPlain:
 
   def __call__(self, _, images):
     return self.fn(images)
+
+
+def save_factor_regressor(path: str, regressor: FactorRegressor, fingerprint: dict) -> str:
+  """Writes ``regressor`` (and the ``fingerprint`` of what trained it) as one ``.npz``.
+
+  Keeps an analysis' factor alignment checkable later: the same generator, directions
+  and regressor give the same alignment rows (tests/test_pretrained.py).  No pickle:
+  arrays, plus names and the fingerprint as strings.
+  """
+  arrays = {f"params/{k}": np.asarray(v) for k, v in
+            flax.traverse_util.flatten_dict(regressor.params, sep="/").items()}
+  arrays.update(factor_mean=np.asarray(regressor.factor_mean),
+                factor_std=np.asarray(regressor.factor_std),
+                val_r2=np.asarray(regressor.val_r2),
+                factor_names=np.asarray(list(regressor.factor_names)),
+                width=np.asarray(regressor.module.width),
+                fingerprint=np.asarray(json.dumps(to_jsonable(fingerprint), sort_keys=True)))
+  atomic_io.atomic_save_npz(path, **arrays)
+  return path
+
+
+def load_factor_regressor(path: str) -> tuple[FactorRegressor, dict]:
+  """``(regressor, fingerprint)`` from :func:`save_factor_regressor`'s file.
+
+  Raises:
+    DataError: the file is missing or is not a saved factor regressor.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      data = {k: z[k] for k in z.files}
+    names = tuple(str(n) for n in data["factor_names"])
+    params = flax.traverse_util.unflatten_dict(
+        {k[len("params/"):]: jnp.asarray(v) for k, v in data.items()
+         if k.startswith("params/")}, sep="/")
+    reg = FactorRegressor(params=params, factor_mean=jnp.asarray(data["factor_mean"]),
+                          factor_std=jnp.asarray(data["factor_std"]),
+                          val_r2=jnp.asarray(data["val_r2"]),
+                          module=FactorCNN(len(names), int(data["width"])), factor_names=names)
+    return reg, json.loads(str(data["fingerprint"]))
+  except (OSError, KeyError, ValueError) as e:
+    raise DataError(f"{path}: not a saved factor regressor ({e})") from e
 
 
 def phantom_images(kind: str, factors: dict, size: int, key) -> jax.Array:

@@ -232,6 +232,38 @@ def _pooled_images(gen):
   return jax.jit(features)
 
 
+REGRESSOR_FILE = "factor_regressor.npz"  # in the report's directions/ folder
+
+
+def regressor_or_load(trained: TrainedGenerator, config, out_dir: str, reg_key):
+  """The phantom factor regressor of the alignment, re-used from ``out_dir`` when it fits.
+
+  Saved as ``factor_regressor.npz`` so the alignment can be re-checked later from the
+  generator, the directions and this file alone.
+  """
+  source = trained.train_config.data.source
+  ac = config.alignment
+  seed = int(jax.random.randint(reg_key, (), 0, 2**30))
+  expected = {"source": source, "image_size": int(trained.train_config.image_size),
+              "regressor_images": int(ac.regressor_images),
+              "regressor_steps": int(ac.regressor_steps), "seed": seed}
+  path = os.path.join(out_dir, REGRESSOR_FILE)
+  if os.path.exists(path):
+    reg, stored = dirs.load_factor_regressor(path)
+    if fp_lib.reuse_decision("factor regressor", path, stored, expected,
+                             str(config.cache_mismatch), _log):
+      return reg
+  kind = source.split("_", 1)[1]
+  _log(f"training a {kind} factor regressor ({ac.regressor_images} phantoms, "
+       f"{ac.regressor_steps} steps)")
+  reg = dirs.train_phantom_regressor(
+      kind, jax.random.PRNGKey(seed), size=int(trained.train_config.image_size),
+      num_images=int(ac.regressor_images), steps=int(ac.regressor_steps))
+  os.makedirs(out_dir, exist_ok=True)
+  dirs.save_factor_regressor(path, reg, expected)
+  return reg
+
+
 def align_or_load(trained: TrainedGenerator, directions, config, key, out_dir: str, reg_key,
                   regressor: list):
   """Factor alignment on phantoms (cached in the directions' meta); names by best factor.
@@ -253,13 +285,7 @@ def align_or_load(trained: TrainedGenerator, directions, config, key, out_dir: s
       directions.meta.get("alignment_fingerprint"), expected, str(config.cache_mismatch), _log):
     return directions
   if not regressor:
-    kind = source.split("_", 1)[1]
-    _log(f"training a {kind} factor regressor ({ac.regressor_images} phantoms, "
-         f"{ac.regressor_steps} steps)")
-    seed = int(jax.random.randint(reg_key, (), 0, 2**30))
-    regressor.append(dirs.train_phantom_regressor(
-        kind, jax.random.PRNGKey(seed), size=int(trained.train_config.image_size),
-        num_images=int(ac.regressor_images), steps=int(ac.regressor_steps)))
+    regressor.append(regressor_or_load(trained, config, out_dir, reg_key))
   reg = regressor[0]
   res = dirs.factor_alignment(trained.generator, directions, reg, tuple(ac.shifts),
                               jax.random.fold_in(key, 1), num_latents=int(ac.num_latents),
