@@ -399,8 +399,8 @@ def _conv_transpose(x: jax.Array, w: jax.Array, up: int, pad_y: int, pad_x: int)
 
   Computed as one conv of the undilated input to the ``up * up`` output phases
   (``[kh', kw', I, up * up * O]``, each phase's taps of ``w`` and zeros elsewhere), then
-  the phases interleaved: no products with inserted zeros, and a gradient that is a
-  plain conv too (XLA:CPU runs ``lhs_dilation`` convs and their gradients slowly).
+  the phases interleaved: no products with inserted zeros, and gradients without
+  ``lhs_dilation`` convs (which XLA:CPU runs slowly).
   """
   n, h, wd, i_ch = x.shape
   kh, kw, _, o_ch = w.shape
@@ -425,33 +425,34 @@ def _conv_transpose(x: jax.Array, w: jax.Array, up: int, pad_y: int, pad_x: int)
                                              for ry in range(up) for rx in range(up)], axis=1)
                             for b in range(kx)]) for a in range(ky)])  # [ky, kx, I, (ry, rx, O)]
   pads = ((-d0y, (my - 1) + ky - 1 + d0y - (h - 1)), (-d0x, (mx - 1) + kx - 1 + d0x - (wd - 1)))
-  if min(min(p) for p in pads) < 0:  # crop first: conv padding must be >= 0
-    x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), pads[0] + (0,), pads[1] + (0,),
-                                                 (0, 0, 0)])
-    pads = ((0, 0), (0, 0))
-  z = _conv_taps(x, k, pads)  # [N, my, mx, (ry, rx, O)]
+  x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), pads[0] + (0,), pads[1] + (0,),
+                                               (0, 0, 0)])  # negative amounts crop
+  z = _conv_patches(x, k, 1)  # [N, my, mx, (ry, rx, O)]
   z = z.reshape(n, my, mx, up, up, o_ch).transpose(0, 1, 3, 2, 4, 5)
   return z.reshape(n, my * up, mx * up, o_ch)[:, :ny, :nx]
 
 
-def _conv_strided(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
-  """'VALID' conv of ``x`` with ``w [kh, kw, I, O]`` at ``stride``, as space-to-depth and
-  a stride-1 conv over ``stride**2 * I`` channels (the kernel zero-padded to a multiple
-  of the stride): XLA:CPU computes a strided conv's input gradient as a slow dilated conv.
+def _conv_patches(x: jax.Array, w: jax.Array, stride: int = 1) -> jax.Array:
+  """'VALID' conv of ``x`` with ``w [kh, kw, I, O]`` at ``stride``, as one GEMM of the
+  ``kh * kw`` strided patches of each output pixel with the kernel.
+
+  XLA:CPU computes a strided conv's input gradient as a slow dilated conv and the kernel
+  gradient of a conv with many output channels slowly; here every gradient is a GEMM
+  or a sum of strided slices. Used for the strided convs and the phase conv of
+  :func:`_conv_transpose` (measured faster there than XLA's conv on CPU).
   """
   n, h, wd, i_ch = x.shape
   kh, kw, _, o_ch = w.shape
   s = stride
   oy, ox = (h - kh) // s + 1, (wd - kw) // s + 1
-  ky, kx = -(-kh // s), -(-kw // s)  # kernel size in blocks
-  hy, hx = (oy - 1 + ky) * s, (ox - 1 + kx) * s  # the input pixels the blocks cover
-  x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, hy - h, 0), (0, hx - wd, 0),
-                                               (0, 0, 0)])
-  xs = x.reshape(n, hy // s, s, hx // s, s, i_ch).transpose(0, 1, 3, 2, 4, 5)
-  xs = xs.reshape(n, hy // s, hx // s, s * s * i_ch)  # channel (ry, rx, I)
-  wp = jnp.pad(w, ((0, ky * s - kh), (0, kx * s - kw), (0, 0), (0, 0)))
-  wp = wp.reshape(ky, s, kx, s, i_ch, o_ch).transpose(0, 2, 1, 3, 4, 5)
-  return _conv_taps(xs, wp.reshape(ky, kx, s * s * i_ch, o_ch), ((0, 0), (0, 0)))
+  patches = jnp.stack([
+      jax.lax.slice(x, (0, i, j, 0), (n, i + (oy - 1) * s + 1, j + (ox - 1) * s + 1, i_ch),
+                    (1, s, s, 1)) for i in range(kh) for j in range(kw)], axis=3)
+  y = jnp.matmul(patches.reshape(n * oy * ox, kh * kw * i_ch),
+                 w.astype(x.dtype).reshape(kh * kw * i_ch, o_ch),
+                 precision=jax.lax.Precision.HIGHEST,
+                 preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
+  return y.reshape(n, oy, ox, o_ch).astype(x.dtype)
 
 
 def _conv_fast(x: jax.Array, w: jax.Array,
@@ -507,7 +508,7 @@ def conv2d_resample(x: jax.Array, w: jax.Array, f: Any = None, up: int = 1, down
   if down > 1 and up == 1:  # filter, then a strided conv
     x = upfirdn2d(x, f, padding=pad, flip_filter=flip_filter)
     if groups == 1:
-      return _conv_strided(x, w, down)
+      return _conv_patches(x, w, down)
     return _conv(x, w, stride=down, groups=groups)
   if up > 1:
     # Transposed strided conv, then the filter (with gain up^2: the zeros between
