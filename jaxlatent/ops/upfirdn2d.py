@@ -15,6 +15,14 @@ with that code computes the same function here:
   * :func:`bias_act`: bias, activation with its default gain (lrelu: slope 0.2, gain
     sqrt(2)), extra gain, then clamping to ``[-clamp, clamp]`` (``conv_clamp``).
 
+Speed on XLA:CPU: the FIR filters run in polyphase form (strided slices times taps,
+no inserted zeros; :func:`upfirdn2d_reference` is the definition by depthwise
+convs), the transposed conv as one conv to the ``up**2`` output phases, the
+resampling convs as patch GEMMs and the kernel gradients of the other convs as
+GEMMs: the forms whose gradients (and second derivatives, for R1 and path-length
+regularisation) XLA:CPU runs fast. Grouped convs (the fused modulated conv) keep
+XLA's convolutions.
+
 Layout: images are ``[N, H, W, C]`` (the reference uses ``[N, C, H, W]``); conv weights
 are ``[kh, kw, in_channels // groups, out_channels]`` (the reference's
 ``[out, in, kh, kw]`` transposed by ``(2, 3, 1, 0)``); filters are ``[fh, fw]`` or
@@ -348,9 +356,9 @@ def _conv_taps(x: jax.Array, w: jax.Array, padding: Sequence[tuple[int, int]]) -
   """Stride-1 conv (``padding`` >= 0) whose kernel gradient is one GEMM per tap.
 
   XLA:CPU computes the kernel gradient of a conv over a large batch as a slow
-  convolution (seconds for a StyleGAN2 layer at 32x32); per tap it is the GEMM
-  ``x_shifted^T dy`` (``[C, N H W] @ [N H W, O]``). The input gradient stays XLA's
-  (a plain convolution with the flipped kernel).
+  convolution; per tap it is the GEMM ``x_shifted^T dy`` (``[C, N H W] @ [N H W, O]``).
+  The input gradient is again a :func:`_conv_taps` (of ``dy`` with the flipped kernel),
+  so second derivatives take the same forms.
   """
   return _conv_taps_vjp(x, w, tuple(tuple(int(v) for v in p) for p in padding))
 
