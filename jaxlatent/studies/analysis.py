@@ -146,6 +146,18 @@ class GroundTruth:
 # ----------------------------------------------------------------------------- stages
 
 
+def method_key(key, method: str):
+  """The PRNG key of one direction method's discovery (and, folded, its alignment)."""
+  return jax.random.fold_in(key, 10 + METHODS.index(method))
+
+
+def alignment_latents_key(seed: int, method: str):
+  """The key ``factor_alignment`` draws its start latents with for ``method`` in an
+  analysis with ``config.seed = seed``: a recorded alignment is re-computed with it."""
+  return jax.random.fold_in(jax.random.fold_in(method_key(jax.random.PRNGKey(seed), method),
+                                               5), 1)
+
+
 def discover_directions(trained: TrainedGenerator, config, key, out_dir: str
                         ) -> dict[str, MethodDirections]:
   """Every unsupervised method's directions (re-used from ``out_dir``), aligned on phantoms."""
@@ -155,7 +167,7 @@ def discover_directions(trained: TrainedGenerator, config, key, out_dir: str
   regressor = []  # trained on first use, shared by every method of the run
   found = {}
   for method in (m for m in config.methods if m in UNSUPERVISED):
-    mkey = jax.random.fold_in(key, 10 + METHODS.index(method))
+    mkey = method_key(key, method)
     d = discover_or_load(gen, config, method, mkey, out_dir, generator_fingerprint(trained))
     d = align_or_load(trained, d, config, jax.random.fold_in(mkey, 5), out_dir,
                       jax.random.fold_in(key, 6), regressor)

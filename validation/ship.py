@@ -1,0 +1,112 @@
+"""Packs a validation run for the repository: pretrained/<name>/ (docs/VALIDATION.md).
+
+  python validation/ship.py --stage=dcgan_ct/proj_lenet_k100_s0 --name=dcgan_ct_64 \
+      [--runs=runs/validate] [--force]
+
+Writes ``pretrained/<name>/``:
+  * the generator as ``python -m jaxlatent.convert export`` writes it (config.json,
+    generator.npz, export.json): what the analysis reads, without the discriminator
+    and optimiser state;
+  * ``analysis/``: the stage's effective analysis config (``config.json``), its
+    directions with their factor alignment and factor regressor (``directions/``),
+    its inverted codes (``inversion/``), so ``make demo`` re-uses them instead of
+    re-computing hours of discovery and inversion;
+  * ``recorded.json``: the figures the study recorded for it (per method and factor the
+    best-aligned direction and its alignment; the analysis' metrics.json), which
+    tests/test_pretrained.py re-computes from the files above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from validation import collect, run  # noqa: E402  pylint: disable=g-import-not-at-top
+
+PRETRAINED = os.path.join(REPO, "pretrained")
+ANALYSIS_FILES = ("directions/*_directions.npz", "directions/*_directions.json",
+                  "directions/factor_regressor.npz", "inversion/latents.npz",
+                  "inversion/latents.json")
+
+
+def effective_analysis_config(stage: run.Stage):
+  """The completed config ``analyze.py`` ran the stage with (its file plus overrides)."""
+  from jaxlatent.config_cli import parse_config_flags  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.config import complete_study_config  # pylint: disable=g-import-not-at-top
+  argv = stage.argv("/unused")
+  flags_only = [a for a in argv[2:] if not a.startswith(("--workdir", "--out"))]
+  config, _ = parse_config_flags(["analyze.py"] + flags_only,
+                                 [("workdir", None, ""), ("out", None, "")],
+                                 complete=complete_study_config)
+  return config
+
+
+def recorded_figures(folder: str) -> dict:
+  """What a test re-computes: per method, per factor, the best-aligned direction."""
+  res = collect.ct_analysis(folder) if os.path.exists(
+      os.path.join(folder, "directions")) else None
+  with open(os.path.join(folder, "metrics.json")) as f:
+    metrics = json.load(f)
+  best = {m: e["best"] for m, e in (res or {}).get("methods", {}).items()}
+  return {"best_alignment": best, "metrics": metrics}
+
+
+def ship(runs: str, stage_name: str, name: str, force: bool = False) -> str:
+  from jaxlatent.convert.export import export_generator  # pylint: disable=g-import-not-at-top
+  stages = {s.name: s for s in run.stages()}
+  if stage_name not in stages:
+    raise SystemExit(f"error: --stage={stage_name!r}: not a stage of validation/run.py")
+  stage = stages[stage_name]
+  folder = os.path.join(runs, stage.folder)
+  if not os.path.exists(os.path.join(folder, "DONE")):
+    raise SystemExit(f"error: {folder} has not finished (no DONE)")
+  out = os.path.join(PRETRAINED, name)
+  if os.path.exists(out):
+    if not force:
+      raise SystemExit(f"error: {out} exists (--force replaces it)")
+    shutil.rmtree(out)
+  os.makedirs(PRETRAINED, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=PRETRAINED, prefix=f".{name}.")
+  try:
+    export_generator(os.path.join(runs, stage.workdir), os.path.join(tmp, "g"))
+    dest = os.path.join(tmp, "g", "analysis")
+    import glob  # pylint: disable=g-import-not-at-top
+    for pattern in ANALYSIS_FILES:
+      for src in glob.glob(os.path.join(folder, pattern)):
+        rel = os.path.relpath(src, folder)
+        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+        shutil.copy2(src, os.path.join(dest, rel))
+    with open(os.path.join(dest, "config.json"), "w") as f:
+      f.write(effective_analysis_config(stage).to_json(indent=1, sort_keys=True))
+    rec = recorded_figures(folder)
+    rec.update(stage=stage.name, name=name)
+    with open(os.path.join(tmp, "g", "recorded.json"), "w") as f:
+      json.dump(rec, f, indent=1, sort_keys=True)
+    os.rename(os.path.join(tmp, "g"), out)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return out
+
+
+def main(argv: list[str]) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--runs", default=os.path.join(REPO, "runs", "validate"))
+  p.add_argument("--stage", required=True)
+  p.add_argument("--name", required=True)
+  p.add_argument("--force", action="store_true")
+  a = p.parse_args(argv)
+  out = ship(os.path.abspath(a.runs), a.stage, a.name, a.force)
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
+  print(f"wrote {out} ({size / 2**20:.1f} MiB)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
