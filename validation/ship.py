@@ -58,6 +58,21 @@ def recorded_figures(folder: str) -> dict:
   return {"best_alignment": best, "metrics": metrics}
 
 
+def ensure_regressor(runs: str, stage: run.Stage, folder: str) -> str:
+  """The stage's ``directions/factor_regressor.npz``; trained (same seed, so the same
+  regressor the analysis used) when the analysis did not keep it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies import analysis  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.generators import load_generator  # pylint: disable=g-import-not-at-top
+  path = os.path.join(folder, "directions", analysis.REGRESSOR_FILE)
+  if not os.path.exists(path):
+    config = effective_analysis_config(stage)
+    trained = load_generator(os.path.join(runs, stage.workdir), str(config.space))
+    analysis.regressor_or_load(trained, config, os.path.dirname(path),
+                               analysis.regressor_key(jax.random.PRNGKey(int(config.seed))))
+  return path
+
+
 def ship(runs: str, stage_name: str, name: str, force: bool = False) -> str:
   from jaxlatent.convert.export import export_generator  # pylint: disable=g-import-not-at-top
   stages = {s.name: s for s in run.stages()}
@@ -67,6 +82,7 @@ def ship(runs: str, stage_name: str, name: str, force: bool = False) -> str:
   folder = os.path.join(runs, stage.folder)
   if not os.path.exists(os.path.join(folder, "DONE")):
     raise SystemExit(f"error: {folder} has not finished (no DONE)")
+  ensure_regressor(runs, stage, folder)
   out = os.path.join(PRETRAINED, name)
   if os.path.exists(out):
     if not force:

@@ -151,6 +151,11 @@ def method_key(key, method: str):
   return jax.random.fold_in(key, 10 + METHODS.index(method))
 
 
+def regressor_key(key):
+  """The key the factor regressor of an analysis with base key ``key`` is trained with."""
+  return jax.random.fold_in(key, 6)
+
+
 def alignment_latents_key(seed: int, method: str):
   """The key ``factor_alignment`` draws its start latents with for ``method`` in an
   analysis with ``config.seed = seed``: a recorded alignment is re-computed with it."""
@@ -170,7 +175,7 @@ def discover_directions(trained: TrainedGenerator, config, key, out_dir: str
     mkey = method_key(key, method)
     d = discover_or_load(gen, config, method, mkey, out_dir, generator_fingerprint(trained))
     d = align_or_load(trained, d, config, jax.random.fold_in(mkey, 5), out_dir,
-                      jax.random.fold_in(key, 6), regressor)
+                      regressor_key(key), regressor)
     rows = dirs.summary_rows(d)
     for r, a in zip(rows, d.meta.get("alignment_rows", [])):
       r.update({k: v for k, v in a.items() if k not in ("direction", "name")})
