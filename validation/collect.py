@@ -115,7 +115,7 @@ def factor_traversal_figure(runs: str, model: str, results: dict, path: str) -> 
     d = dio.load_directions(os.path.join(runs, model, variant, "directions",
                                          "voynov_directions.npz"))
     vecs.append(d.vectors[[f"d{k}" for k in range(d.num_directions)].index(direction)])
-    labels.append(f"{factor} ({variant} {direction}: {score:.2f})")
+    labels.append(f"{factor} {score:.2f}")  # variant and direction: the table
   z0 = gen.sample_latents(jax.random.PRNGKey(7), 1)[0]
   shifts = (-18.0, -12.0, -6.0, 0.0, 6.0, 12.0, 18.0)
   grid = traversal_grid(gen, np.stack(vecs), z0, shifts)
