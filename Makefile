@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
+# pretrained: the CT path analyses the shipped validation DCGAN; tiny: trains it from scratch.
+DEMO_MODELS ?= pretrained
 # pytest-xdist workers for `make test` (auto: one per CPU core).  Whole test files go to
 # a worker (--dist loadfile), so each module fixture is built once; the conftest orders
 # the files, longest first, and --no-loadscope-reorder keeps that order.
@@ -21,7 +23,7 @@ $(VENV)/.installed-test: $(VENV)/.installed-core
 	touch $@
 
 demo: $(VENV)/.installed-core
-	$(PY) -m jaxlatent.demo --out $(DEMO_DIR)
+	$(PY) -m jaxlatent.demo --out $(DEMO_DIR) --models $(DEMO_MODELS)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder

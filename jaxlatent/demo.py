@@ -1,12 +1,15 @@
-"""``make demo``: the whole chain on phantoms with the tiny configs, in one command.
+"""``make demo``: the whole chain on phantoms, in one command.
 
-  python -m jaxlatent.demo --out runs/demo [--quick] [--paths=ct,ms,edits]
-      [--ms-model=stylegan2|dcgan|vae|none] [--malloc=retain|system]
+  python -m jaxlatent.demo --out runs/demo [--models=pretrained|tiny] [--quick]
+      [--paths=ct,ms,edits] [--ms-model=stylegan2|dcgan|vae|none] [--malloc=retain|system]
 
-1. CT path (Schön et al.): train the tiny DCGAN on thorax phantoms
-   (configs/dcgan_tiny.py), then ``analyze`` it with configs/analyze_ct_tiny.py: Voynov +
-   SeFa + GANSpace directions named by factor alignment, inversion of held-out phantom
-   subjects, traversal eigen-analysis, per-subject NIfTI maps, HTML report.
+1. CT path (Schön et al.).  ``--models=pretrained`` (default): analyse the 64 px DCGAN
+   of the validation study shipped in ``pretrained/dcgan_ct_64`` (docs/VALIDATION.md)
+   with the analysis config it was validated with; its Voynov, SeFa and GANSpace
+   directions (named by factor alignment) and its inverted held-out subjects ship with
+   it and are re-used, so the stage draws the traversal grids, runs the eigen-analysis
+   and writes the report.  ``--models=tiny``: train the tiny DCGAN on thorax phantoms
+   (configs/dcgan_tiny.py) and analyse it from scratch (configs/analyze_ct_tiny.py).
 2. MS path (Güllmar et al.): train the tiny StyleGAN2 on brain phantoms
    (configs/stylegan_tiny.py), project labelled held-out HC and MS subjects into W, fit
    the InterFaceGAN HC -> MS direction, traverse healthy subjects with alpha 0..50,
@@ -31,8 +34,11 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
+
+import ml_collections
 
 from jaxlatent import host
 from jaxlatent.config_cli import config_from_file
@@ -47,6 +53,11 @@ from jaxlatent.training import complete_train_config, train_and_evaluate
 DEMO_STYLEGAN_STEPS = 200
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The validation study's generators shipped in pretrained/ (docs/VALIDATION.md).
+PRETRAINED_CT = "dcgan_ct_64"
+PRETRAINED_MODELS = (PRETRAINED_CT,)
+MODEL_SOURCES = ("pretrained", "tiny")
 
 
 def load_config(name: str, complete):
@@ -117,6 +128,41 @@ class _Clock:
     return out
 
 
+def pretrained_folder(name: str) -> str:
+  """``pretrained/<name>`` of the repository (validation/ship.py writes it)."""
+  return os.path.join(_REPO, "pretrained", name)
+
+
+def pretrained_analysis_config(name: str, quick: bool):
+  """The analysis config the validation study ran on the shipped model (its caches fit it)."""
+  path = os.path.join(pretrained_folder(name), "analysis", "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path} does not exist: the repository's pretrained/{name} is "
+                      "incomplete (run with --models=tiny to train tiny models instead)")
+  with open(path) as f:
+    c = complete_study_config(ml_collections.ConfigDict(json.load(f)))
+  if quick:
+    c.traversal.alpha_num, c.traversal.max_subjects = 5, 1
+    c.report.scrubber_slices = 2
+  return c
+
+
+def _pretrained_ct_path(clock, reports, out, quick) -> tuple[str, str]:
+  """Analyses the shipped 64 px DCGAN, re-using its validation directions and codes."""
+  name = PRETRAINED_CT
+  src = pretrained_folder(name)
+  report_dir = os.path.join(out, name)
+  config = pretrained_analysis_config(name, quick)
+  # The shipped directions (with their factor alignment and regressor) and inverted codes
+  # carry the generator's fingerprint: run_analysis re-uses them instead of hours of
+  # discovery; a stale copy in the output is replaced.
+  shutil.copytree(os.path.join(src, "analysis"), report_dir, dirs_exist_ok=True)
+  os.remove(os.path.join(report_dir, "config.json"))
+  reports.append(clock(f"analyse the pretrained {name} (Voynov, SeFa, GANSpace)",
+                       run_analysis, config, src, report_dir))
+  return src, os.path.join(report_dir, "directions", "voynov_directions")
+
+
 def _ct_path(clock, reports, ct_dir, quick):
   config = train_config("dcgan_tiny", quick)
   # In 300 steps at 32 px the resample layers learn enough anatomy for Voynov to find
@@ -143,13 +189,17 @@ def _ms_path(clock, reports, out, quick, ms_model):
 
 
 def comparison_config(quick: bool, ct_dir: str | None, stylegan_dir: str | None,
-                      attr_dirs: dict[str, str]):
-  """configs/compare_edits_tiny.py on the demo's runs (a path not run is left out)."""
+                      attr_dirs: dict[str, str], ct_directions: str = ""):
+  """configs/compare_edits_tiny.py on the demo's runs (a path not run is left out).
+
+  ``ct_directions``: the DCGAN's direction file when it is not in ``<ct_dir>/report``.
+  """
   c = load_config("compare_edits_tiny", complete_study_config)
   c.brain.ifcvae_gan, c.brain.ssdaae = attr_dirs["ifcvae_brain"], attr_dirs["ssdaae_brain"]
   c.thorax.ifcvae_gan = attr_dirs["ifcvae_thorax"]
   c.brain.stylegan = stylegan_dir or ""
   c.thorax.dcgan = ct_dir or ""
+  c.thorax.dcgan_directions = ct_directions
   if quick:
     c.subjects.num_subjects, c.steps = 2, 3
     for kind in ("brain", "thorax"):
@@ -158,7 +208,7 @@ def comparison_config(quick: bool, ct_dir: str | None, stylegan_dir: str | None,
   return c
 
 
-def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir):
+def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, ct_directions=""):
   attr_dirs = {}
   for name, what in (("ifcvae_brain", "IFcVAE-GAN on brain phantoms (HC/MS)"),
                      ("ssdaae_brain", "SS-DAAE on brain phantoms (10% labels)"),
@@ -168,13 +218,21 @@ def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir):
           attr_dirs[name])
   reports.append(clock("compare attribute edits (one table, same subjects)",
                        run_edit_comparison,
-                       comparison_config(quick, ct_dir, stylegan_dir, attr_dirs),
+                       comparison_config(quick, ct_dir, stylegan_dir, attr_dirs,
+                                         ct_directions),
                        os.path.join(out, "edit_comparison")))
 
 
 def run_demo(out: str, quick: bool = False, ms_model: str = "stylegan2",
-             paths: tuple[str, ...] = ("ct", "ms", "edits")) -> dict:
-  """Runs the chosen ``paths`` into ``out``; returns {"reports": [...], "timing": [...]}."""
+             paths: tuple[str, ...] = ("ct", "ms", "edits"), models: str = "pretrained"
+             ) -> dict:
+  """Runs the chosen ``paths`` into ``out``; returns {"reports": [...], "timing": [...]}.
+
+  ``models='pretrained'``: the CT path analyses the shipped validation DCGAN
+  (pretrained/); ``'tiny'``: it trains the tiny DCGAN first.
+  """
+  if models not in MODEL_SOURCES:
+    raise ConfigError(f"--models={models!r}: choose {' or '.join(MODEL_SOURCES)}")
   if ms_model not in ("stylegan2", "dcgan", "vae", "none"):
     raise ConfigError(f"--ms-model={ms_model!r}: choose stylegan2, dcgan, vae or none")
   bad = [p for p in paths if p not in ("ct", "ms", "edits")]
@@ -185,20 +243,23 @@ def run_demo(out: str, quick: bool = False, ms_model: str = "stylegan2",
   clock = _Clock()
   reports = []
 
-  ct_dir = os.path.join(out, "ct_dcgan") if "ct" in paths else None
-  if ct_dir:
+  ct_dir, ct_directions = None, ""
+  if "ct" in paths and models == "pretrained":
+    ct_dir, ct_directions = _pretrained_ct_path(clock, reports, out, quick)
+  elif "ct" in paths:
+    ct_dir = os.path.join(out, "ct_dcgan")
     _ct_path(clock, reports, ct_dir, quick)
   if "ms" in paths and ms_model != "none":
     _ms_path(clock, reports, out, quick, ms_model)
   if "edits" in paths:
     stylegan_dir = (os.path.join(out, "ms_stylegan2")
                     if "ms" in paths and ms_model == "stylegan2" else None)
-    _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir)
+    _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, ct_directions)
 
   total = {"stage": "total", "wall_s": round(sum(r["wall_s"] for r in clock.rows), 1),
            "cpu_s": round(sum(r["cpu_s"] for r in clock.rows), 1)}
   result = {"reports": reports, "timing": clock.rows + [total], "quick": quick,
-            "ms_model": ms_model}
+            "ms_model": ms_model, "models": models}
   with open(os.path.join(out, "demo_timing.json"), "w") as f:
     json.dump(result, f, indent=2)
   return result
@@ -214,13 +275,17 @@ def main(argv: list[str] | None = None) -> int:
                       help="comma list of paths: ct, ms, edits (default: all three)")
   parser.add_argument("--ms-model", default="stylegan2",
                       help="model of the MS path: stylegan2 (default), dcgan, vae or none")
+  parser.add_argument("--models", default="pretrained",
+                      help="CT path: 'pretrained' (default) analyses the shipped 64 px "
+                      "validation DCGAN; 'tiny' trains the tiny DCGAN from scratch")
   parser.add_argument("--malloc", default="retain", help=host.MALLOC_HELP)
   args = parser.parse_args(argv)
   host.configure_malloc(args.malloc)  # before JAX starts its threads
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.ERROR)
   result = run_demo(args.out, quick=args.quick, ms_model=args.ms_model,
-                    paths=tuple(p.strip() for p in args.paths.split(",") if p.strip()))
+                    paths=tuple(p.strip() for p in args.paths.split(",") if p.strip()),
+                    models=args.models)
   print("\nstage timing (wall / CPU seconds):")
   for r in result["timing"]:
     print(f"  {r['stage']:<58} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f}")

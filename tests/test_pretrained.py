@@ -1,0 +1,75 @@
+"""The generators shipped in pretrained/ load, and reproduce the validation figures they record.
+
+Each ``pretrained/<name>/`` (validation/ship.py) holds an exported generator, the
+directions and factor regressor of its validation analysis and ``recorded.json``.
+Re-computing the factor alignment of the recorded best direction per factor from
+those files alone must give the recorded alignment: the shipped weights are the ones
+docs/VALIDATION.md measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxlatent import directions as dirs
+from jaxlatent.demo import PRETRAINED_MODELS
+from jaxlatent.studies import fingerprint as fp_lib
+from jaxlatent.studies.analysis import REGRESSOR_FILE, alignment_latents_key
+from jaxlatent.studies.generators import generator_fingerprint, load_generator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_SHIPPED_MIB = 30.0  # the repository's budget for every shipped generator together
+
+
+def _folder(name):
+  return os.path.join(ROOT, "pretrained", name)
+
+
+def test_shipped_models_fit_the_budget():
+  total = 0
+  for name in PRETRAINED_MODELS:
+    for d, _, files in os.walk(_folder(name)):
+      total += sum(os.path.getsize(os.path.join(d, f)) for f in files)
+  assert 0 < total <= MAX_SHIPPED_MIB * 2**20
+
+
+@pytest.mark.parametrize("name", PRETRAINED_MODELS)
+def test_shipped_generator_reproduces_its_recorded_alignment(name):
+  folder = _folder(name)
+  with open(os.path.join(folder, "recorded.json")) as f:
+    recorded = json.load(f)
+  with open(os.path.join(folder, "analysis", "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  trained = load_generator(folder, str(config.space))
+  fingerprint = generator_fingerprint(trained)
+  assert fingerprint["checkpoint_step"] == recorded["metrics"]["checkpoint_step"]
+  reg, _ = dirs.load_factor_regressor(os.path.join(folder, "analysis", "directions",
+                                                   REGRESSOR_FILE))
+  checked = 0
+  for method, best in recorded["best_alignment"].items():
+    d = dirs.load_directions(os.path.join(folder, "analysis", "directions",
+                                          f"{method}_directions"))
+    # The shipped directions belong to this generator (so the demo re-uses them).
+    assert fp_lib.to_jsonable(d.meta["fingerprint"]["generator"]) == \
+        fp_lib.to_jsonable(fingerprint)
+    factors = sorted(best)
+    index = [int(best[f]["direction"][1:]) for f in factors]  # "d17" -> 17
+    res = dirs.factor_alignment(
+        trained.generator, d.vectors[index], reg, tuple(config.alignment.shifts),
+        alignment_latents_key(int(config.seed), method),
+        num_latents=int(config.alignment.num_latents))
+    got = {f: (reg.factor_names[b], s) for f, b, s in zip(factors, res.best_factor, res.score)}
+    for f in factors:
+      assert got[f][0] == f, (method, f, got[f])
+      np.testing.assert_allclose(got[f][1], best[f]["alignment"], atol=2e-3,
+                                 err_msg=f"{name} {method} {f}")
+      checked += 1
+  assert checked >= 3
+  images = trained.generator(trained.generator.sample_latents(jax.random.PRNGKey(0), 2))
+  assert np.all(np.isfinite(np.asarray(images)))
