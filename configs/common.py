@@ -53,3 +53,18 @@ def tiny_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.fid_every = 150
   c.fid_num_samples = 128
   return c
+
+
+def validation_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """What every ``validate_*.py`` training config shares (docs/VALIDATION.md): 64x64
+  phantoms, 4096 training slices + 512 held out for the FD metric, checkpoints every
+  500 steps (a CPU run resumes close to where it stopped), two kept."""
+  c.image_size = 64
+  c.data.num_images = 4608
+  c.log_every = 50
+  c.ckpt_every = 500
+  c.keep_checkpoints = 2
+  c.sample_every = 1000
+  c.fid_every = 2000
+  c.fid_num_samples = 512
+  return c

@@ -11,21 +11,14 @@ of 4096 training slices).  On a GPU, configs/dcgan_ct.py is the paper scale.
 
 from __future__ import annotations
 
+from configs import common
 from configs import dcgan_ct
 
 
 def get_config():
-  c = dcgan_ct.get_config()
-  c.image_size = 64
+  c = common.validation_schedule(dcgan_ct.get_config())
   c.batch_size = 64
-  c.data.num_images = 4608  # 4096 training slices + 512 held out for the FD metric
   c.model.gen_channels = 256
   c.model.disc_channels = 256
   c.steps = 8000
-  c.log_every = 50
-  c.ckpt_every = 500
-  c.keep_checkpoints = 2
-  c.sample_every = 1000
-  c.fid_every = 2000
-  c.fid_num_samples = 512
   return c

@@ -10,20 +10,13 @@ on one CPU core in about 45 minutes: 64x64 slices, ``ch`` 16 (the reference's 64
 
 from __future__ import annotations
 
+from configs import common
 from configs import vae_ct
 
 
 def get_config():
-  c = vae_ct.get_config()
-  c.image_size = 64
+  c = common.validation_schedule(vae_ct.get_config())
   c.batch_size = 64
-  c.data.num_images = 4608  # 4096 training slices + 512 held out for the FD metric
   c.model.ch = 16
   c.steps = 4000
-  c.log_every = 50
-  c.ckpt_every = 500
-  c.keep_checkpoints = 2
-  c.sample_every = 1000
-  c.fid_every = 2000
-  c.fid_num_samples = 512
   return c

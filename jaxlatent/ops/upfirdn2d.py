@@ -154,32 +154,24 @@ def _depthwise(x: jax.Array, k: jax.Array, strides: tuple[int, int]) -> jax.Arra
       feature_group_count=c)
 
 
+def _resample_args(up: Scaling, down: Scaling, padding: Padding, f: Any):
+  """Parsed ``(up_x, up_y), (down_x, down_y), (px0, px1, py0, py1)`` and the filter array."""
+  fa = jnp.ones((1, 1), jnp.float32) if f is None else jnp.asarray(f, jnp.float32)
+  if fa.ndim not in (1, 2):
+    raise ValueError(f"filter of shape {fa.shape}: expected [taps] or [fh, fw]")
+  return _parse_scaling(up), _parse_scaling(down), _parse_padding(padding), fa
+
+
 def upfirdn2d_reference(x: jax.Array, f: Any = None, up: Scaling = 1, down: Scaling = 1,
               padding: Padding = 0, flip_filter: bool = False, gain: float = 1.0
               ) -> jax.Array:
   """:func:`upfirdn2d` by zero insertion and depthwise convolutions (the definition).
 
   Slower on XLA:CPU (depthwise convs and their gradients), kept as the reference the
-  polyphase form is tested against and for the cases it does not cover.
-
-  Args:
-    x: ``[N, H, W, C]``.
-    f: ``[fh, fw]`` or separable ``[taps]`` filter (e.g. from :func:`setup_filter`);
-      None = identity.
-    up, down: integer factors, or ``(x, y)``.
-    padding: zeros added around the upsampled image (negative values crop).
-    flip_filter: False = convolution with ``f``, True = correlation.
-    gain: overall signal scale (``f`` is scaled by ``gain ** (f.ndim / 2)``).
-
-  Returns:
-    ``[N, (H * up_y + py0 + py1 - fh) // down_y + 1, ..., C]``.
+  polyphase form is tested against and for the cases it does not cover.  Arguments
+  and result as :func:`upfirdn2d`.
   """
-  upx, upy = _parse_scaling(up)
-  downx, downy = _parse_scaling(down)
-  px0, px1, py0, py1 = _parse_padding(padding)
-  f = jnp.ones((1, 1), jnp.float32) if f is None else jnp.asarray(f, jnp.float32)
-  if f.ndim not in (1, 2):
-    raise ValueError(f"filter of shape {f.shape}: expected [taps] or [fh, fw]")
+  (upx, upy), (downx, downy), (px0, px1, py0, py1), f = _resample_args(up, down, padding, f)
   # Zero insertion (with the trailing up - 1 zeros of the reference) and the padding or
   # cropping are one lax.pad: interior padding inserts, negative edges crop.
   x = jax.lax.pad(x, jnp.zeros((), x.dtype),
@@ -287,12 +279,8 @@ def upfirdn2d(x: jax.Array, f: Any = None, up: Scaling = 1, down: Scaling = 1,
   Returns:
     ``[N, (H * up_y + py0 + py1 - fh) // down_y + 1, ..., C]``.
   """
-  upx, upy = _parse_scaling(up)
-  downx, downy = _parse_scaling(down)
-  px0, px1, py0, py1 = _parse_padding(padding)
-  fa = jnp.ones((1, 1), jnp.float32) if f is None else jnp.asarray(f, jnp.float32)
-  if fa.ndim not in (1, 2):
-    raise ValueError(f"filter of shape {fa.shape}: expected [taps] or [fh, fw]")
+  (upx, upy), (downx, downy), pad, fa = _resample_args(up, down, padding, f)
+  px0, px1, py0, py1 = pad
   fh, fw = (fa.shape[0],) * 2 if fa.ndim == 1 else fa.shape
   per_pixel = ((-(-fh // upy)) * (-(-fw // upx)) if fa.ndim == 2
                else max(-(-fh // upy), -(-fw // upx)))
