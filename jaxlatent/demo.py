@@ -156,8 +156,8 @@ def _pretrained_ct_path(clock, reports, out, quick) -> tuple[str, str]:
   # The shipped directions (with their factor alignment and regressor) and inverted codes
   # carry the generator's fingerprint: run_analysis re-uses them instead of hours of
   # discovery; a stale copy in the output is replaced.
-  shutil.copytree(os.path.join(src, "analysis"), report_dir, dirs_exist_ok=True)
-  os.remove(os.path.join(report_dir, "config.json"))
+  shutil.copytree(os.path.join(src, "analysis"), report_dir, dirs_exist_ok=True,
+                  ignore=shutil.ignore_patterns("config.json"))
   reports.append(clock(f"analyse the pretrained {name} (Voynov, SeFa, GANSpace)",
                        run_analysis, config, src, report_dir))
   return src, os.path.join(report_dir, "directions", "voynov_directions")

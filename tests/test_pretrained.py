@@ -18,30 +18,25 @@ import numpy as np
 import pytest
 
 from jaxlatent import directions as dirs
-from jaxlatent.demo import PRETRAINED_MODELS
+from jaxlatent.demo import PRETRAINED_MODELS, pretrained_folder
 from jaxlatent.studies import fingerprint as fp_lib
 from jaxlatent.studies.analysis import REGRESSOR_FILE, alignment_latents_key
 from jaxlatent.studies.generators import generator_fingerprint, load_generator
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_SHIPPED_MIB = 30.0  # the repository's budget for every shipped generator together
-
-
-def _folder(name):
-  return os.path.join(ROOT, "pretrained", name)
 
 
 def test_shipped_models_fit_the_budget():
   total = 0
   for name in PRETRAINED_MODELS:
-    for d, _, files in os.walk(_folder(name)):
+    for d, _, files in os.walk(pretrained_folder(name)):
       total += sum(os.path.getsize(os.path.join(d, f)) for f in files)
   assert 0 < total <= MAX_SHIPPED_MIB * 2**20
 
 
 @pytest.mark.parametrize("name", PRETRAINED_MODELS)
 def test_shipped_generator_reproduces_its_recorded_alignment(name):
-  folder = _folder(name)
+  folder = pretrained_folder(name)
   with open(os.path.join(folder, "recorded.json")) as f:
     recorded = json.load(f)
   with open(os.path.join(folder, "analysis", "config.json")) as f:

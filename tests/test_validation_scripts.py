@@ -11,9 +11,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from jaxlatent.config_cli import parse_config_flags  # noqa: E402
-from jaxlatent.studies.config import complete_study_config  # noqa: E402
-from validation import collect, run  # noqa: E402
+from validation import collect, run, ship  # noqa: E402
 
 
 def _literal(text):
@@ -32,10 +30,7 @@ def test_every_stage_parses_with_its_overrides():
     assert os.path.exists(os.path.join(ROOT, "configs", s.config)), s.config
     if s.script == "analyze.py":
       assert s.workdir in trains, s.name  # every analysis reads a run of the study
-      argv = s.argv("/runs")
-      config, _ = parse_config_flags(
-          ["analyze.py"] + [a for a in argv[2:] if not a.startswith(("--workdir", "--out"))],
-          [("workdir", None, ""), ("out", None, "")], complete=complete_study_config)
+      config = ship.effective_analysis_config(s)
       assert set(config.methods) <= {"voynov", "sefa", "ganspace", "interfacegan"}
       for o in s.overrides:  # each override reached the config, typed
         key, value = o.split("=", 1)

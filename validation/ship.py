@@ -19,6 +19,7 @@ Writes ``pretrained/<name>/``:
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -93,7 +94,6 @@ def ship(runs: str, stage_name: str, name: str, force: bool = False) -> str:
   try:
     export_generator(os.path.join(runs, stage.workdir), os.path.join(tmp, "g"))
     dest = os.path.join(tmp, "g", "analysis")
-    import glob  # pylint: disable=g-import-not-at-top
     for pattern in ANALYSIS_FILES:
       for src in glob.glob(os.path.join(folder, pattern)):
         rel = os.path.relpath(src, folder)
