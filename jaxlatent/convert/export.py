@@ -27,6 +27,7 @@ import os
 import shutil
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,7 +35,8 @@ import numpy as np
 
 from jaxlatent import atomic_io
 from jaxlatent.convert.pickle_reader import file_sha256
-from jaxlatent.convert.workdir import STATE_LAYOUT, _ABSENT, _get, place_variables
+from jaxlatent.convert.workdir import (STATE_LAYOUT, _ABSENT, _get, check_new_workdir,
+                                       place_variables)
 from jaxlatent.errors import CheckpointError, ConfigError
 from jaxlatent.training import checkpoint
 
@@ -97,21 +99,7 @@ def flat_arrays(variables: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _nest(flat: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
   """Inverse of :func:`flat_arrays`: nested dicts (list indices stay string keys, which
   :func:`jaxlatent.convert.workdir.place_variables` matches by name)."""
-  out: dict[str, Any] = {}
-  for key, value in flat.items():
-    node = out
-    *heads, last = key.split("/")
-    for h in heads:
-      node = node.setdefault(h, {})
-    node[last] = value
-  return out
-
-
-def _check_out(out: str | os.PathLike) -> str:
-  out = os.path.abspath(os.fspath(out))
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise ConfigError(f"--out {out} exists and is not empty: choose a new folder")
-  return out
+  return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 
 def export_generator(workdir: str, out: str, step: int | None = None) -> str:
@@ -130,7 +118,7 @@ def export_generator(workdir: str, out: str, step: int | None = None) -> str:
     CheckpointError: ``workdir`` has no such readable checkpoint.
   """
   workdir = os.path.abspath(os.fspath(workdir))
-  out = _check_out(out)
+  out = check_new_workdir(out, "--out")
   if out == workdir:
     raise ConfigError(f"--out {out} is the workdir itself: choose a new folder")
   model = str(checkpoint.load_run_config(workdir).model.get("name", ""))

@@ -166,11 +166,12 @@ def place_variables(state: Any, model_name: str, variables_by_network: dict[str,
   return state
 
 
-def check_new_workdir(out: str | os.PathLike) -> str:
-  """``out`` as an absolute path; raises ConfigError unless it is new or an empty folder."""
+def check_new_workdir(out: str | os.PathLike, flag: str = "--workdir") -> str:
+  """``out`` as an absolute path; raises ConfigError (naming ``flag``) unless it is new or
+  an empty folder."""
   out = os.path.abspath(os.fspath(out))
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise ConfigError(f"--workdir {out} exists and is not empty: choose a new folder")
+    raise ConfigError(f"{flag} {out} exists and is not empty: choose a new folder")
   return out
 
 
