@@ -280,38 +280,74 @@ def evaluate_rca(generator: Generator, params, key: jax.Array, config: VoynovCon
   return jax.lax.map(one, keys).mean()
 
 
-def _train_chunk(generator: Generator, state: VoynovState, config: VoynovConfig):
-  """``eval_every`` steps (lax.scan over :func:`train_step`), then held-out RCA."""
+def _keyed_train_step(generator: Generator, state: VoynovState, config: VoynovConfig):
+  """:func:`train_step` with the step's key derived from the state (restartable)."""
+  return train_step(generator, state, jax.random.fold_in(state.rng, state.step), config)
 
-  def body(s, _):
-    return train_step(generator, s, jax.random.fold_in(s.rng, s.step), config)
 
-  state, metrics = jax.lax.scan(body, state, None, length=config.eval_every)
-  metrics = jax.tree.map(jnp.mean, metrics)
-  metrics["rca"] = evaluate_rca(generator, state.params, state.eval_rng, config)
+def _held_out_rca(generator: Generator, state: VoynovState, config: VoynovConfig):
+  return evaluate_rca(generator, state.params, state.eval_rng, config)
+
+
+def _train_chunk(step: Callable, evaluate: Callable, generator: Generator, state, config):
+  """``eval_every`` steps, their mean metrics, then the held-out RCA.
+
+  The steps are a Python loop over one jitted step, not a ``lax.scan``: XLA:CPU
+  compiles the weight-gradient convolutions of a while-loop body with layouts it runs
+  without its fast convolution kernels (jax-ml/jax#12868), several times slower than
+  the same step alone.  Dispatch is asynchronous, so accelerators lose nothing.
+  """
+  history = []
+  for _ in range(config.eval_every):
+    state, metrics = step(generator, state, config)
+    history.append(metrics)
+  metrics = _stack_mean(history)
+  metrics["rca"] = evaluate(generator, state, config)
   metrics["step"] = state.step
   return state, metrics
 
 
+@jax.jit
+def _stack_mean(history: list) -> dict:
+  return jax.tree.map(lambda *m: jnp.mean(jnp.stack(m), axis=0), *history)
+
+
+@jax.jit
+def _stack(outputs: list):
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
+
+
 _init_jit = jax.jit(init_state, static_argnames=("config",))
-_chunk_jit = jax.jit(_train_chunk, static_argnames=("config",))
+_step_jit = jax.jit(_keyed_train_step, static_argnums=(2,))
+_eval_jit = jax.jit(_held_out_rca, static_argnums=(2,))
 RESTART_BATCHING = ("auto", "vmap", "map")
 _RESTART_AXIS = "restart"
-_RESTART_STAGES = {"init": init_state, "chunk": _train_chunk}
+_RESTART_STAGES = {"init": init_state, "step": _keyed_train_step, "eval": _held_out_rca}
 
 
 @functools.lru_cache(maxsize=None)
 def _restart_fn(stage: str, batching: str, devices: tuple | None) -> Callable:
   """``stage(generator, x, config)`` over a leading restart axis of ``x``, jitted.
 
-  'vmap': one batched program (fills an accelerator).  'map': ``lax.map``, the restarts
-  one after another inside one program; on a compute-bound CPU this is the faster
-  (vmapped convs with per-restart kernels become grouped convs, ~2.5x slower there).
-  ``devices``: the restart axis is split over them (``shard_map`` on a 1-D mesh; the
-  generator is replicated) and each device runs its share with ``batching``; None:
-  the default device runs them all.
+  'vmap': one batched program (fills an accelerator).  'map': the restarts one after
+  another; on a compute-bound CPU this is the faster (vmapped convs with per-restart
+  kernels become grouped convs, ~2.5x slower there).  On one device 'map' dispatches
+  the jitted single-restart stage once per restart (a ``lax.map`` loop body would hit
+  the slow loop convolutions of :func:`_train_chunk`); inside ``shard_map`` it is a
+  ``lax.map``.  ``devices``: the restart axis is split over them (``shard_map`` on a
+  1-D mesh; the generator is replicated) and each device runs its share with
+  ``batching``; None: the default device runs them all.
   """
   fn = _RESTART_STAGES[stage]
+  if batching == "map" and devices is None:
+    one = jax.jit(lambda g, xs, r, c: fn(g, jax.tree.map(lambda x: x[r], xs), c),
+                  static_argnums=(3,))
+
+    def each(g, xs, c):
+      n = jax.tree.leaves(xs)[0].shape[0]
+      return _stack([one(g, xs, r, c) for r in range(n)])
+
+    return each
   if batching == "vmap":
     local = jax.vmap(fn, in_axes=(None, 0, None))
   else:
@@ -447,7 +483,7 @@ def run_voynov(generator: Generator, config: VoynovConfig | Any, key: jax.Array,
   state = _init_jit(generator, key, config=config)
   history = []
   for _ in range(config.steps // config.eval_every):
-    state, metrics = _chunk_jit(generator, state, config=config)
+    state, metrics = _train_chunk(_step_jit, _eval_jit, generator, state, config)
     metrics = jax.device_get(metrics)
     _check_finite(metrics, metrics["step"])
     history.append(metrics)
@@ -470,10 +506,10 @@ def run_voynov_restarts(generator: Generator, config: VoynovConfig | Any, keys: 
                         batching: str = "auto",
                         devices: Sequence[jax.Device] | str | None = "auto",
                         ) -> RestartsResult:
-  """N independent runs as one program over ``keys [R]`` (init + steps).
+  """N independent runs over ``keys [R]`` (init + steps), batched by ``batching``.
 
-  ``batching``: 'vmap' (one batched program: accelerators), 'map' (``lax.map``, one
-  restart after another in one program: CPUs), 'auto' (map on CPU, else vmap).
+  ``batching``: 'vmap' (one batched program: accelerators), 'map' (one restart after
+  another: CPUs), 'auto' (map on CPU, else vmap).
   ``devices``: 'auto' (default) splits the restarts over all of this process's devices
   when there are several and they divide R (e.g. 8 restarts on a node of 8 GPUs: one
   each); a list of devices splits them over those (R must be a multiple of its
@@ -492,9 +528,10 @@ def run_voynov_restarts(generator: Generator, config: VoynovConfig | Any, keys: 
   spread_over = _restart_devices(devices, keys.shape[0])
   state = _restart_fn("init", batching, spread_over)(generator, keys, config)
   history = []
-  chunk = _restart_fn("chunk", batching, spread_over)
+  step = _restart_fn("step", batching, spread_over)
+  evaluate = _restart_fn("eval", batching, spread_over)
   for _ in range(config.steps // config.eval_every):
-    state, metrics = chunk(generator, state, config)
+    state, metrics = _train_chunk(step, evaluate, generator, state, config)
     metrics = jax.device_get(metrics)
     _check_finite(metrics, metrics["step"])
     history.append(metrics)
