@@ -6,15 +6,30 @@ It changes how fast the compiled code runs, not what it computes; the library it
 never sets it. Set before jax is imported; flags the caller already set are kept.
 """
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 _FAST_COMPILE = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
+
+# One persistent XLA compilation cache for the whole run: many tests (and the train.py /
+# analyze.py processes they start) compile the same tiny programs, which then compile
+# once.  The pytest-xdist controller makes it before its workers start (they inherit the
+# environment) and removes it at exit, so every run starts cold; set
+# JAX_COMPILATION_CACHE_DIR yourself to keep one between runs.
+if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache_dir = tempfile.mkdtemp(prefix="jaxlatent-tests-xla-cache-")
+  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # The modules that take longest (`--durations`), longest first.  Under pytest-xdist's
 # `--dist loadfile` (`make test`) each file goes whole to one worker in collection
