@@ -11,12 +11,13 @@ renders, and the shifts are filled one sample at a time).
 The frozen DCGAN is case 1's schedule at 64x64 with C = 128 at 4x4 (G's FLOPs / 16 of
 case 1's C = 512, which would make this case's many steps too long on a CPU).
 
-Restarts: ``run_voynov_restarts(keys[N])`` (one program on one device; ``batching``
-'vmap' and 'map' are both timed; with several devices, e.g. ``run.py --host-devices 2``
+Restarts: ``run_voynov_restarts(keys[N])`` on one device (``batching`` 'vmap', one
+vmapped program, and 'map', the jitted single-restart step dispatched per restart, are
+both timed; with several devices, e.g. ``run.py --host-devices 2``
 on a CPU, also spread over them: ``devices='auto'``, 'map' on CPU) vs N calls of
 ``run_voynov`` (same config: ``steps`` steps then one held-out RCA evaluation).  The
-speedup is sequential time / one-program time; the target is >= 0.8 N.  On a
-compute-bound CPU one program does the same FLOPs as the sequential runs, so expect
+speedup is sequential time / restarts time; the target is >= 0.8 N.  On a
+compute-bound CPU the restarts do the same FLOPs as the sequential runs, so expect
 ~1x there at best; the gain comes from filling an accelerator.
 """
 
@@ -156,7 +157,7 @@ def _restarts(ctx, gen, voynov, size, c4, k) -> list[dict[str, Any]]:
     rows.append({"case": "discovery", "variant": f"restarts_sequential_b{batch}",
                  "shape": shape, "what": f"{n} x run_voynov", **t["seq"].as_dict()})
     variants = [("vmap", "one vmapped program on one device (batching='vmap')"),
-                ("map", "lax.map in one program on one device (batching='map')")]
+                ("map", "one restart after another on one device (batching='map')")]
     if spread:
       variants.append(("spread", f"split over the {jax.device_count()} devices "
                                  "(devices='auto', batching='auto' on each)"))
