@@ -68,3 +68,21 @@ def test_shipped_generator_reproduces_its_recorded_alignment(name):
   assert checked >= 3
   images = trained.generator(trained.generator.sample_latents(jax.random.PRNGKey(0), 2))
   assert np.all(np.isfinite(np.asarray(images)))
+
+
+def test_alignment_metric_ceiling_on_exact_phantom_traversals():
+  """validation/ceiling.py: exact one-factor traversals scored by the shipped regressor
+  are led by their own factor, and the ceiling of every goal factor is well above the
+  0.8 goal once only the well-predicted factors count."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from validation import ceiling  # pylint: disable=g-import-not-at-top
+  reg, _ = dirs.load_factor_regressor(os.path.join(
+      pretrained_folder("dcgan_ct_64"), "analysis", "directions", REGRESSOR_FILE))
+  out = ceiling.one_factor_sweeps(reg, "thorax", 64, subjects=4, steps=5, seed=0, min_r2=0.9)
+  assert set(out) == set(reg.factor_names)
+  for factor in ("rotation", "body_width", "slice_position"):
+    assert out[factor]["best_factor"] == factor
+    assert 0.5 < out[factor]["alignment"] < out[factor]["alignment_kept"] <= 1.0
+    assert out[factor]["alignment_kept"] > 0.9
+  assert out["heart_size"]["alignment_kept"] is None  # R^2 0.28: not among the kept

@@ -90,3 +90,23 @@ def test_collect_takes_the_best_direction_per_factor_over_variants(tmp_path):
   collect.write_doc_tables(res, str(doc))
   text = doc.read_text()
   assert "old" not in text and "0.85 (proj_lenet_k100_s0, d1)" in text and text.endswith("b\n")
+
+
+def _fake_inversion(folder, error_mean, error_std):
+  folder.mkdir(parents=True)
+  (folder / "DONE").write_text("2026-01-01T00:00:00 60s\n")
+  (folder / "metrics.json").write_text(json.dumps(
+      {"checkpoint_step": 8000, "methods": [],
+       "inversion": {"num_images": 32, "error_mean": error_mean, "error_std": error_std}}))
+
+
+def test_collect_compares_heldout_and_training_subject_inversions(tmp_path):
+  _fake_inversion(tmp_path / "dcgan_ct" / "proj_lenet_k100_s0", 0.003, 0.001)
+  _fake_inversion(tmp_path / "dcgan_ct" / run.TRAINING_SUBJECTS, 0.0025, 0.0005)
+  _fake_inversion(tmp_path / "vae_ct" / "proj_lenet_k100_s0", 0.01, 0.002)
+  res = collect.collect(str(tmp_path))
+  table = collect.inversion_table(res)
+  assert ("| dcgan_ct | 0.0030 +- 0.0010 (32) | 0.0025 +- 0.0005 (32) | 1.20 | <= 1.5 | yes |"
+          in table)
+  assert "| vae_ct | 0.0100 +- 0.0020 (32) | pending | n/a | <= 1.5 | n/a |" in table
+  assert res["metric"] == {"dcgan_ct": None, "vae_ct": None}  # no regressor saved: no check

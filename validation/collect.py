@@ -24,13 +24,14 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run as a script from anywhere: the repo's jaxlatent and validation
 
-from validation.run import VOYNOV_VARIANTS  # noqa: E402  pylint: disable=g-import-not-at-top
+from validation.run import TRAINING_SUBJECTS, VOYNOV_VARIANTS  # noqa: E402  pylint: disable=g-import-not-at-top
 
 CT_MODELS = ("dcgan_ct", "vae_ct")
 CT_FACTORS = ("rotation", "body_width", "breast_size", "slice_position", "lung_size",
               "heart_size")
 ALIGNMENT_GOAL = 0.8  # issue goal: one direction per factor with alignment >= 0.8
 GOAL_FACTORS = ("rotation", "body_width", "slice_position")
+INVERSION_GOAL = 1.5  # held-out error at most this times the training subjects' error
 FIG_DIR = os.path.join(REPO, "docs", "validation")
 DOC = os.path.join(REPO, "docs", "VALIDATION.md")
 
@@ -80,6 +81,40 @@ def ct_analysis(folder: str) -> dict | None:
     out["regressor_val_r2"] = meta.get("regressor_val_r2", out.get("regressor_val_r2"))
   out["inversion"] = m.get("inversion", {})
   out["eigen"] = m.get("eigen", {})
+  return out
+
+
+METRIC_MIN_R2 = 0.9  # factors the regressor predicts this well count in the re-scoring
+
+
+def metric_check(runs: str, model: str) -> dict | None:
+  """What the alignment metric can reach on ``model``'s analyses (validation/ceiling.py):
+  its ceiling on exact one-factor phantom traversals (with the first finished
+  variant's regressor), and every finished variant's directions re-scored over the
+  factors the regressor predicts with R^2 >= METRIC_MIN_R2."""
+  from jaxlatent import directions as dirs  # pylint: disable=g-import-not-at-top
+  from validation import ceiling, run, ship  # pylint: disable=g-import-not-at-top
+  stages = {s.name: s for s in run.stages()}
+  out = None
+  for variant, _ in VOYNOV_VARIANTS:
+    stage = stages[f"{model}/{variant}"]
+    folder = os.path.join(runs, stage.folder)
+    reg_path = os.path.join(folder, "directions", "factor_regressor.npz")
+    if not (os.path.exists(os.path.join(folder, "DONE")) and os.path.exists(reg_path)):
+      continue
+    cfg = ship.effective_analysis_config(stage)
+    size = int(_json(os.path.join(runs, stage.workdir, "config.json"))["image_size"])
+    reg, _ = dirs.load_factor_regressor(reg_path)
+    if out is None:
+      out = {"regressor_from": variant, "min_r2": METRIC_MIN_R2,
+             "val_r2": dict(zip(reg.factor_names, map(float, np.asarray(reg.val_r2)))),
+             "ceiling": ceiling.one_factor_sweeps(reg, "thorax", size, 16, 7,
+                                                  0, METRIC_MIN_R2),
+             "restricted": {}}
+    out["restricted"][variant] = ceiling.restricted_alignment(
+        reg, os.path.join(folder, "directions"), os.path.join(runs, stage.workdir),
+        str(cfg.space), METRIC_MIN_R2, tuple(cfg.alignment.shifts),
+        int(cfg.alignment.num_latents), int(cfg.seed), 0.5)
   return out
 
 
@@ -170,6 +205,11 @@ def collect(runs: str) -> dict:
     res["ct"][model] = {variant: ct_analysis(os.path.join(runs, model, variant))
                         for variant, _ in VOYNOV_VARIANTS}
   res["ms"] = ms_analysis(os.path.join(runs, "stylegan_brain", "ms"))
+  res["metric"] = {model: metric_check(runs, model) for model in CT_MODELS}
+  res["inversion"] = {model: {
+      "heldout": (res["ct"][model][VOYNOV_VARIANTS[0][0]] or {}).get("inversion"),
+      "training": (ct_analysis(os.path.join(runs, model, TRAINING_SUBJECTS)) or {}).get(
+          "inversion")} for model in CT_MODELS}
   return res
 
 
@@ -208,6 +248,57 @@ def ct_table(res: dict) -> str:
       met = ("-" if factor not in GOAL_FACTORS else
              ("yes" if best_score is not None and best_score >= ALIGNMENT_GOAL else "no"))
       lines.append(f"| {model} | {factor} | " + " | ".join(cells) + f" | {goal} | {met} |")
+  return "\n".join(lines)
+
+
+def metric_table(res: dict) -> str:
+  """Per model and goal factor: the regressor's R^2, the metric's ceiling over all
+  factors and over the well-predicted ones, and the best directions re-scored."""
+  lines = ["| model | factor | regressor R^2 | ceiling, all factors | ceiling, R^2 >= "
+           f"{METRIC_MIN_R2} | Voynov best, R^2 >= {METRIC_MIN_R2} (variant, direction; all "
+           "factors) | SeFa | GANSpace |", "|---|---|---|---|---|---|---|---|"]
+  for model in CT_MODELS:
+    m = (res.get("metric") or {}).get(model)
+    if not m:
+      lines.append(f"| {model} | (analyses pending) | | | | | | |")
+      continue
+    for factor in GOAL_FACTORS:
+      c = m["ceiling"][factor]
+      cells = []
+      for method in ("voynov", "sefa", "ganspace"):
+        found = [(b[factor]["alignment_kept"], v, b[factor]["direction"],
+                  b[factor]["alignment_all"])
+                 for v, r in m["restricted"].items()
+                 for b in [r["methods"].get(method, {})] if factor in b]
+        if not found:
+          cells.append("none")
+          continue
+        kept, variant, d, full = max(found)
+        cells.append(f"{kept:.2f} ({variant}, {d}; {full:.2f})" if method == "voynov"
+                     else f"{kept:.2f} ({d}; {full:.2f})")
+      lines.append(f"| {model} | {factor} | {m['val_r2'][factor]:.3f} | {c['alignment']:.2f} | "
+                   f"{_fmt(c['alignment_kept'])} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def inversion_table(res: dict) -> str:
+  """Per model: inversion error (masked pixel MSE) on held-out against training subjects."""
+  lines = ["| model | held-out subjects: error mean +- std (images) | training subjects | "
+           "held-out / training | goal | met |", "|---|---|---|---|---|---|"]
+  for model in CT_MODELS:
+    inv = (res.get("inversion") or {}).get(model) or {}
+    cells, means = [], []
+    for which in ("heldout", "training"):
+      e = inv.get(which)
+      if not e:
+        cells.append("pending")
+        continue
+      cells.append(f"{e['error_mean']:.4f} +- {e['error_std']:.4f} ({e['num_images']})")
+      means.append(e["error_mean"])
+    ratio = f"{means[0] / means[1]:.2f}" if len(means) == 2 else "n/a"
+    met = ("n/a" if len(means) < 2 else
+           ("yes" if means[0] <= INVERSION_GOAL * means[1] else "no"))
+    lines.append(f"| {model} | {cells[0]} | {cells[1]} | {ratio} | <= {INVERSION_GOAL} | {met} |")
   return "\n".join(lines)
 
 
@@ -257,7 +348,8 @@ def write_doc_tables(res: dict, doc: str = DOC) -> None:
     return
   with open(doc) as f:
     text = f.read()
-  blocks = {"ct": ct_table(res), "voynov": voynov_table(res), "ms": ms_table(res),
+  blocks = {"ct": ct_table(res), "voynov": voynov_table(res), "metric": metric_table(res),
+            "inversion": inversion_table(res), "ms": ms_table(res),
             "provenance": (f"Figures collected {res['date']} at commit {res['commit']} on "
                            f"{res['machine']}.")}
   for name, body in blocks.items():
@@ -283,7 +375,7 @@ def main(argv: list[str]) -> int:
   with open(os.path.join(REPO, "validation", "results.json"), "w") as f:
     json.dump(res, f, indent=1, sort_keys=True)
   write_doc_tables(res)
-  print(ct_table(res), voynov_table(res), ms_table(res), sep="\n\n")
+  print(ct_table(res), voynov_table(res), metric_table(res), inversion_table(res), ms_table(res), sep="\n\n")
   return 0
 
 

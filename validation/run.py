@@ -71,6 +71,9 @@ VOYNOV_VARIANTS = (
 )
 
 
+TRAINING_SUBJECTS = "inversion_training_subjects"
+
+
 def stages() -> list[Stage]:
   """The study in the order it runs (trainings first: analyses need their generators)."""
   out = [
@@ -89,6 +92,12 @@ def stages() -> list[Stage]:
       out.append(Stage(f"{model}/{variant}", "analyze.py", "validate_analyze_ct.py",
                        f"{model}/{variant}", workdir=model,
                        overrides=overrides + (methods,)))
+  for model in ("dcgan_ct", "vae_ct"):
+    # Creswell et al.: the same inversion on subjects of the training population (the
+    # variants invert held-out subjects); SeFa only, the analysis needs one method.
+    out.append(Stage(f"{model}/{TRAINING_SUBJECTS}", "analyze.py", "validate_analyze_ct.py",
+                     f"{model}/{TRAINING_SUBJECTS}", workdir=model,
+                     overrides=("images.seed_offset=0", "methods=('sefa',)")))
   return out
 
 
