@@ -98,3 +98,21 @@ def test_phantom_images_are_normalised_like_the_data_pipeline():
   assert images.shape == (4, 16, 16, 1)
   ref = intensity.window_ct(np.asarray(phantoms.render("thorax", f, 16, jax.random.key(1))))
   np.testing.assert_allclose(images[..., 0], ref, atol=1e-6)  # HU [-1000, 2000] -> [-1, 1]
+
+
+def test_display_order_puts_the_best_aligned_direction_per_factor_first():
+  from jaxlatent.directions import Directions, in_display_order  # pylint: disable=g-import-not-at-top
+  rows = [{"direction": f"d{k}", "name": n, "best_factor": f, "alignment": a}
+          for k, (n, f, a) in enumerate([("d0", "lung_size", 0.3), ("rotation", "rotation", 0.6),
+                                         ("slice_position", "slice_position", 0.9),
+                                         ("rotation", "rotation", 0.7), ("d4", "rotation", 0.2)])]
+  vecs = np.eye(5, dtype=np.float32)
+  d = Directions(vecs, "voynov", names=[r["name"] for r in rows], meta={"alignment_rows": rows})
+  shown = in_display_order(d)
+  assert shown.meta["display_order"] == [2, 3, 0, 1, 4]
+  assert shown.names == ["slice_position (d2)", "rotation (d3)", "d0", "rotation (d1)", "d4"]
+  np.testing.assert_array_equal(shown.vectors, vecs[[2, 3, 0, 1, 4]])
+  assert [r["direction"] for r in shown.meta["alignment_rows"]] == ["d2", "d3", "d0", "d1", "d4"]
+  assert d.names[1] == "rotation" and "display_order" not in d.meta  # the original is kept
+  plain = Directions(vecs, "sefa")
+  assert in_display_order(plain) is plain  # no alignment (real data): unchanged

@@ -8,7 +8,7 @@ StyleGAN in z / w / w+, a user's Flax module) and returns a :class:`Directions` 
 
 from jaxlatent.directions.alignment import (AlignmentResult, FactorCNN, FactorRegressor,
                                             disentanglement_scores, factor_alignment,
-                                            load_factor_regressor, phantom_images,
+                                            in_display_order, load_factor_regressor, phantom_images,
                                             save_factor_regressor, train_factor_regressor,
                                             train_phantom_regressor)
 from jaxlatent.directions.ganspace import ganspace, pca
@@ -35,7 +35,7 @@ from jaxlatent.directions.voynov import (RestartsResult, VoynovConfig, VoynovRes
 __all__ = [
     "AlignmentResult", "Boundary", "condition_direction", "Deformator", "deformator_directions",
     "DEFORMATOR_KINDS", "direction_recurrence", "Directions", "discover",
-    "disentanglement_scores", "evaluate_rca", "factor_alignment", "FactorCNN",
+    "disentanglement_scores", "evaluate_rca", "factor_alignment", "FactorCNN", "in_display_order",
     "FactorRegressor", "find_kernels", "first_dense_kernel", "fit_boundary", "fit_linear_svc",
     "ganspace", "LinearSVC", "ReferenceLeNet", "ReferenceResNet", "sefa_edit",
     "train_boundary",

@@ -176,6 +176,34 @@ class AlignmentResult:
     return dataclasses.replace(directions, names=list(self.names), scores=scores)
 
 
+def in_display_order(directions: Directions) -> Directions:
+  """A view of ``directions`` for reports: the best-aligned direction of each named
+  factor first (highest alignment first), then the others in saved order.
+
+  A direction named by its factor is labelled ``"<factor> (d<k>)"`` (k: its saved
+  index), so several directions of one factor stay distinct.  ``meta["display_order"]``
+  maps each position to the saved index; the alignment rows follow the new order.
+  Without factor alignment (real data) the directions come back unchanged.  Never save
+  the view: the saved files keep the discovery's order.
+  """
+  rows = directions.meta.get("alignment_rows")
+  if not rows or len(rows) != directions.num_directions:
+    return directions
+  best: dict[str, int] = {}
+  for i, r in enumerate(rows):
+    if r["name"] == r["best_factor"]:
+      f = r["best_factor"]
+      if f not in best or r["alignment"] > rows[best[f]]["alignment"]:
+        best[f] = i
+  first = sorted(best.values(), key=lambda i: -rows[i]["alignment"])
+  order = first + [i for i in range(len(rows)) if i not in best.values()]
+  names = [f"{directions.names[i]} (d{i})" if directions.names[i] != f"d{i}"
+           else directions.names[i] for i in order]
+  meta = dict(directions.meta, alignment_rows=[rows[i] for i in order], display_order=order)
+  return dataclasses.replace(directions, vectors=directions.vectors[order], names=names,
+                             meta=meta)
+
+
 def _entropy(p, axis, base):
   p = np.clip(p, 1e-12, 1.0)
   return -(p * np.log(p)).sum(axis) / np.log(base)

@@ -180,6 +180,10 @@ def discover_directions(trained: TrainedGenerator, config, key, out_dir: str
     for r, a in zip(rows, d.meta.get("alignment_rows", [])):
       r.update({k: v for k, v in a.items() if k not in ("direction", "name")})
     dirs.write_table(os.path.join(out_dir, f"{method}_summary"), rows)
+    # The report and the eigen-analysis show the best-aligned direction per factor
+    # first; the saved files keep the discovery's order.
+    d = dirs.in_display_order(d)
+    rows = [rows[i] for i in d.meta.get("display_order", range(len(rows)))]
     k_grid = min(d.num_directions, int(config.report.grid_directions))
     # SeFa in w+ edits every chosen layer by the distance (the reference's per-layer
     # addition): a shift of distance * distance_scale along the unit w+ vector.
@@ -398,7 +402,8 @@ def fit_supervised(gen, config, dataset, inv: InvertedSlices, key, out_dir: str,
 
 def traverse_and_eigen(gen, found: dict[str, Any], inv: InvertedSlices, masks: np.ndarray,
                        labels, config) -> Eigen:
-  """Traverses each method's first directions from the selected codes; eigen-analysis."""
+  """Traverses each method's first directions (in display order: the best-aligned per
+  factor first) from the selected codes; eigen-analysis."""
   t = config.traversal
   alphas = np.linspace(float(t.alpha_start), float(t.alpha_stop),
                        int(t.alpha_num)).astype(np.float32)

@@ -156,8 +156,10 @@ def _directions_section(out, config, r, metrics) -> Section:
     dirs.save_traversal_grid(os.path.join(out, f"traversal_{method}.png"), f.grid,
                              d.names[:k_grid], [f"{s:+g}" for s in shifts],
                              title=f"{method} on {gen.name}")
+    first = ("the best-aligned direction per factor first" if "display_order" in d.meta
+             else "in saved order")
     sec.figures.append((f"traversal_{method}.png",
-                        f"{method}: first {k_grid} of {d.num_directions} directions"))
+                        f"{method}: {k_grid} of {d.num_directions} directions ({first})"))
     m = {"num_directions": d.num_directions}
     if method == "voynov":
       curve = d.scores.get("rca_curve")
@@ -360,7 +362,8 @@ def _summary_section(out, config, r) -> Section:
     analysed["interfacegan"] = r.supervised.directions
   summary = []
   for method, d in analysed.items():
-    summary += [{"method": method, "index": i, "name": d.names[i],
+    order = d.meta.get("display_order", range(d.num_directions))
+    summary += [{"method": method, "index": int(order[i]), "name": d.names[i],
                  **({"rca": finite_or_none(d.scores.get("rca", float("nan")))}
                     if method == "voynov" else {}),
                  **({"alignment": float(d.meta["alignment_rows"][i]["alignment"])}
