@@ -10,10 +10,11 @@ subsets are nested (one uniform per training index: example ``i`` is labelled if
 
 Next to each SS-DAAE run, a supervised baseline (``config.supervised``, on by
 default) trains on exactly the same labelled images: the SS-DAAE's own encoder and
-class head (same architecture, same initial weights, same input corruption, same
-Adam), with cross-entropy on the labelled images only: no decoder, no reconstruction,
-no adversaries, no unlabelled images (:func:`supervised_accuracy`).  It is scored by
-the same function on the same held-out slices, so the gap between the two columns is
+class head (same architecture, initial weights, input corruption, seed, steps and
+Adam, unless ``supervised.steps`` / ``supervised.lr`` say otherwise) with
+cross-entropy on the labelled images only: no decoder, no reconstruction, no
+adversaries, no unlabelled images (:func:`supervised_accuracy`).  It is scored by the
+same function on the same held-out slices, so the gap between the two columns is
 what the unlabelled images and the autoencoder's terms add.
 
 Outputs in ``out_dir``: ``label_fraction.json`` (settings and one row per fraction:
@@ -27,9 +28,10 @@ outputs (:func:`jaxlatent.studies.report.write_label_fraction`).  The experiment
 building blocks live here too: :func:`probe_attribute` (how much attribute
 information a code carries) and :func:`majority_rate` (chance level).
 
-The runs share one compiled step and run one after another: vmapping the step over
-fractions (stacked states, per-fraction labelled flags) compiled about 3x slower and
-ran each step about 1.7x slower per fraction on CPU (tiny 32 px config, 4 fractions).
+The runs share one compiled step (the baselines another) and run one after another:
+vmapping the step over fractions (stacked states, per-fraction labelled flags)
+compiled about 3x slower and ran each step about 1.7x slower per fraction on CPU
+(tiny 32 px config, 4 fractions).
 """
 
 from __future__ import annotations

@@ -532,8 +532,9 @@ def write_label_fraction(out: str, config, rows: list[dict], classes: list[str],
                "corruption, seed and held-out slices; n/a: no labelled image).\n")
   md_path = os.path.join(out, "label_fraction.md")
   atomic_io.atomic_write_text(md_path, "".join([
-      f"# SS-DAAE head accuracy vs labelled fraction ({config.data.source}, "
-      f"label '{config.data.label_column}')\n\n",
+      f"# SS-DAAE head accuracy vs labelled fraction"
+      f"{'' if supervised is None else ', next to a supervised baseline'} "
+      f"({config.data.source}, label '{config.data.label_column}')\n\n",
       f"{int(config.steps)} steps per fraction, batch {int(config.batch_size)}, "
       f"{num_train} training slices; accuracy on {num_heldout} slices of held-out "
       f"subjects.\n\n",
