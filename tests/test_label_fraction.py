@@ -15,8 +15,9 @@ sys.path.insert(0, ROOT)
 
 from configs import label_fraction_brain, label_fraction_brain_tiny  # noqa: E402  pylint: disable=g-import-not-at-top
 from jaxlatent.studies import report  # noqa: E402
-from jaxlatent.studies.label_fraction import (labelled_batch_indices,  # noqa: E402
-                                              run_label_fraction)
+from jaxlatent.studies.label_fraction import (SupervisedSettings,  # noqa: E402
+                                              labelled_batch_indices, run_label_fraction,
+                                              supervised_adam, supervised_settings)
 from jaxlatent.errors import ConfigError, DataError  # noqa: E402
 from jaxlatent.training.defaults import complete_train_config  # noqa: E402
 from jaxlatent.models import ssdaae as ssd  # noqa: E402
@@ -160,3 +161,14 @@ def test_configs_name_the_task():
     assert c.heldout.seed_offset > 0
     assert c.supervised.enabled and c.supervised.steps == 0 and c.supervised.lr == 0.0
   assert np.isclose(label_fraction_brain.get_config().steps, 30 * 4096 // 64)
+
+
+def test_supervised_settings_and_learning_rate():
+  c = complete_train_config(label_fraction_brain_tiny.get_config())
+  assert supervised_settings(c) == SupervisedSettings(enabled=True, steps=0, lr=0.0)
+  assert supervised_adam(c)["lr"] == c.optim.lr == 3e-4  # the SS-DAAE autoencoder's Adam
+  c.supervised.update(enabled=False, steps=50, lr=1e-3)
+  assert supervised_settings(c) == SupervisedSettings(enabled=False, steps=50, lr=1e-3)
+  assert supervised_adam(c)["lr"] == 1e-3 and supervised_adam(c)["b1"] == c.optim.b1
+  del c["supervised"]  # a config written before the baseline: the defaults
+  assert supervised_settings(c) == SupervisedSettings()
