@@ -26,4 +26,8 @@ def get_config():
   c.heldout = ml_collections.ConfigDict()
   c.heldout.seed_offset = 1000  # held-out population seed = data.seed + seed_offset
   c.heldout.num_images = 512
+  c.supervised = ml_collections.ConfigDict()
+  c.supervised.enabled = True
+  c.supervised.steps = 0  # 0 = as many steps as each SS-DAAE run
+  c.supervised.lr = 0.0  # 0 = the SS-DAAE autoencoder's Adam learning rate (3e-4)
   return c

@@ -8,9 +8,19 @@ with ``data.seed + heldout.seed_offset``, never seen in training.  The labelled
 subsets are nested (one uniform per training index: example ``i`` is labelled iff
 ``u_i < fraction``, :func:`jaxlatent.models.ssdaae.labelled_mask`).
 
+Next to each SS-DAAE run, a supervised baseline (``config.supervised``, on by
+default) trains on exactly the same labelled images: the SS-DAAE's own encoder and
+class head (same architecture, initial weights, input corruption, seed, steps and
+Adam, unless ``supervised.steps`` / ``supervised.lr`` say otherwise) with
+cross-entropy on the labelled images only: no decoder, no reconstruction, no
+adversaries, no unlabelled images (:func:`supervised_accuracy`).  It is scored by the
+same function on the same held-out slices, so the gap between the two columns is
+what the unlabelled images and the autoencoder's terms add.
+
 Outputs in ``out_dir``: ``label_fraction.json`` (settings and one row per fraction:
-fraction, labelled images, held-out accuracy, chance = the held-out majority-class
-rate) and ``label_fraction.md`` (the same rows as a Markdown table).
+fraction, labelled images, SS-DAAE held-out accuracy, supervised held-out accuracy,
+chance = the held-out majority-class rate) and ``label_fraction.md`` (the same rows as
+a Markdown table).
 
 Read :func:`run_label_fraction` top to bottom: check the config, load the phantom
 sets, train and score per fraction (:func:`accuracy_vs_label_fraction`), write the
@@ -18,13 +28,15 @@ outputs (:func:`jaxlatent.studies.report.write_label_fraction`).  The experiment
 building blocks live here too: :func:`probe_attribute` (how much attribute
 information a code carries) and :func:`majority_rate` (chance level).
 
-The runs share one compiled step and run one after another: vmapping the step over
-fractions (stacked states, per-fraction labelled flags) compiled about 3x slower and
-ran each step about 1.7x slower per fraction on CPU (tiny 32 px config, 4 fractions).
+The runs share one compiled step (the baselines another) and run one after another:
+vmapping the step over fractions (stacked states, per-fraction labelled flags)
+compiled about 3x slower and ran each step about 1.7x slower per fraction on CPU
+(tiny 32 px config, 4 fractions).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import os
 import time
@@ -43,10 +55,14 @@ from jaxlatent.models import ssdaae
 from jaxlatent import atomic_io
 from jaxlatent.studies import artifacts, report
 from jaxlatent.training.defaults import complete_train_config
+from jaxlatent.training.optim import adam, adam_settings, apply_gradients
 from jaxlatent.training.trainers.ssdaae import make_ssdaae_trainer
+from jaxlatent.training.trainers.state import TrainState, first_state, float32_metrics
 
 TASK = "label_fraction"
 PHANTOM_SOURCES = ("phantom_brain", "phantom_thorax")
+SUPERVISED_CLASSIFIER = ("the SS-DAAE's encoder and class head, trained with cross-entropy "
+                         "on the labelled images only")
 
 
 def _log(msg: str) -> None:
@@ -64,7 +80,8 @@ def validate_label_fraction_config(config: ml_collections.ConfigDict) -> tuple[f
 
   Needs ``task='label_fraction'``, an 'ssdaae' ``model``, a phantom ``data.source``
   with a ``data.label_column``, ``fractions`` (numbers in [0, 1]), ``steps``,
-  ``batch_size``, ``seed``, ``image_size`` and ``heldout.{seed_offset, num_images}``.
+  ``batch_size``, ``seed``, ``image_size`` and ``heldout.{seed_offset, num_images}``;
+  optional ``supervised.{enabled, steps, lr}`` (:func:`supervised_settings`).
   """
   if config.get("task", None) != TASK:
     raise ConfigError(f"config.task={config.get('task', None)!r}: expected {TASK!r}")
@@ -100,9 +117,49 @@ def validate_label_fraction_config(config: ml_collections.ConfigDict) -> tuple[f
   if not config.data.get("label_column", ""):
     raise ConfigError("config.data.label_column is empty: set the class label, e.g. 'group' "
                       "(HC/MS) for the brain phantom")
+  supervised_settings(config)
   validate_data_config(config.data, config.image_size)
   make_ssdaae_trainer(config)  # model fields (widths, weights, corruption)
   return tuple(float(f) for f in fractions)
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedSettings:
+  """The supervised baseline of the study (``config.supervised``).
+
+  Attributes:
+    enabled: train the baseline next to each SS-DAAE run.
+    steps: its training steps; 0 = as many as the SS-DAAE runs.
+    lr: its Adam learning rate; 0 = the SS-DAAE autoencoder's (``optim.g_lr``, else
+      ``optim.lr``).  The other Adam settings are always the autoencoder's.
+  """
+
+  enabled: bool = True
+  steps: int = 0
+  lr: float = 0.0
+
+
+def supervised_settings(config: ml_collections.ConfigDict) -> SupervisedSettings:
+  """The checked ``config.supervised`` (defaults when the config has none)."""
+  node = config.get("supervised", None)
+  if node is None:
+    return SupervisedSettings()
+  if not isinstance(node, ml_collections.ConfigDict):
+    raise ConfigError(f"config.supervised={node!r}: expected a block with enabled, steps, lr")
+  unknown = sorted(set(node.keys()) - {f.name for f in dataclasses.fields(SupervisedSettings)})
+  if unknown:
+    raise ConfigError(f"config.supervised.{unknown[0]}: unknown key (expected enabled, steps, "
+                      "lr)")
+  enabled = node.get("enabled", True)
+  if not isinstance(enabled, bool):
+    raise ConfigError(f"config.supervised.enabled={enabled!r}: must be True or False")
+  steps = _int_at_least("config.supervised.steps", node.get("steps", 0), 0)
+  lr = node.get("lr", 0.0)
+  if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not np.isfinite(lr) \
+      or lr < 0:
+    raise ConfigError(f"config.supervised.lr={lr!r}: must be a number >= 0 (0 = the SS-DAAE's "
+                      "learning rate)")
+  return SupervisedSettings(enabled=enabled, steps=steps, lr=float(lr))
 
 
 def _datasets(config: ml_collections.ConfigDict, out: str):
@@ -150,15 +207,26 @@ def run_label_fraction(config: ml_collections.ConfigDict, out_dir: str) -> str:
     _log(f"{len(x_train)} training slices, {len(x_test)} held-out slices (population seed "
          f"{int(config.data.seed) + int(config.heldout.seed_offset)}), classes {classes}; "
          f"fractions {list(fractions)}, {int(config.steps)} steps each")
+    sup = supervised_settings(config)
 
     def log_row(row):
+      baseline = ""
+      if row.get("supervised_accuracy") is not None:
+        baseline = (f", supervised {row['supervised_accuracy']:.3f} "
+                    f"({row['supervised_seconds']:.0f} s)")
       _log(f"fraction {row['fraction']:g}: {row['num_labelled']} labelled, held-out accuracy "
-           f"{row['accuracy']:.3f} (chance {row['chance']:.3f}), {row['seconds']:.0f} s")
+           f"{row['accuracy']:.3f}{baseline} (chance {row['chance']:.3f}), "
+           f"{row['seconds']:.0f} s")
 
     rows = accuracy_vs_label_fraction(config, x_train, y_train, x_test, y_test,
                                       fractions=fractions, on_row=log_row)
+    supervised = None
+    if sup.enabled:
+      supervised = {"classifier": SUPERVISED_CLASSIFIER,
+                    "steps": sup.steps or int(config.steps),
+                    "learning_rate": supervised_adam(config, sup)["lr"]}
     path = report.write_label_fraction(out, config, rows, classes, len(x_train), len(x_test),
-                                       majority_rate(y_test), clock)
+                                       majority_rate(y_test), clock, supervised=supervised)
   _log(f"done in {clock.seconds()['wall']:.0f} s: {path}")
   return path
 
@@ -219,17 +287,129 @@ def majority_rate(labels: Any) -> float:
 # ----------------------------------------------------------------------------- label fraction
 
 
-def _fit(step_fn, init_fn, images: np.ndarray, labels: np.ndarray, labelled: np.ndarray,
-         steps: int, batch_size: int, seed: int):
-  """Trains ``steps`` steps on in-memory arrays with per-example ``labelled`` flags."""
+def _train(step_fn, init_fn, batch_at: Callable[[int], dict], steps: int, seed: int):
+  """``steps`` jitted steps from ``init_fn(key(seed))``; step ``t`` gets ``batch_at(t)``.
+
+  A Python loop over one compiled step, not ``lax.scan``: XLA:CPU runs the weight
+  gradients of convolutions inside a scanned loop far slower (jax-ml/jax#12868).
+  """
   state = init_fn(jax.random.PRNGKey(seed))
   key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
   for t in range(steps):
-    idx = batch_indices(len(images), batch_size, seed, t)
-    batch = {"image": jnp.asarray(images[idx]), "label": jnp.asarray(labels[idx], jnp.int32),
-             "labelled": jnp.asarray(labelled[idx])}
-    state, _ = step_fn(state, batch, jax.random.fold_in(key, t))
+    state, _ = step_fn(state, batch_at(t), jax.random.fold_in(key, t))
   return state
+
+
+def _fit(step_fn, init_fn, images: np.ndarray, labels: np.ndarray, labelled: np.ndarray,
+         steps: int, batch_size: int, seed: int):
+  """SS-DAAE: ``steps`` steps over every image with per-example ``labelled`` flags."""
+
+  def batch_at(t):
+    idx = batch_indices(len(images), batch_size, seed, t)
+    return {"image": jnp.asarray(images[idx]), "label": jnp.asarray(labels[idx], jnp.int32),
+            "labelled": jnp.asarray(labelled[idx])}
+
+  return _train(step_fn, init_fn, batch_at, steps, seed)
+
+
+# ----------------------------------------------------------------------------- supervised baseline
+
+
+def labelled_batch_indices(labelled: np.ndarray, batch_size: int, seed: int,
+                           step: int) -> np.ndarray:
+  """Training-set indices int64 ``[batch_size]`` of baseline step ``step``: labelled only.
+
+  ``labelled``: bool ``[N]`` over the training set.  With at least a batch of labelled
+  images, the batches walk shuffled epochs of the labelled subset
+  (:func:`jaxlatent.data.batch_indices` over it: no repeats within an epoch); with
+  fewer, each batch is a uniform draw with replacement seeded by ``(seed, step)``.
+  Deterministic in its arguments.
+  """
+  idx = np.flatnonzero(np.asarray(labelled, bool))
+  if idx.size == 0:
+    raise DataError("the supervised baseline needs at least one labelled image")
+  if idx.size >= batch_size:
+    return idx[batch_indices(idx.size, batch_size, seed, step)].astype(np.int64)
+  rng = np.random.default_rng([int(seed), int(step)])
+  return idx[rng.integers(0, idx.size, batch_size)].astype(np.int64)
+
+
+def supervised_adam(config: ml_collections.ConfigDict,
+                    sup: SupervisedSettings | None = None) -> dict[str, float]:
+  """The baseline's Adam settings: the SS-DAAE autoencoder's, lr from ``supervised.lr`` if > 0."""
+  sup = supervised_settings(config) if sup is None else sup
+  settings = adam_settings(config, "g")
+  if sup.lr > 0:
+    settings["lr"] = sup.lr
+  return settings
+
+
+def make_supervised_classifier(config: ml_collections.ConfigDict
+                               ) -> tuple[Callable[[jax.Array], TrainState], Callable]:
+  """``(init, step)`` of the supervised baseline (pure, not jitted).
+
+  The network is the SS-DAAE's encoder with its class head
+  (:class:`jaxlatent.models.ssdaae.SSEncoder`; the z output gets no loss), its initial
+  weights those of an SS-DAAE run with the same key.  ``step(state, batch, key)``
+  corrupts ``batch['image']`` as the SS-DAAE does (``model.noise_std``,
+  ``model.dropout``) and takes one Adam step (:func:`supervised_adam`) on the mean
+  cross-entropy of ``batch['label']``: every image in the batch is a labelled one.
+  ``state.params = {'encoder': ...}``, so :func:`jaxlatent.models.ssdaae.classify`
+  scores it.
+  """
+  net = ssdaae.build(config)
+  model = ssdaae.model_settings(config)
+  tx = adam(supervised_adam(config))
+
+  def init(key: jax.Array) -> TrainState:
+    params = {"encoder": ssdaae.init_params(config, key)["encoder"]}
+    return first_state(params, tx.init(params))
+
+  def loss_fn(params, x_tilde, labels):
+    _, logits = net.encoder.apply({"params": params["encoder"]}, x_tilde)  # [B, K]
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], -1)[:, 0]
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return jnp.mean(ce), jnp.mean(correct)
+
+  def supervised_step(state: TrainState, batch: dict, key: jax.Array):
+    x_tilde = ssdaae.corrupt(batch["image"], key, float(model.noise_std), float(model.dropout))
+    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, x_tilde, batch["label"].astype(jnp.int32))
+    params, opt_state = apply_gradients(tx, state.params, state.opt_state, grads)
+    return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
+            float32_metrics({"class_loss": loss, "batch_acc": acc}))
+
+  return init, supervised_step
+
+
+def _predict(classify, params, images: np.ndarray) -> np.ndarray:
+  """Class ids of ``images`` in chunks of 256 (bounded memory at any held-out size)."""
+  return np.concatenate([np.asarray(classify(params, jnp.asarray(images[i:i + 256])))
+                         for i in range(0, len(images), 256)])
+
+
+def supervised_accuracy(step_fn, init_fn, classify, train_images: np.ndarray,
+                        train_labels: np.ndarray, labelled: np.ndarray,
+                        test_images: np.ndarray, test_labels: np.ndarray, steps: int,
+                        batch_size: int, seed: int) -> float:
+  """Held-out accuracy of the supervised baseline trained on the ``labelled`` images.
+
+  ``step_fn``, ``init_fn``: :func:`make_supervised_classifier`'s (jitted once by the
+  caller, shared by every labelled subset); ``classify``: ``(params, images) -> ids``
+  (:func:`jaxlatent.models.ssdaae.classify`).  Batches come from
+  :func:`labelled_batch_indices`; the key schedule is the SS-DAAE runs' (``seed``).
+  """
+
+  def batch_at(t):
+    idx = labelled_batch_indices(labelled, batch_size, seed, t)
+    return {"image": jnp.asarray(train_images[idx]),
+            "label": jnp.asarray(train_labels[idx], jnp.int32)}
+
+  state = _train(step_fn, init_fn, batch_at, steps, seed)
+  return float(np.mean(_predict(classify, state.params, test_images) == test_labels))
+
+
+# ----------------------------------------------------------------------------- label fraction
 
 
 def accuracy_vs_label_fraction(
@@ -248,22 +428,29 @@ def accuracy_vs_label_fraction(
   Trains one short SS-DAAE run per fraction (same seed, data order and init; only
   the labelled subset changes: :func:`jaxlatent.models.ssdaae.labelled_mask` over the
   example indices with ``model.label_seed``, passed as ``batch['labelled']``, so all
-  runs share one compiled step), and scores the head on held-out images.
+  runs share one compiled step), and scores the head on held-out images.  With
+  ``config.supervised.enabled`` (the default), the supervised baseline
+  (:func:`supervised_accuracy`) trains on the same labelled images with the same seed
+  and is scored on the same held-out images, its step also compiled once.
 
   Args:
-    config: an ssdaae config (``config.steps``, ``config.batch_size``, ``config.seed``).
+    config: an ssdaae config (``config.steps``, ``config.batch_size``, ``config.seed``,
+      optional ``config.supervised``: :func:`supervised_settings`).
     train_images, train_labels: ``[N, S, S, 1]`` in [-1, 1] and int ``[N]``.
     test_images, test_labels: held-out examples.
     fractions: labelled fractions to try.
-    steps: training steps per run (default ``config.steps``).
+    steps: training steps per SS-DAAE run (default ``config.steps``); the baseline
+      takes ``supervised.steps``, or as many when that is 0.
     jit_options: extra ``jax.jit`` arguments (e.g. ``{'compiler_options':
       {'xla_backend_optimization_level': 0}}`` for fast compiles of tiny models).
-    on_row: called with each row as soon as its run is scored (progress reports).
+    on_row: called with each row as soon as its runs are scored (progress reports).
 
   Returns:
     One row per fraction: ``{'fraction', 'num_labelled', 'accuracy', 'chance',
     'seconds'}`` (chance = the majority-class rate of the test labels; seconds = the
-    run's wall time, the first including the step's compilation).
+    run's wall time, the first including the step's compilation), plus, with the
+    baseline enabled, ``'supervised_accuracy'`` (None when no image is labelled) and
+    ``'supervised_seconds'``.
   """
   if config.model.get("name", None) != "ssdaae":
     raise ConfigError("accuracy_vs_label_fraction needs an 'ssdaae' config")
@@ -276,11 +463,16 @@ def accuracy_vs_label_fraction(
     raise DataError(f"{len(train_images)} training images < batch_size={config.batch_size}")
   steps = int(config.steps if steps is None else steps)
   seed, label_seed = int(config.get("seed", 0)), int(config.model.get("label_seed", 0))
+  batch_size = int(config.batch_size)
+  sup = supervised_settings(config)
   trainer = make_ssdaae_trainer(config)
   jit_options = dict(jit_options or {})
   step_fn = jax.jit(trainer.train_step, **jit_options)
   init_fn = jax.jit(trainer.init, **jit_options)
   classify = jax.jit(lambda params, x: ssdaae.classify(params, x, config), **jit_options)
+  if sup.enabled:
+    sup_init, sup_step = make_supervised_classifier(config)
+    sup_init, sup_step = jax.jit(sup_init, **jit_options), jax.jit(sup_step, **jit_options)
   chance = float(np.bincount(test_labels).max() / len(test_labels))
   rows = []
   for frac in fractions:
@@ -289,13 +481,19 @@ def accuracy_vs_label_fraction(
   for frac in fractions:
     t_run = time.time()
     labelled = ssdaae.labelled_mask(len(train_images), float(frac), label_seed)
-    state = _fit(step_fn, init_fn, train_images, train_labels, labelled, steps,
-                 int(config.batch_size), seed)
-    pred = np.concatenate([np.asarray(classify(state.params, jnp.asarray(test_images[i:i + 256])))
-                           for i in range(0, len(test_images), 256)])
-    rows.append({"fraction": float(frac), "num_labelled": int(labelled.sum()),
-                 "accuracy": float(np.mean(pred == test_labels)), "chance": chance,
-                 "seconds": time.time() - t_run})
+    state = _fit(step_fn, init_fn, train_images, train_labels, labelled, steps, batch_size,
+                 seed)
+    pred = _predict(classify, state.params, test_images)
+    row = {"fraction": float(frac), "num_labelled": int(labelled.sum()),
+           "accuracy": float(np.mean(pred == test_labels)), "chance": chance,
+           "seconds": time.time() - t_run}
+    if sup.enabled:
+      t_sup = time.time()
+      row["supervised_accuracy"] = None if not labelled.any() else supervised_accuracy(
+          sup_step, sup_init, classify, train_images, train_labels, labelled, test_images,
+          test_labels, sup.steps or steps, batch_size, seed)
+      row["supervised_seconds"] = time.time() - t_sup
+    rows.append(row)
     if on_row is not None:
-      on_row(rows[-1])
+      on_row(row)
   return rows

@@ -494,8 +494,14 @@ def write_edit_comparison(out: str, config, kinds: list, clock: Clock) -> str:
 
 
 def write_label_fraction(out: str, config, rows: list[dict], classes: list[str],
-                         num_train: int, num_heldout: int, chance: float, clock: Clock) -> str:
-  """``label_fraction.json`` (settings + rows) and ``label_fraction.md``; returns the .md path."""
+                         num_train: int, num_heldout: int, chance: float, clock: Clock,
+                         supervised: dict | None = None) -> str:
+  """``label_fraction.json`` (settings + rows) and ``label_fraction.md``; returns the .md path.
+
+  ``supervised``: the baseline's ``{'classifier', 'steps', 'learning_rate'}`` when it
+  ran (rows then carry ``supervised_accuracy``, None for a fraction without labels):
+  the table gets a "supervised accuracy" column and a caption naming the classifier.
+  """
   heldout_seed = int(config.data.seed) + int(config.heldout.seed_offset)
   atomic_io.atomic_write_text(os.path.join(out, "label_fraction.json"), json.dumps({
         "task": "label_fraction", "model": "ssdaae",
@@ -505,19 +511,34 @@ def write_label_fraction(out: str, config, rows: list[dict], classes: list[str],
         "seed": int(config.seed), "label_seed": int(config.model.get("label_seed", 0)),
         "num_train_images": int(num_train), "num_heldout_images": int(num_heldout),
         "train_population_seed": int(config.data.seed),
-        "heldout_population_seed": heldout_seed, "chance": chance, "rows": rows,
+        "heldout_population_seed": heldout_seed, "chance": chance,
+        "supervised": supervised, "rows": rows,
         "seconds": clock.seconds()["wall"], "config": config.to_dict(),
     }, indent=2, default=str))
-  table = [{"labelled fraction": f"{r['fraction']:g}", "labelled images": r["num_labelled"],
-            "held-out accuracy": f"{r['accuracy']:.3f}", "chance": f"{r['chance']:.3f}"}
-           for r in rows]
+
+  def table_row(r):
+    row = {"labelled fraction": f"{r['fraction']:g}", "labelled images": r["num_labelled"],
+           "SS-DAAE accuracy": f"{r['accuracy']:.3f}"}
+    if supervised is not None:
+      acc = r.get("supervised_accuracy")
+      row["supervised accuracy"] = "n/a" if acc is None else f"{acc:.3f}"
+    row["chance"] = f"{r['chance']:.3f}"
+    return row
+
+  caption = ""
+  if supervised is not None:
+    caption = (f"Supervised accuracy: {supervised['classifier']} ({int(supervised['steps'])} "
+               f"steps, Adam lr {float(supervised['learning_rate']):g}, the same input "
+               "corruption, seed and held-out slices; n/a: no labelled image).\n")
   md_path = os.path.join(out, "label_fraction.md")
   atomic_io.atomic_write_text(md_path, "".join([
-      f"# SS-DAAE head accuracy vs labelled fraction ({config.data.source}, "
-      f"label '{config.data.label_column}')\n\n",
+      f"# SS-DAAE head accuracy vs labelled fraction"
+      f"{'' if supervised is None else ', next to a supervised baseline'} "
+      f"({config.data.source}, label '{config.data.label_column}')\n\n",
       f"{int(config.steps)} steps per fraction, batch {int(config.batch_size)}, "
       f"{num_train} training slices; accuracy on {num_heldout} slices of held-out "
       f"subjects.\n\n",
-      table_markdown(table),
-      f"\nClasses: {', '.join(classes)}; chance = the held-out majority-class rate.\n"]))
+      table_markdown([table_row(r) for r in rows]),
+      f"\nClasses: {', '.join(classes)}; chance = the held-out majority-class rate.\n",
+      caption]))
   return md_path
