@@ -161,6 +161,20 @@ def _transpose_gemm_bwd(res, dy):
 conv_transpose4x4s2_gemm_grad.defvjp(_transpose_gemm_fwd, _transpose_gemm_bwd)
 
 
+@jax.custom_vjp
+def conv_transpose4x4s2_taps_gemm_grad(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv_transpose4x4s2_taps` with the exact GEMM gradients of
+  :func:`conv_transpose4x4s2_gemm_grad` (instead of autodiff through its shifted sums)."""
+  return conv_transpose4x4s2_taps(x, kernel)
+
+
+def _taps_gemm_fwd(x, kernel):
+  return conv_transpose4x4s2_taps(x, kernel), (x, kernel)
+
+
+conv_transpose4x4s2_taps_gemm_grad.defvjp(_taps_gemm_fwd, _transpose_gemm_bwd)
+
+
 def conv4x4s2_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """:func:`conv4x4s2` as XLA's own stride-2 conv (exact FLOPs, autodiff gradients)."""
   return jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (2, 2), ((1, 1), (1, 1)),
@@ -224,11 +238,10 @@ def transpose_form(in_size: int, in_channels: int, features: int, conv_grad: str
   conv = conv2x2_form(conv_grad, matmul_dtype, in_channels)
   if matmul_dtype != "float32":
     return lambda x, k: conv_transpose4x4s2(x, k, conv)
-  if features <= TAP_MAX_FEATURES:
-    return conv_transpose4x4s2_taps
+  taps = features <= TAP_MAX_FEATURES or in_size <= TAP_MAX_SIZE
   if use_gemm_grad(conv_grad, in_channels):
-    return conv_transpose4x4s2_gemm_grad
-  if in_size <= TAP_MAX_SIZE:
+    return conv_transpose4x4s2_taps_gemm_grad if taps else conv_transpose4x4s2_gemm_grad
+  if taps:
     return conv_transpose4x4s2_taps
   return lambda x, k: conv_transpose4x4s2(x, k, conv)
 
