@@ -13,6 +13,17 @@ border costs most (4x4 maps) or the output is thin (one image channel), the laye
 instead run one GEMM over all 16 taps (:func:`conv_transpose4x4s2_taps`,
 :func:`conv4x4s2_patches`), also exact.
 
+The padded 2x2 forms compute a border that is thrown away ((H+1)^2 / H^2 of the
+FLOPs: 1.27x at 8x8).  Where the 2x2 convs take GEMM gradients (XLA:CPU), the layers
+therefore avoid it where that measured faster: the transposed conv back-propagates
+through two GEMMs on the 4x4 stride-2 patches of its output gradient
+(:func:`conv_transpose4x4s2_gemm_grad`, :func:`conv_transpose4x4s2_taps_gemm_grad`),
+and the strided conv runs forward as XLA's own stride-2 conv with the 2x2 form's
+gradients (:func:`conv4x4s2_xla_forward`), or entirely as XLA's conv where the 2x2
+form has no GEMM gradients or the output is 4x4 (:func:`conv4x4s2_xla`).
+:func:`transpose_form` and :func:`conv_form` pick per layer; every form gives the same
+values and gradients up to float rounding.
+
 Parameters are kept as the full 4x4 kernel ``[4, 4, C_in, C_out]`` (the PyTorch
 weight transposed: :func:`kernel_from_torch_transpose`, :func:`kernel_from_torch_conv`
 and their inverses), so PyTorch weights convert exactly; the 2x2 rearrangement
