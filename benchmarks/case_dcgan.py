@@ -2,8 +2,8 @@
 
 Benched: the library's step (``jaxlatent.training.trainers.make_trainer``, jitted once
 with the state donated, as ``training/loop.py`` does) with its default network,
-Schön et al.'s DCGAN (``arch='schon'``: 4x4 stride-2 layers computed exactly as 2x2
-convs + depth-to-space / space-to-depth), and the earlier ``arch='resample'`` variants
+Schön et al.'s DCGAN (``arch='schon'``: 4x4 stride-2 layers computed exactly, in the
+forms ``jaxlatent.ops.conv4x4.transpose_form`` / ``conv_form`` pick), and the earlier ``arch='resample'`` variants
 (sub-pixel / space-to-depth 2x2 layers, ``upsample='transpose'``/``downsample='strided'``);
 candidate changes on the bench-local model (``jax_dcgan.py``: one G forward reused
 through ``jax.vjp``, bf16 compute); the PyTorch reference, literally Schön et al.'s
@@ -128,8 +128,9 @@ def torch_step(size: int, batch: int, c4: int, channels_last: bool = False,
 
 VARIANTS = {
     # name: (kind, kwargs, description)
-    "jax_schon": ("lib", {}, "library default: Schön's network, 4x4 stride-2 layers as "
-                  "2x2 convs + depth-to-space / space-to-depth"),
+    "jax_schon": ("lib", {}, "library default: Schön's network, exact 4x4 stride-2 layers: "
+                  "transposed convs as 2x2 convs + depth-to-space with GEMM gradients, "
+                  "strided convs by XLA's stride-2 conv with 2x2-form gradients"),
     "jax_subpixel": ("lib", {"arch": "resample"},
                      "arch='resample': sub-pixel 2x2 up, space-to-depth 2x2 down"),
     "jax_xla_grad": ("lib", {"conv_grad": "xla"},

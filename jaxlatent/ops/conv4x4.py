@@ -13,6 +13,17 @@ border costs most (4x4 maps) or the output is thin (one image channel), the laye
 instead run one GEMM over all 16 taps (:func:`conv_transpose4x4s2_taps`,
 :func:`conv4x4s2_patches`), also exact.
 
+The padded 2x2 forms compute a border that is thrown away ((H+1)^2 / H^2 of the
+FLOPs: 1.27x at 8x8).  Where the 2x2 convs take GEMM gradients (XLA:CPU), the layers
+therefore avoid it where that measured faster: the transposed conv back-propagates
+through two GEMMs on the 4x4 stride-2 patches of its output gradient
+(:func:`conv_transpose4x4s2_gemm_grad`, :func:`conv_transpose4x4s2_taps_gemm_grad`),
+and the strided conv runs forward as XLA's own stride-2 conv with the 2x2 form's
+gradients (:func:`conv4x4s2_xla_forward`), or entirely as XLA's conv where the 2x2
+form has no GEMM gradients or the output is 4x4 (:func:`conv4x4s2_xla`).
+:func:`transpose_form` and :func:`conv_form` pick per layer; every form gives the same
+values and gradients up to float rounding.
+
 Parameters are kept as the full 4x4 kernel ``[4, 4, C_in, C_out]`` (the PyTorch
 weight transposed: :func:`kernel_from_torch_transpose`, :func:`kernel_from_torch_conv`
 and their inverses), so PyTorch weights convert exactly; the 2x2 rearrangement
@@ -21,6 +32,7 @@ happens inside the forward pass and costs one gather of the kernel.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -28,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlatent.ops.conv2x2 import conv2x2, conv2x2_form
+from jaxlatent.ops.conv2x2 import (GEMM_GRAD_MIN_CHANNELS, conv2x2, conv2x2_form,
+                                   use_gemm_grad)
 from jaxlatent.ops.resample import depth_to_space, space_to_depth
 
 Conv = Callable[[jax.Array, jax.Array], jax.Array]
@@ -107,17 +120,100 @@ def conv4x4s2(x: jax.Array, kernel: jax.Array, conv: Conv = conv2x2) -> jax.Arra
   return conv(s, conv_kernel_2x2(kernel).astype(x.dtype))[:, :h, :w]
 
 
+def patches4x4s2(x: jax.Array) -> jax.Array:
+  """``[B, 2h, 2w, C] -> [B, h, w, 16, C]``: the 4x4 window (taps ``(i, j)``) that the
+  stride-2 conv with padding 1 reads for each output pixel (16 strided slices)."""
+  _, hh, ww, _ = x.shape
+  h, w = hh // 2, ww // 2
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return jnp.stack([xp[:, i:i + 2 * h:2, j:j + 2 * w:2] for i in range(4) for j in range(4)],
+                   axis=3)
+
+
 def conv4x4s2_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """:func:`conv4x4s2` as one GEMM on the 4x4 patches of each output pixel (16 strided
   slices of the padded input): exact FLOPs, for small outputs."""
   b, hh, ww, c = x.shape
   h, w = hh // 2, ww // 2
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  patches = jnp.stack([xp[:, i:i + 2 * h:2, j:j + 2 * w:2] for i in range(4) for j in range(4)],
-                      axis=3)  # [B, h, w, 16, C]
-  y = jnp.matmul(patches.reshape(b * h * w, 16 * c), kernel.reshape(16 * c, -1),
+  y = jnp.matmul(patches4x4s2(x).reshape(b * h * w, 16 * c), kernel.reshape(16 * c, -1),
                  precision=jax.lax.Precision.HIGHEST)
   return y.reshape(b, h, w, -1)
+
+
+@jax.custom_vjp
+def conv_transpose4x4s2_gemm_grad(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv_transpose4x4s2` (XLA's 2x2 conv) whose gradients are two exact GEMMs.
+
+  The transposed conv is the adjoint of the stride-2 conv, so with ``P`` the 4x4
+  stride-2 patches of ``dy`` (:func:`patches4x4s2`, ``[N, 16F]``, N = B H W) the input
+  gradient is the strided conv ``P K^T`` (``[N, 16F] @ [16F, C]``) and the kernel
+  gradient ``x^T P`` (``[C, N] @ [N, 16F]``): no padded border, unlike the 2x2 form's
+  GEMM gradients on the ``(H+1) x (W+1)`` grid.
+  """
+  return conv_transpose4x4s2(x, kernel)
+
+
+def _transpose_gemm_fwd(x, kernel):
+  return conv_transpose4x4s2(x, kernel), (x, kernel)
+
+
+def _transpose_gemm_bwd(res, dy):
+  x, kernel = res
+  b, h, w, c = x.shape
+  f = kernel.shape[-1]
+  n = b * h * w
+  p = patches4x4s2(dy).reshape(n, 16 * f)  # [N, (i, j, F)]
+  matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+  dk = matmul(x.reshape(n, c).T, p).reshape(c, 4, 4, f).transpose(1, 2, 0, 3)
+  dx = matmul(p, kernel.transpose(0, 1, 3, 2).reshape(16 * f, c)).reshape(b, h, w, c)
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+conv_transpose4x4s2_gemm_grad.defvjp(_transpose_gemm_fwd, _transpose_gemm_bwd)
+
+
+@jax.custom_vjp
+def conv_transpose4x4s2_taps_gemm_grad(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv_transpose4x4s2_taps` with the exact GEMM gradients of
+  :func:`conv_transpose4x4s2_gemm_grad` (instead of autodiff through its shifted sums)."""
+  return conv_transpose4x4s2_taps(x, kernel)
+
+
+def _taps_gemm_fwd(x, kernel):
+  return conv_transpose4x4s2_taps(x, kernel), (x, kernel)
+
+
+conv_transpose4x4s2_taps_gemm_grad.defvjp(_taps_gemm_fwd, _transpose_gemm_bwd)
+
+
+def conv4x4s2_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """:func:`conv4x4s2` as XLA's own stride-2 conv (exact FLOPs, autodiff gradients)."""
+  return jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (2, 2), ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv4x4s2_xla_forward(x: jax.Array, kernel: jax.Array, conv: Conv) -> jax.Array:
+  """:func:`conv4x4s2`: values by XLA's stride-2 conv, gradients those of the 2x2 form.
+
+  On XLA:CPU the strided conv's forward (exact FLOPs) beats the 2x2 conv on the
+  padded ``(h+1) x (w+1)`` space-to-depth grid, while its autodiff gradients are slower
+  than the 2x2 form's (``conv``, e.g. :func:`jaxlatent.ops.conv2x2.conv2x2_gemm_grad`).
+  """
+  return conv4x4s2_xla(x, kernel)
+
+
+def _xla_forward_fwd(x, kernel, conv):
+  return conv4x4s2_xla(x, kernel), (x, kernel)
+
+
+def _xla_forward_bwd(conv, res, dy):
+  x, kernel = res
+  # Only the 2x2 form's residuals and backward survive: its forward conv is unused.
+  return jax.vjp(lambda a, k: conv4x4s2(a, k, conv), x, kernel)[1](dy)
+
+
+conv4x4s2_xla_forward.defvjp(_xla_forward_fwd, _xla_forward_bwd)
 
 
 def kernel_from_torch_transpose(weight) -> np.ndarray:
@@ -140,6 +236,47 @@ def kernel_to_torch_conv(kernel) -> np.ndarray:
   return np.ascontiguousarray(np.asarray(kernel).transpose(3, 2, 0, 1))
 
 
+# Where 2x2-conv GEMM gradients apply (XLA:CPU, conv_grad 'auto' or 'gemm'), stride-2
+# convs with outputs up to this size run as XLA's strided conv with its autodiff
+# gradients (conv4x4s2_xla), as do those with too few input channels for GEMM gradients.
+XLA_CONV_MAX_SIZE = 4
+
+
+def transpose_form(in_size: int, in_channels: int, features: int, conv_grad: str = "auto",
+                   matmul_dtype: str = "float32") -> Conv:
+  """The ``(x, kernel) -> y`` form of :func:`conv_transpose4x4s2` that
+  :class:`ConvTranspose4x4` runs on ``[B, in_size, in_size, in_channels]`` inputs."""
+  conv = conv2x2_form(conv_grad, matmul_dtype, in_channels)
+  if matmul_dtype != "float32":
+    return lambda x, k: conv_transpose4x4s2(x, k, conv)
+  taps = features <= TAP_MAX_FEATURES or in_size <= TAP_MAX_SIZE
+  if use_gemm_grad(conv_grad, in_channels):
+    return conv_transpose4x4s2_taps_gemm_grad if taps else conv_transpose4x4s2_gemm_grad
+  if taps:
+    return conv_transpose4x4s2_taps
+  return lambda x, k: conv_transpose4x4s2(x, k, conv)
+
+
+def conv_form(in_size: int, in_channels: int, features: int, conv_grad: str = "auto",
+              matmul_dtype: str = "float32") -> Conv:
+  """The ``(x, kernel) -> y`` form of :func:`conv4x4s2` that :class:`Conv4x4` runs on
+  ``[B, in_size, in_size, in_channels]`` inputs (``features``: output channels)."""
+  del features  # every form suits any width
+  conv = conv2x2_form(conv_grad, matmul_dtype, 4 * in_channels)
+  if matmul_dtype != "float32":
+    return lambda x, k: conv4x4s2(x, k, conv)
+  out_size = in_size // 2
+  # Whether the backend and conv_grad take GEMM gradients (for a conv wide enough).
+  gemm = use_gemm_grad(conv_grad, GEMM_GRAD_MIN_CHANNELS)
+  if gemm and (out_size <= XLA_CONV_MAX_SIZE or 4 * in_channels < GEMM_GRAD_MIN_CHANNELS):
+    return conv4x4s2_xla
+  if gemm:
+    return lambda x, k: conv4x4s2_xla_forward(x, k, conv)
+  if out_size <= TAP_MAX_SIZE:
+    return conv4x4s2_patches
+  return lambda x, k: conv4x4s2(x, k, conv)
+
+
 class _Layer4x4(nn.Module):
   """The attributes (see :class:`ConvTranspose4x4`) and ``[4, 4, C, F]`` kernel of the
   stride-2 4x4 layers."""
@@ -154,7 +291,8 @@ class _Layer4x4(nn.Module):
 
 
 class ConvTranspose4x4(_Layer4x4):
-  """``ConvTranspose2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv_transpose4x4s2`.
+  """``ConvTranspose2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv_transpose4x4s2`
+  in the form :func:`transpose_form` picks.
 
   Attributes:
     features: output channels F.
@@ -166,20 +304,17 @@ class ConvTranspose4x4(_Layer4x4):
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     kernel = self._kernel(c)
-    if self.matmul_dtype == "float32" and (self.features <= TAP_MAX_FEATURES
-                                           or x.shape[1] <= TAP_MAX_SIZE):
-      return conv_transpose4x4s2_taps(x, kernel.astype(x.dtype))
-    return conv_transpose4x4s2(x, kernel, conv2x2_form(self.conv_grad, self.matmul_dtype, c))
+    form = transpose_form(x.shape[1], c, self.features, self.conv_grad, self.matmul_dtype)
+    return form(x, kernel.astype(x.dtype) if self.matmul_dtype == "float32" else kernel)
 
 
 class Conv4x4(_Layer4x4):
-  """``Conv2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv4x4s2` (attributes as
-  :class:`ConvTranspose4x4`)."""
+  """``Conv2d(C, features, 4, 2, 1, bias=False)`` as :func:`conv4x4s2` in the form
+  :func:`conv_form` picks (attributes as :class:`ConvTranspose4x4`)."""
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     kernel = self._kernel(c)
-    if self.matmul_dtype == "float32" and x.shape[1] // 2 <= TAP_MAX_SIZE:
-      return conv4x4s2_patches(x, kernel.astype(x.dtype))
-    return conv4x4s2(x, kernel, conv2x2_form(self.conv_grad, self.matmul_dtype, 4 * c))
+    form = conv_form(x.shape[1], c, self.features, self.conv_grad, self.matmul_dtype)
+    return form(x, kernel.astype(x.dtype) if self.matmul_dtype == "float32" else kernel)
