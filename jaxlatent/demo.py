@@ -4,12 +4,13 @@
       [--paths=ct,ms,edits] [--ms-model=stylegan2|dcgan|vae|none] [--malloc=retain|system]
 
 1. CT path (Schön et al.).  ``--models=pretrained`` (default): analyse the 64 px DCGAN
-   of the validation study shipped in ``pretrained/dcgan_ct_64`` (docs/VALIDATION.md)
-   with the analysis config it was validated with; its Voynov, SeFa and GANSpace
-   directions (named by factor alignment) and its inverted held-out subjects ship with
-   it and are re-used, so the stage draws the traversal grids, runs the eigen-analysis
-   and writes the report.  ``--models=tiny``: train the tiny DCGAN on thorax phantoms
-   (configs/dcgan_tiny.py) and analyse it from scratch (configs/analyze_ct_tiny.py).
+   and VAE of the validation study shipped in ``pretrained/dcgan_ct_64`` and
+   ``pretrained/vae_ct_64`` (docs/VALIDATION.md) with the analysis config each was
+   validated with; their Voynov, SeFa and GANSpace directions (named by factor
+   alignment) and their inverted held-out subjects ship with them and are re-used, so
+   the stage draws the traversal grids, runs the eigen-analysis and writes the reports.
+   ``--models=tiny``: train the tiny DCGAN on thorax phantoms (configs/dcgan_tiny.py)
+   and analyse it from scratch (configs/analyze_ct_tiny.py).
 2. MS path (Güllmar et al.): train the tiny StyleGAN2 on brain phantoms
    (configs/stylegan_tiny.py), project labelled held-out HC and MS subjects into W, fit
    the InterFaceGAN HC -> MS direction, traverse healthy subjects with alpha 0..50,
@@ -55,8 +56,8 @@ DEMO_STYLEGAN_STEPS = 200
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The validation study's generators shipped in pretrained/ (docs/VALIDATION.md).
-PRETRAINED_CT = "dcgan_ct_64"
-PRETRAINED_MODELS = (PRETRAINED_CT,)
+PRETRAINED_CT = "dcgan_ct_64"  # its discovered breast-size direction joins the edit table
+PRETRAINED_MODELS = (PRETRAINED_CT, "vae_ct_64")  # every shipped generator (all CT)
 MODEL_SOURCES = ("pretrained", "tiny")
 
 
@@ -148,19 +149,21 @@ def pretrained_analysis_config(name: str, quick: bool):
 
 
 def _pretrained_ct_path(clock, reports, out, quick) -> tuple[str, str]:
-  """Analyses the shipped 64 px DCGAN, re-using its validation directions and codes."""
-  name = PRETRAINED_CT
-  src = pretrained_folder(name)
-  report_dir = os.path.join(out, name)
-  config = pretrained_analysis_config(name, quick)
-  # The shipped directions (with their factor alignment and regressor) and inverted codes
-  # carry the generator's fingerprint: run_analysis re-uses them instead of hours of
-  # discovery; a stale copy in the output is replaced.
-  shutil.copytree(os.path.join(src, "analysis"), report_dir, dirs_exist_ok=True,
-                  ignore=shutil.ignore_patterns("config.json"))
-  reports.append(clock(f"analyse the pretrained {name} (Voynov, SeFa, GANSpace)",
-                       run_analysis, config, src, report_dir))
-  return src, os.path.join(report_dir, "directions", "voynov_directions")
+  """Analyses the shipped 64 px CT generators, re-using their validation directions and
+  codes; returns the DCGAN's folder and its Voynov directions (for the edit table)."""
+  for name in PRETRAINED_MODELS:
+    src = pretrained_folder(name)
+    report_dir = os.path.join(out, name)
+    config = pretrained_analysis_config(name, quick)
+    # The shipped directions (with their factor alignment and regressor) and inverted
+    # codes carry the generator's fingerprint: run_analysis re-uses them instead of
+    # hours of discovery; a stale copy in the output is replaced.
+    shutil.copytree(os.path.join(src, "analysis"), report_dir, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("config.json"))
+    reports.append(clock(f"analyse the pretrained {name} ({', '.join(config.methods)})",
+                         run_analysis, config, src, report_dir))
+  return (pretrained_folder(PRETRAINED_CT),
+          os.path.join(out, PRETRAINED_CT, "directions", "voynov_directions"))
 
 
 def _ct_path(clock, reports, ct_dir, quick):

@@ -292,3 +292,25 @@ def test_edit_comparison_refuses_another_models_directions(runs, report_a, tmp_p
     else:
       ec.load_model(entry, c)
       assert entry.directions.meta["fingerprint"]["generator"]["checkpoint_step"] == 0
+
+
+def test_sefa_on_a_decoder_without_a_dense_z_layer_is_refused_before_compute():
+  """Schön's VAE decoder takes z as a 1x1 image (no dense layer): SeFa's closed form has
+  no weight to factorise, and the analysis says so before any discovery runs."""
+  import types  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxlatent.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from jaxlatent.generator import from_flax  # pylint: disable=g-import-not-at-top
+  from jaxlatent.models.vae import SchonDecoder  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.config import complete_analysis_config  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.preflight import preflight_analysis  # pylint: disable=g-import-not-at-top
+  decoder = SchonDecoder(image_size=16, latent_dim=8, ch=4)
+  variables = decoder.init(jax.random.PRNGKey(0), jnp.zeros((1, 8)))
+  gen = from_flax(decoder, variables, (8,), (16, 16, 1), name="schon_vae")
+  config = complete_analysis_config(ml_collections.ConfigDict(
+      {"methods": ("sefa",), "sefa_components": 4}))
+  trained = types.SimpleNamespace(generator=gen)
+  with pytest.raises(ConfigError, match="no dense layer taking the 8-d z"):
+    preflight_analysis(config, trained)

@@ -72,6 +72,9 @@ VOYNOV_VARIANTS = (
 
 
 TRAINING_SUBJECTS = "inversion_training_subjects"
+# The closed-form baselines per model.  SeFa needs a dense layer taking z: Schön's VAE
+# decoder has none (z enters as a 1x1 image), so the VAE gets GANSpace only.
+BASELINES = {"dcgan_ct": ("sefa", "ganspace"), "vae_ct": ("ganspace",)}
 
 
 def stages() -> list[Stage]:
@@ -87,17 +90,17 @@ def stages() -> list[Stage]:
   for model in ("dcgan_ct", "vae_ct"):
     for i, (variant, overrides) in enumerate(VOYNOV_VARIANTS):
       # SeFa and GANSpace do not depend on the Voynov variant: the first one runs them.
-      methods = ("methods=('voynov','sefa','ganspace')" if i == 0
+      methods = (f"methods={('voynov',) + BASELINES[model]}" if i == 0
                  else "methods=('voynov',)")
       out.append(Stage(f"{model}/{variant}", "analyze.py", "validate_analyze_ct.py",
                        f"{model}/{variant}", workdir=model,
                        overrides=overrides + (methods,)))
   for model in ("dcgan_ct", "vae_ct"):
     # Creswell et al.: the same inversion on subjects of the training population (the
-    # variants invert held-out subjects); SeFa only, the analysis needs one method.
+    # variants invert held-out subjects); one cheap method, the analysis needs one.
     out.append(Stage(f"{model}/{TRAINING_SUBJECTS}", "analyze.py", "validate_analyze_ct.py",
                      f"{model}/{TRAINING_SUBJECTS}", workdir=model,
-                     overrides=("images.seed_offset=0", "methods=('sefa',)")))
+                     overrides=("images.seed_offset=0", f"methods={BASELINES[model][:1]}")))
   return out
 
 

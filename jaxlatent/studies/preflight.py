@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxlatent.data.labels import load_labels
 from jaxlatent.data.nifti import find_nifti_files, subject_id_from_path
+from jaxlatent.directions.sefa import find_kernels
 from jaxlatent.directions.voynov import VoynovConfig
 from jaxlatent.errors import ConfigError, DataError
 
@@ -41,6 +42,12 @@ def preflight_analysis(config, trained) -> None:
     if not 1 <= int(config.sefa_components) <= d:
       raise ConfigError(f"config.sefa_components={config.sefa_components} must be in 1..{d} "
                         f"(the {spec.space} size of {trained.generator.name})")
+    if spec.space == "z" and not find_kernels(trained.generator.params, in_dim=spec.size):
+      # SeFa factorises the linear layer that takes z; some decoders (Schön's VAE:
+      # residual up-blocks on z as a 1x1 image) have none.
+      raise ConfigError(f"config.methods has 'sefa', but {trained.generator.name} has no "
+                        f"dense layer taking the {spec.size}-d z (SeFa's closed form needs "
+                        "one); drop 'sefa' from config.methods")
   if "ganspace" in methods:
     n = int(config.ganspace_samples)
     if n < 2:
