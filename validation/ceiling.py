@@ -78,9 +78,9 @@ def restricted_alignment(regressor, directions_dir: str, generator_dir: str, spa
                          min_r2: float, shifts, num_latents: int, seed: int,
                          min_change: float) -> dict:
   """Best alignment per factor and method over the factors with R^2 >= ``min_r2``,
-  next to the alignment over every factor (same slopes).  Only directions that change
-  their factor by at least ``min_change`` standard deviations over the traversal count
-  (as a direction is named by its factor in the analysis)."""
+  next to the alignment over every factor (same slopes).  A direction counts for factor
+  f when f is its largest effect over every factor and changes by at least
+  ``min_change`` standard deviations over the traversal (the analysis' naming rule)."""
   from jaxlatent import directions as dirs  # pylint: disable=g-import-not-at-top
   from jaxlatent.studies.analysis import alignment_latents_key  # pylint: disable=g-import-not-at-top
   from jaxlatent.studies.generators import load_generator  # pylint: disable=g-import-not-at-top
@@ -103,7 +103,9 @@ def restricted_alignment(regressor, directions_dir: str, generator_dir: str, spa
       full = imp[:, fi] / np.maximum(imp.sum(1), 1e-12)
       kept = imp[:, fi] / np.maximum(imp[:, keep].sum(1), 1e-12)
       change = imp[:, fi] * (max(shifts) - min(shifts))
-      owner = (imp[:, keep].argmax(1) == list(keep).index(fi)) & (change >= min_change)
+      # f must be the direction's largest effect over every factor (as the analysis
+      # names it): only the denominator changes, not which directions count.
+      owner = (imp.argmax(1) == fi) & (change >= min_change)
       if not owner.any():
         continue
       k = int(np.flatnonzero(owner)[np.argmax(kept[owner])])

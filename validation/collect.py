@@ -130,10 +130,6 @@ def ms_analysis(folder: str) -> dict | None:
 def factor_traversal_figure(runs: str, model: str, results: dict, path: str) -> str | None:
   """Rows: the best-aligned Voynov direction per factor (over every variant); columns:
   shifts -18..18 from one latent.  Needs the generator, so it is drawn here."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from jaxlatent.directions import io as dio  # pylint: disable=g-import-not-at-top
-  from jaxlatent.directions.report import save_traversal_grid, traversal_grid  # pylint: disable=g-import-not-at-top
-  from jaxlatent.studies.generators import load_generator  # pylint: disable=g-import-not-at-top
   picks = []
   for factor in CT_FACTORS:
     cands = [(v["methods"]["voynov"]["best"][factor]["alignment"], variant,
@@ -141,22 +137,52 @@ def factor_traversal_figure(runs: str, model: str, results: dict, path: str) -> 
              for variant, v in results.items()
              if v and "voynov" in v["methods"] and factor in v["methods"]["voynov"]["best"]]
     if cands:
-      picks.append((factor,) + max(cands))
+      score, variant, direction = max(cands)
+      picks.append((f"{factor} {score:.2f}", variant, direction))
+  return _traversal_figure(runs, model, picks, path,
+                           f"{model}: best-aligned Voynov direction per factor")
+
+
+def rescored_traversal_figure(runs: str, model: str, metric: dict | None, path: str
+                              ) -> str | None:
+  """As :func:`factor_traversal_figure`, for the best Voynov direction per goal factor
+  re-scored over the well-predicted factors (:func:`metric_check`)."""
+  picks = []
+  for factor in GOAL_FACTORS:
+    cands = [(r["methods"]["voynov"][factor]["alignment_kept"], variant,
+              r["methods"]["voynov"][factor]["direction"])
+             for variant, r in (metric or {}).get("restricted", {}).items()
+             if factor in r["methods"].get("voynov", {})]
+    if cands:
+      score, variant, direction = max(cands)
+      picks.append((f"{factor} {score:.2f}", variant, direction))
+  return _traversal_figure(runs, model, picks, path,
+                           f"{model}: best Voynov direction per factor, re-scored "
+                           f"(R^2 >= {METRIC_MIN_R2})")
+
+
+def _traversal_figure(runs: str, model: str, picks: list, path: str, title: str
+                      ) -> str | None:
+  """Rows: ``picks`` (label, variant, direction); columns: shifts -18..18 from one z."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxlatent.directions import io as dio  # pylint: disable=g-import-not-at-top
+  from jaxlatent.directions.report import save_traversal_grid, traversal_grid  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.generators import load_generator  # pylint: disable=g-import-not-at-top
   if not picks:
     return None
   gen = load_generator(os.path.join(runs, model), "z").generator
   vecs, labels = [], []
-  for factor, score, variant, direction in picks:
+  for label, variant, direction in picks:
     d = dio.load_directions(os.path.join(runs, model, variant, "directions",
                                          "voynov_directions.npz"))
     vecs.append(d.vectors[[f"d{k}" for k in range(d.num_directions)].index(direction)])
-    labels.append(f"{factor} {score:.2f}")  # variant and direction: the table
+    labels.append(label)  # variant and direction: the tables
   z0 = gen.sample_latents(jax.random.PRNGKey(7), 1)[0]
   shifts = (-18.0, -12.0, -6.0, 0.0, 6.0, 12.0, 18.0)
   grid = traversal_grid(gen, np.stack(vecs), z0, shifts)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   save_traversal_grid(path, grid, row_labels=labels, col_labels=[f"{s:+g}" for s in shifts],
-                      title=f"{model}: best-aligned Voynov direction per factor")
+                      title=title)
   return path
 
 
@@ -372,6 +398,9 @@ def main(argv: list[str]) -> int:
       fig = factor_traversal_figure(a.runs, model, res["ct"][model],
                                     os.path.join(FIG_DIR, f"{model}_factor_traversals.png"))
       res["figures"][model] = os.path.relpath(fig, REPO) if fig else None
+      fig = rescored_traversal_figure(a.runs, model, res["metric"][model],
+                                      os.path.join(FIG_DIR, f"{model}_rescored_traversals.png"))
+      res["figures"][f"{model}_rescored"] = os.path.relpath(fig, REPO) if fig else None
   with open(os.path.join(REPO, "validation", "results.json"), "w") as f:
     json.dump(res, f, indent=1, sort_keys=True)
   write_doc_tables(res)
