@@ -211,10 +211,11 @@ def _probe_after_training(x, y, xt, yt, steps: int, **model) -> tuple[float, flo
 
 
 def test_factorisation_lowers_a_fresh_linear_probe_on_z():
-  """A probe fitted afresh on z (not the model's own adversary) after 100 steps on 32 px
+  """A probe fitted afresh on z (not the model's own adversary) after 100 steps on 16 px
   planted phantoms: the default factorisation terms against both weights at 0
-  (measured: 0.52 vs 1.0)."""
-  x, y = _planted(640, 3, size=32)
+  (measured: 0.56 vs 0.99; on phantom seeds 3-6, 0.56-0.70 vs >= 0.99, MSE ratio
+  1.15-1.36)."""
+  x, y = _planted(640, 3)
   train, test = (x[:512], y[:512]), (x[512:], y[512:])
   m = ifc.default_config()
   assert m.aux_weight > 0 and m.mean_gap_weight > 0 and m.aux_input == "mean"
@@ -261,6 +262,9 @@ def test_labelled_subset_is_deterministic_per_example():
 
 def test_semi_supervised_head_beats_chance_with_10_percent_labels(data):
   config = _config("ssdaae")
+  # The SS-DAAE's own head only; the supervised baseline has its tests in
+  # test_label_fraction.py.
+  config.supervised = ml_collections.ConfigDict({"enabled": False})
   rows = lf.accuracy_vs_label_fraction(config, *data["train"], *data["test"],
                                        fractions=(0.1,), steps=100, jit_options=FAST)
   assert [r["fraction"] for r in rows] == [0.1]
