@@ -261,6 +261,9 @@ def test_labelled_subset_is_deterministic_per_example():
 
 def test_semi_supervised_head_beats_chance_with_10_percent_labels(data):
   config = _config("ssdaae")
+  # The SS-DAAE's own head only; the supervised baseline has its tests in
+  # test_label_fraction.py.
+  config.supervised = ml_collections.ConfigDict({"enabled": False})
   rows = lf.accuracy_vs_label_fraction(config, *data["train"], *data["test"],
                                        fractions=(0.1,), steps=100, jit_options=FAST)
   assert [r["fraction"] for r in rows] == [0.1]

@@ -116,7 +116,7 @@ def test_run_names_the_flag_of_a_bad_size_list(monkeypatch, capsys, flag):
     assert f"argument {flag}: '{bad}'" in capsys.readouterr().err
 
 
-def test_run_refuses_torch_device_cuda_without_a_gpu(tmp_path):
+def test_run_refuses_torch_device_cuda_without_a_gpu(tmp_path, monkeypatch, capsys):
   try:
     import torch  # pylint: disable=g-import-not-at-top
     if torch.cuda.is_available():
@@ -124,18 +124,43 @@ def test_run_refuses_torch_device_cuda_without_a_gpu(tmp_path):
   except ImportError:
     pass  # then the error says torch is not installed
   out = tmp_path / "r.json"
-  proc = subprocess.run(
-      [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--cases", "flops",
-       "--torch-device", "cuda", "--json-out", str(out)],
-      capture_output=True, text=True, timeout=300, cwd=ROOT)
-  assert proc.returncode == 2
-  assert "--torch-device cuda" in proc.stderr
+  # run.py's main in this process (it refuses before any case runs): the variable it
+  # sets and the allocator setting would otherwise outlive the test.
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
+  run = _load_run_module(monkeypatch)
+  capsys.readouterr()
+  code = run.main(["--quick", "--cases", "flops", "--torch-device", "cuda", "--json-out",
+                   str(out), "--malloc=system"])
+  assert code == 2
+  assert "--torch-device cuda" in capsys.readouterr().err
   assert not out.exists()
 
 
-def test_profile_ops_quick_dcgan_and_compare(tmp_path):
+def _profile_ops(monkeypatch, capsys, argv):
+  """benchmarks/profile_ops.py's ``main`` in this process: (exit status, stdout, stderr).
+
+  For its --compare and flag checks, which import no JAX of their own: a process each
+  would cost a Python start for one JSON read or one argparse error.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sys, "path", list(sys.path))  # the entries it adds go with the test
+  spec = importlib.util.spec_from_file_location("profile_ops",
+                                                ROOT / "benchmarks" / "profile_ops.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  capsys.readouterr()
+  try:
+    code = module.main(argv)
+  except SystemExit as e:
+    code = e.code
+  out = capsys.readouterr()
+  return code, out.out, out.err
+
+
+def test_profile_ops_quick_dcgan_and_compare(tmp_path, monkeypatch, capsys):
   """benchmarks/profile_ops.py: per-op durations of the step joined with the HLO ops'
-  shapes and source names, family totals that add up, and --compare of two files."""
+  shapes and source names, family totals that add up, and --compare of two files.
+  The profile runs as a real process (the profiler and its allocator setting)."""
   out = tmp_path / "ops.json"
   script = str(ROOT / "benchmarks" / "profile_ops.py")
   proc = subprocess.run([sys.executable, script, "--case", "dcgan", "--quick", "--top", "5",
@@ -153,22 +178,18 @@ def test_profile_ops_quick_dcgan_and_compare(tmp_path):
   np.testing.assert_allclose(sum(result["families_ms"].values()), result["ops_ms_total"],
                              rtol=1e-6)
   assert ops[0]["op"] in proc.stdout
-  same = subprocess.run([sys.executable, script, "--compare", str(out), str(out)],
-                        capture_output=True, text=True, timeout=60, cwd=ROOT)
-  assert same.returncode == 0, same.stderr[-2000:]
-  assert "x 1.00" in same.stdout
-  missing = subprocess.run([sys.executable, script, "--compare", str(out),
-                            str(tmp_path / "missing.json")],
-                           capture_output=True, text=True, timeout=60, cwd=ROOT)
-  assert missing.returncode == 2 and "missing.json" in missing.stderr
+  code, stdout, stderr = _profile_ops(monkeypatch, capsys, ["--compare", str(out), str(out)])
+  assert code == 0, stderr[-2000:]
+  assert "x 1.00" in stdout
+  code, _, stderr = _profile_ops(monkeypatch, capsys,
+                                 ["--compare", str(out), str(tmp_path / "missing.json")])
+  assert code == 2 and "missing.json" in stderr
   other = tmp_path / "other.json"
   other.write_text(json.dumps({"rows": []}))  # a run.py result, not a profile
-  wrong = subprocess.run([sys.executable, script, "--compare", str(out), str(other)],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
-  assert wrong.returncode == 2 and "other.json: not a profile_ops.py" in wrong.stderr
+  code, _, stderr = _profile_ops(monkeypatch, capsys, ["--compare", str(out), str(other)])
+  assert code == 2 and "other.json: not a profile_ops.py" in stderr
   bad_flags = ((["--case", "dcgan", "--size", "48"], "--size 48: expected a power"),
                (["--case", "discovery", "--size", "64"], "--size applies to --case dcgan"))
   for flags, message in bad_flags:
-    bad = subprocess.run([sys.executable, script, *flags], capture_output=True, text=True,
-                         timeout=60, cwd=ROOT)
-    assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-500:]
+    code, _, stderr = _profile_ops(monkeypatch, capsys, flags)
+    assert code == 2 and message in stderr, stderr[-500:]
