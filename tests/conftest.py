@@ -8,12 +8,9 @@ library itself never sets them.  Set before jax is imported, so the processes th
 tests start inherit them; a flag the caller already set is kept.
 """
 
-import atexit
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -22,27 +19,17 @@ for _flag in _FAST_COMPILE:
   if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
-# One persistent XLA compilation cache for the whole run: many tests (and the train.py /
-# analyze.py processes they start) compile the same tiny programs, which then compile
-# once.  The pytest-xdist controller makes it before its workers start (they inherit the
-# environment) and removes it at exit, so every run starts cold; set
-# JAX_COMPILATION_CACHE_DIR yourself to keep one between runs.
-if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  _cache_dir = tempfile.mkdtemp(prefix="jaxlatent-tests-xla-cache-")
-  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-
 # The modules that take longest (`--durations`), longest first.  Under pytest-xdist's
 # `--dist loadfile` (`make test`) each file goes whole to one worker in collection
 # order, so the long ones start first and the workers finish close together.  A module
 # with a test marked `slow` joins them; the others follow in their usual order.
 _LONG_MODULES = (
-    "test_train_cli.py", "test_trainers.py", "test_norm.py", "test_models_dcgan.py",
-    "test_directions_voynov.py", "test_attr_models.py", "test_inversion_stylegan.py",
-    "test_label_fraction.py", "test_edit_comparison.py", "test_analyze_cli.py",
-    "test_models_stylegan2.py", "test_training_distributed.py", "test_directions_alignment.py",
+    "test_train_cli.py", "test_trainers.py", "test_attr_models.py", "test_directions_voynov.py",
+    "test_convert_analyze.py", "test_label_fraction.py", "test_pretrained.py",
+    "test_analyze_cli.py", "test_demo.py", "test_models_stylegan2_official.py",
+    "test_export.py", "test_norm.py", "test_models_dcgan.py", "test_inversion_stylegan.py",
+    "test_edit_comparison.py", "test_models_stylegan2.py", "test_training_distributed.py",
+    "test_directions_alignment.py",
 )
 
 

@@ -27,7 +27,12 @@ def test_every_stage_parses_with_its_overrides():
   assert len({s.folder for s in stages}) == len(stages)
   trains = {s.folder for s in stages if s.script == "train.py"}
   for s in stages:
-    assert os.path.exists(os.path.join(ROOT, "configs", s.config)), s.config
+    assert os.path.exists(os.path.join(ROOT, "configs", s.config.split(":")[0])), s.config
+    if s.script == "analyze.py" and not s.workdir:  # a study over several runs
+      argv = s.argv("/r")
+      assert not any(a.startswith("--workdir") for a in argv)
+      assert "--out=/r/" + s.folder in argv
+      continue
     if s.script == "analyze.py":
       assert s.workdir in trains, s.name  # every analysis reads a run of the study
       config = ship.effective_analysis_config(s)
@@ -38,6 +43,22 @@ def test_every_stage_parses_with_its_overrides():
         for part in key.split(".")[:-1]:
           node = node[part]
         assert node[key.split(".")[-1]] == _literal(value), o
+
+
+def test_edit_comparison_reads_the_study_runs():
+  """configs/validate_compare_edits.py, given the runs folder, points at the study's
+  trainings and at the analyses whose directions it compares."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  stage = {s.name: s for s in run.stages()}["compare_edits"]
+  config_arg = next(a for a in stage.argv("/r") if a.startswith("--config="))
+  assert config_arg.endswith("configs/validate_compare_edits.py:/r")
+  c = importlib.import_module("configs.validate_compare_edits").get_config("/r")
+  folders = {s.folder for s in run.stages()}
+  for path in (c.brain.ifcvae_gan, c.brain.ssdaae, c.brain.stylegan, c.thorax.ifcvae_gan,
+               c.thorax.dcgan):
+    assert path.startswith("/r/") and path[3:] in folders, path
+  assert c.brain.stylegan_directions.startswith("/r/stylegan_brain/ms/directions/")
+  assert c.thorax.dcgan_directions.startswith("/r/dcgan_ct/proj_lenet_k100_s0/directions/")
 
 
 def test_list_marks_done_stages(tmp_path):

@@ -43,13 +43,15 @@ class Stage:
   overrides: tuple[str, ...] = ()
 
   def argv(self, runs: str) -> list[str]:
-    cmd = [sys.executable, os.path.join(REPO, self.script),
-           f"--config={os.path.join(REPO, 'configs', self.config)}"]
+    # A config may take the runs folder as its argument ("x.py:{runs}").
+    config = os.path.join(REPO, "configs", self.config.format(runs=runs))
+    cmd = [sys.executable, os.path.join(REPO, self.script), f"--config={config}"]
     if self.script == "train.py":
       cmd.append(f"--workdir={os.path.join(runs, self.folder)}")
     else:
-      cmd += [f"--workdir={os.path.join(runs, self.workdir)}",
-              f"--out={os.path.join(runs, self.folder)}"]
+      if self.workdir:  # a study over several runs (edits, label fraction) has none
+        cmd.append(f"--workdir={os.path.join(runs, self.workdir)}")
+      cmd.append(f"--out={os.path.join(runs, self.folder)}")
     return cmd + [f"--config.{o}" for o in self.overrides]
 
 
@@ -86,6 +88,10 @@ def stages() -> list[Stage]:
             "stylegan_brain"),
       Stage("stylegan_brain/ms", "analyze.py", "validate_analyze_ms.py",
             "stylegan_brain/ms", workdir="stylegan_brain"),
+      # Creswell et al.: the attribute models, their edits, the label fraction.
+      Stage("ssdaae_brain/train", "train.py", "validate_ssdaae_brain.py", "ssdaae_brain"),
+      Stage("ifcvae_brain/train", "train.py", "validate_ifcvae_brain.py", "ifcvae_brain"),
+      Stage("ifcvae_thorax/train", "train.py", "validate_ifcvae_thorax.py", "ifcvae_thorax"),
   ]
   for model in ("dcgan_ct", "vae_ct"):
     for i, (variant, overrides) in enumerate(VOYNOV_VARIANTS):
@@ -101,6 +107,11 @@ def stages() -> list[Stage]:
     out.append(Stage(f"{model}/{TRAINING_SUBJECTS}", "analyze.py", "validate_analyze_ct.py",
                      f"{model}/{TRAINING_SUBJECTS}", workdir=model,
                      overrides=("images.seed_offset=0", f"methods={BASELINES[model][:1]}")))
+  out += [Stage("label_fraction", "analyze.py", "validate_label_fraction_brain.py",
+                "label_fraction"),
+          # After the MS analysis and the DCGAN's discovery: it reads their directions.
+          Stage("compare_edits", "analyze.py", "validate_compare_edits.py:{runs}",
+                "compare_edits")]
   return out
 
 
