@@ -142,19 +142,10 @@ def _profile_ops(monkeypatch, capsys, argv):
   For its --compare and flag checks, which import no JAX of their own: a process each
   would cost a Python start for one JSON read or one argparse error.
   """
-  import importlib.util  # pylint: disable=g-import-not-at-top
+  from cli_runs import call_main, load_script  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(sys, "path", list(sys.path))  # the entries it adds go with the test
-  spec = importlib.util.spec_from_file_location("profile_ops",
-                                                ROOT / "benchmarks" / "profile_ops.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  capsys.readouterr()
-  try:
-    code = module.main(argv)
-  except SystemExit as e:
-    code = e.code
-  out = capsys.readouterr()
-  return code, out.out, out.err
+  module = load_script(str(ROOT / "benchmarks" / "profile_ops.py"), "profile_ops")
+  return call_main(module.main, argv, capsys)
 
 
 def test_profile_ops_quick_dcgan_and_compare(tmp_path, monkeypatch, capsys):
