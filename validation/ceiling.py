@@ -41,6 +41,8 @@ def one_factor_sweeps(regressor, kind: str, size: int, subjects: int, steps: int
   from jaxlatent.data import intensity  # pylint: disable=g-import-not-at-top
   from jaxlatent.phantoms import rendering  # pylint: disable=g-import-not-at-top
 
+  if kind != "thorax":  # the CT window below is the thorax phantoms' normalisation
+    raise NotImplementedError("only the thorax phantoms are scored here")
   names = list(regressor.factor_names)
   table = rendering.factor_table(kind)
   key = jax.random.PRNGKey(seed)
@@ -57,8 +59,6 @@ def one_factor_sweeps(regressor, kind: str, size: int, subjects: int, steps: int
     factors[name] = jnp.tile(jnp.asarray(grid, jnp.float32), subjects)
     images = rendering.render_with_keys(kind, factors, size, jnp.repeat(sk, steps, axis=0),
                                         jnp.repeat(nk, steps, axis=0))[0]
-    if kind != "thorax":
-      raise NotImplementedError("only the thorax phantoms are scored here")
     x = jnp.asarray(intensity.window_ct(np.asarray(images))[..., None], jnp.float32)
     pred = np.asarray(regressor(x), np.float64).reshape(subjects, steps, -1)  # [J, S, F]
     t = (grid - mean[fi]) / std[fi]  # the swept factor, standardised like the targets
