@@ -74,6 +74,41 @@ def one_factor_sweeps(regressor, kind: str, size: int, subjects: int, steps: int
   return out
 
 
+def ms_ceiling(size: int, subjects: int, steps: int, seed: int, slice_position: float,
+               alpha_max: float = 50.0, fresh_noise: bool = False) -> dict:
+  """What the MS claim's scores reach on the exact HC -> MS edit of the ground-truth subjects.
+
+  The analysis' ground truth (``ground_truth.seed`` / ``slice_position`` of the MS
+  config) edits held-out healthy phantoms by the HC -> MS factor change.  Rendering
+  that edit exactly in ``steps`` frames (``phantom_edit_path``: every MS factor moved
+  linearly, the phantom's noise kept) and scoring it like a generator's traversal
+  gives the ceiling of |corr(v2, alpha)|, of the component-2 map's correlation with the
+  true difference map and of the subtraction map's: a perfect direction's figures.
+  ``fresh_noise``: every frame draws new phantom noise, a path that also carries a
+  change unrelated to alpha (as a generator's traversal may).
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jaxlatent.analysis import attribute_edit as ae  # pylint: disable=g-import-not-at-top
+  from jaxlatent.analysis.eigen import eigen_analysis_batched  # pylint: disable=g-import-not-at-top
+
+  subj = ae.phantom_edit_subjects("brain", subjects, size, seed, slice_position=slice_position)
+  path = ae.phantom_edit_path("brain", subjects, size, seed, steps,
+                              slice_position=slice_position, fresh_noise=fresh_noise)
+  masks = jnp.asarray(subj.masks, jnp.float32)
+  alphas = jnp.linspace(0.0, alpha_max, steps)
+  res = eigen_analysis_batched(jnp.asarray(path), masks, alphas, n_components=2)
+  true = jnp.asarray(subj.true_difference)
+  comp2 = np.asarray(ae.difference_scores(res.component_maps[:, 1], true, masks))
+  sub = np.asarray(ae.difference_scores(path[:, -1, ..., 0] - path[:, 0, ..., 0], true, masks))
+  v2 = np.abs(np.asarray(res.corr_alpha)[:, 1])
+  stat = lambda v: {"mean": float(v.mean()), "std": float(v.std())}
+  return {"subjects": subjects, "steps": steps, "size": size, "seed": seed,
+          "slice_position": slice_position, "fresh_noise": fresh_noise,
+          "abs_corr_v2_alpha": stat(v2),
+          "component2_corr": stat(comp2), "subtraction_corr": stat(sub),
+          "explained_c2": stat(np.asarray(res.explained_variance_ratio)[:, 1])}
+
+
 def restricted_alignment(regressor, directions_dir: str, generator_dir: str, space: str,
                          min_r2: float, shifts, num_latents: int, seed: int,
                          min_change: float) -> dict:

@@ -303,6 +303,64 @@ def phantom_edit_subjects(
       (brain 0.5, thorax 0.5).
   """
 
+  pop = _edit_population(kind, n, seed, change, absolute, slice_position)
+  factors, changed, keys = pop["factors"], pop["changed"], pop["keys"]
+  images, _, masks = phantoms.render_with_keys(kind, factors, size, *keys, to_numpy=True)
+  clean = lambda f: {**f, "noise": np.zeros((n,), np.float32)}
+  before = phantoms.render_with_keys(kind, clean(factors), size, *keys, to_numpy=True)[0]
+  after, _, masks_after = phantoms.render_with_keys(kind, clean(changed), size, *keys,
+                                                    to_numpy=True)
+  return EditSubjects(
+      images=_to_unit(kind, images, masks, ct_window, mr_percentiles)[..., None],
+      true_difference=(after - before).astype(np.float32),
+      masks=np.asarray(masks, bool) | np.asarray(masks_after, bool), factors=factors,
+      changed=changed,
+      subject_id=pop["subject_id"])
+
+
+def phantom_edit_path(
+    kind: str = "brain",
+    n: int = 16,
+    size: int = 64,
+    seed: int = 1234,
+    steps: int = 15,
+    *,
+    change: Mapping[str, float] | None = None,
+    absolute: Sequence[str] = ("breast_size",),
+    slice_position: float | None = None,
+    ct_window: tuple[float, float] = (-1000.0, 2000.0),
+    mr_percentiles: tuple[float, float] = (0.5, 99.5),
+    fresh_noise: bool = False,
+) -> np.ndarray:
+  """The exact edit of :func:`phantom_edit_subjects`' subjects as a ``steps``-frame path.
+
+  Frame t renders each subject with its factors moved the fraction ``t / (steps - 1)``
+  of the way to the changed ones (same subject and noise keys, the phantom's noise
+  kept), normalised per frame like the data pipeline: the path a perfect attribute
+  direction would draw, e.g. to measure what the eigen-analysis' component-2 map can
+  reach on a known edit.  ``fresh_noise``: each frame draws its own noise (keys folded
+  with the frame index), a path that also carries a change unrelated to the edit.
+
+  Returns:
+    float32 ``[n, steps, size, size, 1]`` in [-1, 1]; frame 0 equals
+    ``phantom_edit_subjects(...).images`` for the same arguments.
+  """
+  if int(steps) < 2:
+    raise ConfigError(f"steps={steps}: a path needs at least 2 frames")
+  pop = _edit_population(kind, n, seed, change, absolute, slice_position)
+  frames = []
+  sub_keys, noise_keys = pop["keys"]
+  for i, t in enumerate(np.linspace(0.0, 1.0, int(steps), dtype=np.float32)):
+    mixed = {k: v + t * (pop["changed"][k] - v) for k, v in pop["factors"].items()}
+    keys = (sub_keys, jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(noise_keys)
+            if fresh_noise and i > 0 else noise_keys)
+    images, _, masks = phantoms.render_with_keys(kind, mixed, size, *keys, to_numpy=True)
+    frames.append(_to_unit(kind, images, masks, ct_window, mr_percentiles))
+  return np.stack(frames, axis=1)[..., None]
+
+
+def _edit_population(kind, n, seed, change, absolute, slice_position) -> dict:
+  """The held-out subjects of an edit: factors, changed factors, render keys, ids."""
   if kind not in ("brain", "thorax"):
     raise ConfigError(f"kind={kind!r}: expected 'brain' or 'thorax'")
   change = dict(BRAIN_HC_TO_MS if kind == "brain" else THORAX_TO_LARGE_BREAST) \
@@ -320,22 +378,14 @@ def phantom_edit_subjects(
   for name, v in change.items():
     new = np.full((n,), v, np.float32) if name in absolute else factors[name] + np.float32(v)
     changed[name] = np.clip(new, table[name][0], table[name][1]).astype(np.float32)
-  sub_keys, noise_keys = pop["subject_key"], slice_keys(jax.random.fold_in(root, 2), n)
-  images, _, masks = phantoms.render_with_keys(kind, factors, size, sub_keys, noise_keys,
-                                               to_numpy=True)
-  clean = lambda f: {**f, "noise": np.zeros((n,), np.float32)}
-  before = phantoms.render_with_keys(kind, clean(factors), size, sub_keys, noise_keys,
-                                     to_numpy=True)[0]
-  after, _, masks_after = phantoms.render_with_keys(kind, clean(changed), size, sub_keys,
-                                                    noise_keys, to_numpy=True)
+  return {"factors": factors, "changed": changed,
+          "keys": (pop["subject_key"], slice_keys(jax.random.fold_in(root, 2), n)),
+          "subject_id": np.asarray(pop["subject_id"])}
+
+
+def _to_unit(kind, images, masks, ct_window, mr_percentiles) -> np.ndarray:
+  """Physical units -> [-1, 1] as the data pipeline does (CT window; MR percentiles)."""
   if kind == "thorax":
-    unit = window_ct(images, ct_window)
-  else:
-    unit = np.stack([scale_to_unit(im, *mr_percentile_range(im, mr_percentiles, mk))
-                     for im, mk in zip(images, masks)])
-  return EditSubjects(
-      images=unit[..., None].astype(np.float32),
-      true_difference=(after - before).astype(np.float32),
-      masks=np.asarray(masks, bool) | np.asarray(masks_after, bool), factors=factors,
-      changed=changed,
-      subject_id=np.asarray(pop["subject_id"]))
+    return window_ct(images, ct_window).astype(np.float32)
+  return np.stack([scale_to_unit(im, *mr_percentile_range(im, mr_percentiles, mk))
+                   for im, mk in zip(images, masks)]).astype(np.float32)
