@@ -86,6 +86,26 @@ def ct_analysis(folder: str) -> dict | None:
   return out
 
 
+def edit_comparison(folder: str) -> dict | None:
+  """The edit comparison's rows (one per model and phantom kind), or None if not finished."""
+  if not os.path.exists(os.path.join(folder, "DONE")):
+    return None
+  e = _json(os.path.join(folder, "edit_comparison.json"))
+  return {"seconds": e.get("seconds"), "steps": e.get("steps"), "subjects": e.get("subjects"),
+          "table": e.get("table"), "figures": e.get("figures"),
+          "rows": [{"kind": r["kind"], "model": r["model"], "method": r["method"],
+                    "summary": r["summary"]} for r in e.get("rows", [])]}
+
+
+def label_fraction(folder: str) -> dict | None:
+  """SS-DAAE and supervised held-out accuracy per labelled fraction, or None."""
+  if not os.path.exists(os.path.join(folder, "DONE")):
+    return None
+  lf = _json(os.path.join(folder, "label_fraction.json"))
+  return {k: lf.get(k) for k in ("rows", "chance", "supervised", "steps", "seconds",
+                                 "num_train_images", "num_heldout_images", "classes")}
+
+
 METRIC_MIN_R2 = 0.9  # factors the regressor predicts this well count in the re-scoring
 
 
@@ -252,6 +272,8 @@ def collect(runs: str) -> dict:
                         for variant, _ in VOYNOV_VARIANTS}
   res["ms"] = ms_analysis(os.path.join(runs, "stylegan_brain", "ms"))
   res["ms_ceiling"] = ms_ceiling()
+  res["edits"] = edit_comparison(os.path.join(runs, "compare_edits"))
+  res["label_fraction"] = label_fraction(os.path.join(runs, "label_fraction"))
   res["metric"] = {model: metric_check(runs, model) for model in CT_MODELS}
   res["inversion"] = {model: {
       "heldout": (res["ct"][model][VOYNOV_VARIANTS[0][0]] or {}).get("inversion"),
@@ -400,6 +422,42 @@ def ms_table(res: dict) -> str:
   return "\n".join(lines)
 
 
+EDIT_GOAL = 0.5  # an edit's change correlates at least this well with the true change
+
+
+def edits_table(res: dict) -> str:
+  """Claim 4: every model's edit of the same held-out subjects against the true change."""
+  e = res.get("edits")
+  if not e:
+    return "(the edit comparison has not run yet)"
+  lines = ["| phantom | model | method | n | edit corr | component-2 corr | goal | met |",
+           "|---|---|---|---|---|---|---|---|"]
+  for t, r in zip(e["table"], e["rows"]):
+    ok = r["summary"].get("edit_corr_mean", 0.0) >= EDIT_GOAL
+    lines.append(f"| {t['phantom']} | {t['model']} | {t['method']} | {t['n']} | "
+                 f"{t['edit corr']} | {t['component-2 corr']} | edit corr >= {EDIT_GOAL} | "
+                 f"{'yes' if ok else 'no'} |")
+  return "\n".join(lines)
+
+
+def label_fraction_table(res: dict) -> str:
+  """Claim 5: SS-DAAE held-out accuracy per labelled fraction next to the supervised
+  classifier trained on the same labelled images."""
+  lf = res.get("label_fraction")
+  if not lf:
+    return "(the label-fraction study has not run yet)"
+  lines = ["| labelled fraction | labelled images | SS-DAAE accuracy | supervised accuracy | "
+           "chance | goal | met |", "|---|---|---|---|---|---|---|"]
+  for r in lf["rows"]:
+    sup = r.get("supervised_accuracy")
+    few = r["fraction"] < 1.0
+    goal = "SS-DAAE >= supervised" if few else "above chance"
+    ok = (sup is not None and r["accuracy"] >= sup) if few else r["accuracy"] > r["chance"]
+    lines.append(f"| {r['fraction']:g} | {r['num_labelled']} | {r['accuracy']:.3f} | "
+                 f"{_fmt(sup, 3)} | {r['chance']:.3f} | {goal} | {'yes' if ok else 'no'} |")
+  return "\n".join(lines)
+
+
 def write_doc_tables(res: dict, doc: str = DOC) -> None:
   """Replaces each ``<!-- results:NAME -->...<!-- /results:NAME -->`` block of ``doc``."""
   if not os.path.exists(doc):
@@ -408,6 +466,7 @@ def write_doc_tables(res: dict, doc: str = DOC) -> None:
     text = f.read()
   blocks = {"ct": ct_table(res), "voynov": voynov_table(res), "metric": metric_table(res),
             "inversion": inversion_table(res), "ms": ms_table(res),
+            "edits": edits_table(res), "label_fraction": label_fraction_table(res),
             "provenance": (f"Figures collected {res['date']} at commit {res['commit']} on "
                            f"{res['machine']}.")}
   for name, body in blocks.items():
@@ -436,7 +495,8 @@ def main(argv: list[str]) -> int:
   with open(os.path.join(REPO, "validation", "results.json"), "w") as f:
     json.dump(res, f, indent=1, sort_keys=True)
   write_doc_tables(res)
-  print(ct_table(res), voynov_table(res), metric_table(res), inversion_table(res), ms_table(res), sep="\n\n")
+  print(ct_table(res), voynov_table(res), metric_table(res), inversion_table(res), ms_table(res),
+        edits_table(res), label_fraction_table(res), sep="\n\n")
   return 0
 
 
