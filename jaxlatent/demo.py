@@ -16,7 +16,10 @@
    the InterFaceGAN HC -> MS direction, traverse healthy subjects with alpha 0..50,
    eigen-analysis and the ground-truth check against the phantom's true difference map
    (configs/analyze_ms_tiny.py).  ``--ms-model=dcgan|vae`` runs the same MS analysis on
-   a tiny DCGAN / VAE of brain phantoms (z inversion) instead; ``none`` skips it.
+   a tiny DCGAN / VAE of brain phantoms (z inversion) instead; ``none`` skips it.  When
+   a brain StyleGAN2 of the validation study is shipped (``PRETRAINED_MS``),
+   ``--models=pretrained`` analyses it instead of training one, re-using its
+   InterFaceGAN direction and inverted codes.
 3. Attribute edits (Creswell et al.): train the tiny IFcVAE-GAN on brain (HC/MS) and
    thorax (large breast) phantoms and the tiny SS-DAAE on brain phantoms, then score
    their attribute edits beside the StyleGAN's InterFaceGAN direction and the DCGAN's
@@ -57,7 +60,11 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The validation study's generators shipped in pretrained/ (docs/VALIDATION.md).
 PRETRAINED_CT = "dcgan_ct_64"  # its discovered breast-size direction joins the edit table
-PRETRAINED_MODELS = (PRETRAINED_CT, "vae_ct_64")  # every shipped generator (all CT)
+PRETRAINED_CT_MODELS = (PRETRAINED_CT, "vae_ct_64")
+# The brain StyleGAN2 of the MS analysis, once shipped (validation/ship.py --stage=
+# stylegan_brain/ms); until then the MS path trains the tiny StyleGAN2.
+PRETRAINED_MS: str | None = None
+PRETRAINED_MODELS = PRETRAINED_CT_MODELS + ((PRETRAINED_MS,) if PRETRAINED_MS else ())
 MODEL_SOURCES = ("pretrained", "tiny")
 
 
@@ -148,22 +155,37 @@ def pretrained_analysis_config(name: str, quick: bool):
   return c
 
 
+def _analyse_pretrained(clock, reports, out, name, quick) -> str:
+  """Analyses the shipped generator ``name`` into ``<out>/<name>``, re-using the
+  directions and inverted codes it ships with; returns that report folder."""
+  src = pretrained_folder(name)
+  report_dir = os.path.join(out, name)
+  config = pretrained_analysis_config(name, quick)
+  # The shipped directions (with their factor alignment and regressor) and inverted
+  # codes carry the generator's fingerprint: run_analysis re-uses them instead of
+  # hours of discovery and inversion; a stale copy in the output is replaced.
+  shutil.copytree(os.path.join(src, "analysis"), report_dir, dirs_exist_ok=True,
+                  ignore=shutil.ignore_patterns("config.json"))
+  reports.append(clock(f"analyse the pretrained {name} ({', '.join(config.methods)})",
+                       run_analysis, config, src, report_dir))
+  return report_dir
+
+
 def _pretrained_ct_path(clock, reports, out, quick) -> tuple[str, str]:
-  """Analyses the shipped 64 px CT generators, re-using their validation directions and
-  codes; returns the DCGAN's folder and its Voynov directions (for the edit table)."""
-  for name in PRETRAINED_MODELS:
-    src = pretrained_folder(name)
-    report_dir = os.path.join(out, name)
-    config = pretrained_analysis_config(name, quick)
-    # The shipped directions (with their factor alignment and regressor) and inverted
-    # codes carry the generator's fingerprint: run_analysis re-uses them instead of
-    # hours of discovery; a stale copy in the output is replaced.
-    shutil.copytree(os.path.join(src, "analysis"), report_dir, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("config.json"))
-    reports.append(clock(f"analyse the pretrained {name} ({', '.join(config.methods)})",
-                         run_analysis, config, src, report_dir))
+  """Analyses the shipped 64 px CT generators; returns the DCGAN's folder and its Voynov
+  directions (for the edit table)."""
+  for name in PRETRAINED_CT_MODELS:
+    _analyse_pretrained(clock, reports, out, name, quick)
   return (pretrained_folder(PRETRAINED_CT),
           os.path.join(out, PRETRAINED_CT, "directions", "voynov_directions"))
+
+
+def _pretrained_ms_path(clock, reports, out, quick) -> tuple[str, str]:
+  """Analyses the shipped brain StyleGAN2 (HC -> MS); returns its folder and its
+  InterFaceGAN direction (for the edit table)."""
+  report_dir = _analyse_pretrained(clock, reports, out, PRETRAINED_MS, quick)
+  return (pretrained_folder(PRETRAINED_MS),
+          os.path.join(report_dir, "directions", "interfacegan_directions"))
 
 
 def _ct_path(clock, reports, ct_dir, quick):
@@ -192,10 +214,12 @@ def _ms_path(clock, reports, out, quick, ms_model):
 
 
 def comparison_config(quick: bool, ct_dir: str | None, stylegan_dir: str | None,
-                      attr_dirs: dict[str, str], ct_directions: str = ""):
+                      attr_dirs: dict[str, str], ct_directions: str = "",
+                      stylegan_directions: str = ""):
   """configs/compare_edits_tiny.py on the demo's runs (a path not run is left out).
 
-  ``ct_directions``: the DCGAN's direction file when it is not in ``<ct_dir>/report``.
+  ``ct_directions`` / ``stylegan_directions``: the DCGAN's / StyleGAN's direction file
+  when it is not in ``<dir>/report`` (a shipped generator).
   """
   c = load_config("compare_edits_tiny", complete_study_config)
   c.brain.ifcvae_gan, c.brain.ssdaae = attr_dirs["ifcvae_brain"], attr_dirs["ssdaae_brain"]
@@ -203,6 +227,7 @@ def comparison_config(quick: bool, ct_dir: str | None, stylegan_dir: str | None,
   c.brain.stylegan = stylegan_dir or ""
   c.thorax.dcgan = ct_dir or ""
   c.thorax.dcgan_directions = ct_directions
+  c.brain.stylegan_directions = stylegan_directions
   if quick:
     c.subjects.num_subjects, c.steps = 2, 3
     for kind in ("brain", "thorax"):
@@ -211,7 +236,8 @@ def comparison_config(quick: bool, ct_dir: str | None, stylegan_dir: str | None,
   return c
 
 
-def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, ct_directions=""):
+def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, ct_directions="",
+                stylegan_directions=""):
   attr_dirs = {}
   for name, what in (("ifcvae_brain", "IFcVAE-GAN on brain phantoms (HC/MS)"),
                      ("ssdaae_brain", "SS-DAAE on brain phantoms (10% labels)"),
@@ -222,7 +248,7 @@ def _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, ct_directions=
   reports.append(clock("compare attribute edits (one table, same subjects)",
                        run_edit_comparison,
                        comparison_config(quick, ct_dir, stylegan_dir, attr_dirs,
-                                         ct_directions),
+                                         ct_directions, stylegan_directions),
                        os.path.join(out, "edit_comparison")))
 
 
@@ -252,12 +278,16 @@ def run_demo(out: str, quick: bool = False, ms_model: str = "stylegan2",
   elif "ct" in paths:
     ct_dir = os.path.join(out, "ct_dcgan")
     _ct_path(clock, reports, ct_dir, quick)
-  if "ms" in paths and ms_model != "none":
+  stylegan_dir, stylegan_directions = None, ""
+  if "ms" in paths and ms_model == "stylegan2" and models == "pretrained" and PRETRAINED_MS:
+    stylegan_dir, stylegan_directions = _pretrained_ms_path(clock, reports, out, quick)
+  elif "ms" in paths and ms_model != "none":
     _ms_path(clock, reports, out, quick, ms_model)
+    if ms_model == "stylegan2":
+      stylegan_dir = os.path.join(out, "ms_stylegan2")
   if "edits" in paths:
-    stylegan_dir = (os.path.join(out, "ms_stylegan2")
-                    if "ms" in paths and ms_model == "stylegan2" else None)
-    _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, ct_directions)
+    _edits_path(clock, reports, out, quick, ct_dir, stylegan_dir, ct_directions,
+                stylegan_directions)
 
   total = {"stage": "total", "wall_s": round(sum(r["wall_s"] for r in clock.rows), 1),
            "cpu_s": round(sum(r["cpu_s"] for r in clock.rows), 1)}
@@ -279,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--ms-model", default="stylegan2",
                       help="model of the MS path: stylegan2 (default), dcgan, vae or none")
   parser.add_argument("--models", default="pretrained",
-                      help="CT path: 'pretrained' (default) analyses the shipped 64 px "
-                      "validation DCGAN; 'tiny' trains the tiny DCGAN from scratch")
+                      help="'pretrained' (default) analyses the shipped 64 px validation "
+                      "generators; 'tiny' trains the tiny models from scratch")
   parser.add_argument("--malloc", default="retain", help=host.MALLOC_HELP)
   args = parser.parse_args(argv)
   host.configure_malloc(args.malloc)  # before JAX starts its threads

@@ -34,7 +34,8 @@ from validation import collect, run  # noqa: E402  pylint: disable=g-import-not-
 PRETRAINED = os.path.join(REPO, "pretrained")
 ANALYSIS_FILES = ("directions/*_directions.npz", "directions/*_directions.json",
                   "directions/factor_regressor.npz", "inversion/latents.npz",
-                  "inversion/latents.json")
+                  "inversion/latents.json", "inversion/ground_truth_latents.npz",
+                  "inversion/ground_truth_latents.json")
 
 
 def effective_analysis_config(stage: run.Stage):
@@ -50,9 +51,9 @@ def effective_analysis_config(stage: run.Stage):
 
 
 def recorded_figures(folder: str) -> dict:
-  """What a test re-computes: per method, per factor, the best-aligned direction."""
-  res = collect.ct_analysis(folder) if os.path.exists(
-      os.path.join(folder, "directions")) else None
+  """What a test re-computes: per method, per factor, the best-aligned direction (CT),
+  and the analysis' metrics.json (for MS its ground-truth scores)."""
+  res = collect.ct_analysis(folder) if factor_alignment_ran(folder) else None
   with open(os.path.join(folder, "metrics.json")) as f:
     metrics = json.load(f)
   best = {m: e["best"] for m, e in (res or {}).get("methods", {}).items()}
@@ -75,7 +76,7 @@ def ensure_regressor(runs: str, stage: run.Stage, folder: str) -> str:
 
 
 def ship(runs: str, stage_name: str, name: str, force: bool = False) -> str:
-  from jaxlatent.convert.export import export_generator  # pylint: disable=g-import-not-at-top
+  """Packs the finished validation stage ``stage_name`` as ``pretrained/<name>``."""
   stages = {s.name: s for s in run.stages()}
   if stage_name not in stages:
     raise SystemExit(f"error: --stage={stage_name!r}: not a stage of validation/run.py")
@@ -83,16 +84,39 @@ def ship(runs: str, stage_name: str, name: str, force: bool = False) -> str:
   folder = os.path.join(runs, stage.folder)
   if not os.path.exists(os.path.join(folder, "DONE")):
     raise SystemExit(f"error: {folder} has not finished (no DONE)")
-  ensure_regressor(runs, stage, folder)
-  out = os.path.join(PRETRAINED, name)
+  config = effective_analysis_config(stage)
+  if factor_alignment_ran(folder):
+    ensure_regressor(runs, stage, folder)
+  return pack(os.path.join(runs, stage.workdir), folder, config,
+              os.path.join(PRETRAINED, name), {"stage": stage.name, "name": name}, force)
+
+
+def factor_alignment_ran(folder: str) -> bool:
+  """Whether the analysis in ``folder`` scored discovered directions (CT: a regressor)."""
+  names = glob.glob(os.path.join(folder, "directions", "*_directions.npz"))
+  return any(not os.path.basename(n).startswith("interfacegan") for n in names)
+
+
+def pack(workdir: str, folder: str, config, out: str, record: dict,
+         force: bool = False) -> str:
+  """Writes ``out``: the exported generator of ``workdir``, the re-usable files of its
+  analysis ``folder`` (run with ``config``) and ``recorded.json`` (+ ``record``).
+
+  ``out`` appears only once complete; an existing one is replaced only with ``force``.
+  """
+  from jaxlatent.convert.export import export_generator  # pylint: disable=g-import-not-at-top
+  rec = recorded_figures(folder)
+  rec.update(record)
   if os.path.exists(out):
     if not force:
       raise SystemExit(f"error: {out} exists (--force replaces it)")
     shutil.rmtree(out)
-  os.makedirs(PRETRAINED, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=PRETRAINED, prefix=f".{name}.")
+  parent = os.path.dirname(os.path.abspath(out))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.")
   try:
-    export_generator(os.path.join(runs, stage.workdir), os.path.join(tmp, "g"))
+    # The checkpoint the analysis read, even if the training went on since.
+    export_generator(workdir, os.path.join(tmp, "g"), step=rec["metrics"]["checkpoint_step"])
     dest = os.path.join(tmp, "g", "analysis")
     for pattern in ANALYSIS_FILES:
       for src in glob.glob(os.path.join(folder, pattern)):
@@ -100,15 +124,45 @@ def ship(runs: str, stage_name: str, name: str, force: bool = False) -> str:
         os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
         shutil.copy2(src, os.path.join(dest, rel))
     with open(os.path.join(dest, "config.json"), "w") as f:
-      f.write(effective_analysis_config(stage).to_json(indent=1, sort_keys=True))
-    rec = recorded_figures(folder)
-    rec.update(stage=stage.name, name=name)
+      f.write(config.to_json(indent=1, sort_keys=True))
     with open(os.path.join(tmp, "g", "recorded.json"), "w") as f:
       json.dump(rec, f, indent=1, sort_keys=True)
     os.rename(os.path.join(tmp, "g"), out)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return out
+
+
+def recompute_ground_truth(pretrained: str) -> dict:
+  """The MS ground-truth scores of a shipped generator, from its files alone: its
+  InterFaceGAN direction walks its shipped ground-truth codes (no re-inversion: a
+  mismatched fingerprint is an error), scored against the phantom's true difference
+  maps like the analysis does.  Returns ``{component2_corr_mean, subtraction_corr_mean,
+  ...}`` to compare with ``recorded.json``'s ``metrics.ground_truth``."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxlatent import directions as dirs  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies import analysis  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.config import complete_study_config  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.generators import load_generator  # pylint: disable=g-import-not-at-top
+
+  with open(os.path.join(pretrained, "analysis", "config.json")) as f:
+    config = complete_study_config(ml_collections.ConfigDict(json.load(f)))
+  config.cache_mismatch = "error"
+  codes = os.path.join(pretrained, "analysis", "inversion")
+  if not os.path.isfile(os.path.join(codes, "ground_truth_latents.npz")):
+    raise FileNotFoundError(f"{codes}/ground_truth_latents.npz: not shipped")
+  trained = load_generator(pretrained, str(config.space))
+  direction = dirs.load_directions(os.path.join(pretrained, "analysis", "directions",
+                                                "interfacegan_directions"))
+  t = config.traversal
+  alphas = np.linspace(float(t.alpha_start), float(t.alpha_stop),
+                       int(t.alpha_num)).astype(np.float32)
+  key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 4)  # unused: codes re-used
+  got = analysis.ground_truth(trained, config, direction, alphas, key, codes)
+  return {"component2_corr_mean": got.summary["component2_corr_mean"],
+          "subtraction_corr_mean": got.summary["edit_corr_mean"]}
 
 
 def main(argv: list[str]) -> int:
