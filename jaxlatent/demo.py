@@ -200,15 +200,21 @@ def _ct_path(clock, reports, ct_dir, quick):
                        os.path.join(ct_dir, "report")))
 
 
+def ms_analysis_config(ms_model: str, quick: bool):
+  """configs/analyze_ms_tiny.py for the MS path's tiny ``ms_model``."""
+  c = analysis_config("analyze_ms_tiny", quick)
+  if ms_model != "stylegan2":
+    c.space = "z"  # DCGAN / VAE: Creswell & Bharath z inversion instead of W projection
+    c.inversion.learning_rate = 0.05
+  return c
+
+
 def _ms_path(clock, reports, out, quick, ms_model):
   name = {"stylegan2": "stylegan_tiny", "dcgan": "dcgan_tiny", "vae": "vae_tiny"}[ms_model]
   ms_dir = os.path.join(out, f"ms_{ms_model}")
   clock(f"train tiny {ms_model} on brain phantoms", train_and_evaluate,
         train_config(name, quick, brain=True), ms_dir)
-  ms_cfg = analysis_config("analyze_ms_tiny", quick)
-  if ms_model != "stylegan2":
-    ms_cfg.space = "z"  # DCGAN / VAE: Creswell & Bharath z inversion instead of W projection
-    ms_cfg.inversion.learning_rate = 0.05
+  ms_cfg = ms_analysis_config(ms_model, quick)
   reports.append(clock(f"analyse MS {ms_model} (InterFaceGAN HC->MS, ground truth)",
                        run_analysis, ms_cfg, ms_dir, os.path.join(ms_dir, "report")))
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+
+import numpy as np
 
 from jaxlatent import demo
 
 
-def test_demo_quick_ms_path(tmp_path, capsys):
+def test_demo_quick_ms_path(tmp_path, capsys, monkeypatch):
   out = str(tmp_path / "demo")
   # --malloc=system: 'retain' would outlive the test in this process.
   assert demo.main(["--out", out, "--quick", "--paths", "ms", "--ms-model", "dcgan",
@@ -41,6 +44,30 @@ def test_demo_quick_ms_path(tmp_path, capsys):
   stages = [r["stage"] for r in timing["timing"]]
   assert stages[-1] == "total" and len(stages) == 3
   assert all(r["cpu_s"] >= 0 and r["wall_s"] >= 0 for r in timing["timing"])
+
+  # Shipped as a pretrained model (validation/ship.py), the run reproduces its recorded
+  # ground-truth scores from the shipped files alone, and the demo's pretrained MS path
+  # analyses it with the shipped direction and codes (nothing is inverted again).
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from validation import ship  # pylint: disable=g-import-not-at-top
+  run_dir = os.path.join(out, "ms_dcgan")
+  packed = ship.pack(run_dir, os.path.join(run_dir, "report"),
+                     demo.ms_analysis_config("dcgan", True), str(tmp_path / "pt" / "ms64"),
+                     {"name": "ms64"})
+  recorded = json.load(open(os.path.join(packed, "recorded.json")))
+  assert recorded["metrics"]["ground_truth"] == gt
+  again = ship.recompute_ground_truth(packed)
+  for k in ("component2_corr_mean", "subtraction_corr_mean"):
+    np.testing.assert_allclose(again[k], gt[k], atol=1e-5)
+  monkeypatch.setattr(demo, "PRETRAINED_MS", "ms64")
+  monkeypatch.setattr(demo, "pretrained_folder", lambda name: str(tmp_path / "pt" / name))
+  capsys.readouterr()
+  result = demo.run_demo(str(tmp_path / "demo2"), quick=True, paths=("ms",))
+  log = capsys.readouterr().out
+  assert [r["stage"] for r in result["timing"]][0] == "analyse the pretrained ms64 (interfacegan)"
+  assert "inverting" not in log and "ground_truth_latents.npz" in log, log
+  again = json.load(open(os.path.join(str(tmp_path / "demo2"), "ms64", "metrics.json")))
+  assert again["ground_truth"] == gt
 
 
 def test_demo_rejects_unknown_path(tmp_path, capsys):
