@@ -40,7 +40,8 @@ import ml_collections
 import numpy as np
 
 from jaxlatent import atomic_io
-from jaxlatent.errors import CheckpointError, ConfigError, DataError, TrainingError
+from jaxlatent.errors import (CheckpointError, ConfigError, DataError, JaxlatentError,
+                              TrainingError)
 from jaxlatent.training import checkpoint
 from jaxlatent.training import metrics as metrics_lib
 from jaxlatent.training import sharding
@@ -95,13 +96,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   is_chief = jax.process_index() == 0
   workdir = atomic_io.check_writable_dir(workdir, "--workdir")
   with contextlib.ExitStack() as stack:
+    lock_error = None
     if is_chief:  # one process writes the workdir's files, so one holds its lock
       from jaxlatent.workdir_lock import hold_workdir_lock  # pylint: disable=g-import-not-at-top
       try:
-        os.makedirs(workdir, exist_ok=True)
-      except OSError as e:
-        raise atomic_io.output_error(e, workdir) from None
-      stack.enter_context(hold_workdir_lock(workdir, "training workdir"))
+        try:
+          os.makedirs(workdir, exist_ok=True)
+        except OSError as e:
+          raise atomic_io.output_error(e, workdir) from None
+        stack.enter_context(hold_workdir_lock(workdir, "training workdir"))
+      except JaxlatentError as e:
+        lock_error = e
+    # The other processes would otherwise wait forever in the first collective.
+    sharding.raise_with_the_chief(lock_error, f"lock the training workdir {workdir}")
     if trainer is None:
       from jaxlatent.training.trainers import make_trainer  # pylint: disable=g-import-not-at-top
       trainer = make_trainer(config)
@@ -433,8 +440,8 @@ class _HeldCheckpoint:
     self.ckpt, self.last, self.held = ckpt, last, None
 
   def hold(self, step: int, state: Any) -> None:
-    def copy(x):
-      return jax.device_put(x, may_alias=False) if isinstance(x, jax.Array) else x
+    def copy(x):  # onto the same devices: a multi-process array has no single one
+      return jax.device_put(x, x.sharding, may_alias=False) if isinstance(x, jax.Array) else x
 
     self.held = (step, jax.tree.map(copy, state))
 

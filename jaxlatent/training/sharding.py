@@ -16,7 +16,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
-from jaxlatent.errors import ConfigError
+from jaxlatent.errors import ConfigError, TrainingError
 
 DISTRIBUTED_MODES = ("auto", "off", "on")
 
@@ -82,6 +82,25 @@ def maybe_initialize_distributed(mode: str) -> bool:
     raise ConfigError(f"distributed={mode!r}: jax.distributed.initialize() failed: {e}. "
                       "Set --config.distributed=off for a single process.") from None
   return True
+
+
+def raise_with_the_chief(error: Exception | None, what: str) -> None:
+  """Stops every process when the chief (process 0) failed ``what``.
+
+  A step that only the chief takes (e.g. the workdir's lock) must not leave the
+  other processes waiting in the next collective: all of them learn its outcome.
+  The chief raises its own ``error``; the others raise a TrainingError naming
+  ``what``.  With one process this just raises ``error`` (if any).
+  """
+  failed = error is not None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    failed = bool(multihost_utils.broadcast_one_to_all(np.int32(failed)))
+  if error is not None:
+    raise error
+  if failed:
+    raise TrainingError(f"process {jax.process_index()}: process 0 failed to {what}; its "
+                        "error message says why")
 
 
 def make_mesh() -> Mesh:
