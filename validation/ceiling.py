@@ -164,6 +164,7 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=os.path.join(REPO, "validation", "ceiling.json"))
   a = p.parse_args(argv)
   from jaxlatent import directions as dirs  # pylint: disable=g-import-not-at-top
+  from jaxlatent.directions.alignment import NAMING_MIN_CHANGE  # pylint: disable=g-import-not-at-top
   regressor, _ = dirs.load_factor_regressor(a.regressor)
   result = {"regressor": os.path.relpath(os.path.abspath(a.regressor), REPO),
             "val_r2": dict(zip(regressor.factor_names,
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
     result["restricted"] = restricted_alignment(
         regressor, os.path.join(a.analysis, "directions"), a.generator, str(cfg["space"]),
         a.min_r2, cfg["alignment"]["shifts"], int(cfg["alignment"]["num_latents"]),
-        int(cfg["seed"]), float(cfg["alignment"].get("min_change", 0.5)))
+        int(cfg["seed"]), NAMING_MIN_CHANGE)
     result["restricted"]["analysis"] = os.path.relpath(os.path.abspath(a.analysis), REPO)
   with open(a.out, "w") as f:
     json.dump(result, f, indent=1)

@@ -114,6 +114,7 @@ def metric_check(runs: str, model: str) -> dict | None:
   its ceiling on exact one-factor phantom traversals (with the first finished
   variant's regressor), and every finished variant's directions re-scored over the
   factors the regressor predicts with R^2 >= METRIC_MIN_R2."""
+  from jaxlatent.directions.alignment import NAMING_MIN_CHANGE  # pylint: disable=g-import-not-at-top
   from jaxlatent import directions as dirs  # pylint: disable=g-import-not-at-top
   from validation import ceiling, run, ship  # pylint: disable=g-import-not-at-top
   stages = {s.name: s for s in run.stages()}
@@ -136,7 +137,7 @@ def metric_check(runs: str, model: str) -> dict | None:
     out["restricted"][variant] = ceiling.restricted_alignment(
         reg, os.path.join(folder, "directions"), os.path.join(runs, stage.workdir),
         str(cfg.space), METRIC_MIN_R2, tuple(cfg.alignment.shifts),
-        int(cfg.alignment.num_latents), int(cfg.seed), 0.5)
+        int(cfg.alignment.num_latents), int(cfg.seed), NAMING_MIN_CHANGE)
   return out
 
 

@@ -232,12 +232,17 @@ def disentanglement_scores(importance) -> dict:
           "dci_completeness": float(c_f.mean()), "mig_gap": float(gap.mean())}
 
 
+# A direction is named after a factor only if it moves it by at least this many of the
+# factor's standard deviations over the traversal (a tiny but pure effect is no finding).
+NAMING_MIN_CHANGE = 0.5
+
+
 def factor_alignment(generator, directions, regressor: Callable[[jax.Array], jax.Array],
                      shifts: Sequence[float] = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0),
                      key: jax.Array | None = None, *, num_latents: int = 8,
                      factor_names: Sequence[str] | None = None,
                      latents: jax.Array | None = None, threshold: float = 0.5,
-                     min_change: float = 0.5) -> AlignmentResult:
+                     min_change: float = NAMING_MIN_CHANGE) -> AlignmentResult:
   """How each direction moves each ground-truth factor.
 
   Args:
