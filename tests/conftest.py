@@ -1,11 +1,14 @@
 """Test-session settings.
 
-XLA compile time dominates these tiny-shape tests, so two XLA:CPU flags trade the
+XLA compile time dominates these tiny-shape tests, so XLA:CPU flags trade the
 compiled code's speed for faster compiles: backend optimisation level 0, and XLA's
 classic fusion code generator instead of its MLIR fusion emitters (the larger saving
-of the two).  They change how fast the compiled code runs, not what it computes; the
-library itself never sets them.  Set before jax is imported, so the processes that
-tests start inherit them; a flag the caller already set is kept.
+of the two).  A third one compiles each program's LLVM module whole instead of split
+into parts for a thread pool: the test workers already keep every core busy, so the
+split only adds work.  They change how fast the compiled code runs, or how it is
+compiled, not what it computes; the library itself never sets them.  Set before jax
+is imported, so the processes that tests start inherit them; a flag the caller
+already set is kept.
 """
 
 import os
@@ -14,7 +17,8 @@ import sys
 
 import pytest
 
-_FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+_FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
+                 "--xla_cpu_parallel_codegen_split_count=1")
 for _flag in _FAST_COMPILE:
   if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
