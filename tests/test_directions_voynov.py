@@ -146,17 +146,25 @@ def test_direction_recurrence_matches_permuted_sign_flipped_copies():
   assert rec["recurring_fraction"] < 1.0
 
 
-@pytest.mark.parametrize("batching", ["vmap", "map"])
-def test_restarts_equal_sequential_runs_on_wplus_latents(batching):
+@pytest.fixture(scope="module")
+def wplus_sequential():
+  """Two sequential single runs on a w+-shaped latent: (gen, cfg, keys, results), shared
+  by both batchings below (the runs, and so their compiles, do not depend on it)."""
   gen, _ = toy.bump_generator(jax.random.key(0), 6, 16, latent_shape=(2, 3))
   cfg = dataclasses.replace(TINY, num_directions=8,  # K > D on a w+-shaped latent
                             collapse_threshold=0.0)  # 20 steps: no verdict wanted here
   keys = jax.random.split(jax.random.key(7), 2)
+  return gen, cfg, keys, [run_voynov(gen, cfg, keys[r]) for r in range(2)]
+
+
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_restarts_equal_sequential_runs_on_wplus_latents(batching, wplus_sequential):
+  gen, cfg, keys, singles = wplus_sequential
   with pytest.raises(ConfigError, match="batching='pmap'"):
     run_voynov_restarts(gen, cfg, keys, batching="pmap")
   res = run_voynov_restarts(gen, cfg, keys, batching=batching)
   for r in range(2):
-    single = run_voynov(gen, cfg, keys[r])
+    single = singles[r]
     assert single.directions.vectors.shape == (8, 2, 3)
     np.testing.assert_allclose(res.directions[r].vectors, single.directions.vectors, atol=2e-3)
     np.testing.assert_allclose(res.curves["loss"][r], single.curve["loss"], rtol=2e-3)

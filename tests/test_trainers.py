@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -117,7 +121,7 @@ def test_make_trainer_rejects_unknown_model():
 
 
 _SHARDED_SCRIPT = r"""
-import os, sys
+import os, sys, traceback
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")  # keeps conftest's fast compile
                            + " --xla_force_host_platform_device_count=2")
 import chex, jax, jax.numpy as jnp, numpy as np
@@ -135,57 +139,88 @@ c = _tiny("stylegan2")
 t = make_trainer(c)
 state0 = jax.jit(t.init, out_shardings=repl)(jax.random.key(0))
 step = jax.jit(chex.assert_max_traces(t.train_step, n=1))
-state, metrics = state0, []
+state, metrics, batches = state0, [], []
 for i in range(3):
   x = jnp.tanh(jax.random.normal(jax.random.key(10 + i), (8, c.image_size, c.image_size, 1)))
-  state, m = step(state, {"image": jax.device_put(x, batch_sh)}, jax.random.key(i))
-  metrics.append({k: float(v) for k, v in m.items()})
-assert int(state.step) == 3
-for m in metrics:
-  assert all(np.isfinite(m[k]) for k in t.loss_terms), m
-# Step 0 ran both regularisers; step 1 carried their values; step 2 ran them again.
-assert metrics[0]["r1"] > 0 and metrics[0]["pl_mean"] > 0, metrics
-assert metrics[1]["r1"] == metrics[0]["r1"] and metrics[1]["pl_mean"] == metrics[0]["pl_mean"]
-assert metrics[2]["pl_mean"] != metrics[1]["pl_mean"], metrics
-assert metrics[0]["ema_beta"] == 0.0 and 0 < metrics[2]["ema_beta"] < 1, metrics
-assert _changed(state0.params, state.params) and _changed(state0.ema_params, state.ema_params)
-assert _changed(state0.model_state["buffers"], state.model_state["buffers"])  # w_avg tracked
-gen = t.generator(state)
-img = gen(gen.sample_latents(jax.random.key(5), 2))
-assert img.shape == (2, c.image_size, c.image_size, 1) and bool(jnp.all(jnp.isfinite(img)))
+  batches.append({"image": jax.device_put(x, batch_sh)})
+  state, m = step(state, batches[-1], jax.random.key(i))
+  metrics.append(m)
+  if i == 0:
+    state1 = state
 
-# R1 with MinibatchStd groups spanning both devices equals the unsharded value.
-d = stylegan2.build_discriminator(c)
-dv = d.init(jax.random.key(3), x)
-r1 = jax.jit(lambda v, x: losses.r1_penalty(lambda y: d.apply(v, y)[:, 0], x))
-np.testing.assert_allclose(np.asarray(r1(dv, x)), np.asarray(r1(dv, jax.device_put(x, batch_sh))),
-                           rtol=1e-4)
-print("OK")
+
+def sharded_steps():
+  ms = [{k: float(v) for k, v in m.items()} for m in metrics]
+  assert int(state.step) == 3
+  for m in ms:
+    assert all(np.isfinite(m[k]) for k in t.loss_terms), m
+  # Step 0 ran both regularisers; step 1 carried their values; step 2 ran them again.
+  assert ms[0]["r1"] > 0 and ms[0]["pl_mean"] > 0, ms
+  assert ms[1]["r1"] == ms[0]["r1"] and ms[1]["pl_mean"] == ms[0]["pl_mean"]
+  assert ms[2]["pl_mean"] != ms[1]["pl_mean"], ms
+  assert ms[0]["ema_beta"] == 0.0 and 0 < ms[2]["ema_beta"] < 1, ms
+  assert _changed(state0.params, state.params) and _changed(state0.ema_params, state.ema_params)
+  assert _changed(state0.model_state["buffers"], state.model_state["buffers"])  # w_avg tracked
+  gen = t.generator(state)
+  img = gen(gen.sample_latents(jax.random.key(5), 2))
+  assert img.shape == (2, c.image_size, c.image_size, 1) and bool(jnp.all(jnp.isfinite(img)))
+  # R1 with MinibatchStd groups spanning both devices equals the unsharded value.
+  d = stylegan2.build_discriminator(c)
+  dv = d.init(jax.random.key(3), x)
+  r1 = jax.jit(lambda v, x: losses.r1_penalty(lambda y: d.apply(v, y)[:, 0], x))
+  np.testing.assert_allclose(np.asarray(r1(dv, x)),
+                             np.asarray(r1(dv, jax.device_put(x, batch_sh))), rtol=1e-4)
+
+
+def static_phases():
+  # intervals of 2: step 0 runs PL + R1, step 1 neither
+  assert [t.phase(i) for i in range(3)] == [(True, True), (False, False), (True, True)]
+  b, mb = jax.jit(t.train_step, static_argnames=("phase",))(
+      state0, batches[0], jax.random.key(0), phase=t.phase(0))
+  ma = metrics[0]  # step 0 of the lax.cond program: both conds taken
+  assert float(ma["r1"]) > 0 and float(ma["pl"]) > 0  # both regularisers ran
+  chex.assert_trees_all_close(ma, mb, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(state1.params, b.params, rtol=1e-4, atol=1e-5)
+
+
+for check in (sharded_steps, static_phases):
+  try:
+    check()
+    print("PASS", check.__name__)
+  except Exception:  # each check reports on its own; the test of each reads its line
+    print("FAIL", check.__name__, traceback.format_exc().replace("\n", " | "))
 """
 
 
-def test_stylegan2_steps_with_the_batch_sharded_over_two_devices(run_test_script):
+@pytest.fixture(scope="module")
+def stylegan2_two_devices(tmp_path_factory):
+  """One process with 2 host devices runs three lax.cond StyleGAN2 steps and the
+  static-phase step, sharing its start, imports and the step-0 inputs between the two
+  tests below: its stdout holds a ``PASS`` or ``FAIL`` line per check."""
+  script = tmp_path_factory.mktemp("sharded") / "script.py"
+  script.write_text(_SHARDED_SCRIPT)
+  return subprocess.run([sys.executable, str(script), os.path.dirname(os.path.abspath(__file__))],
+                        capture_output=True, text=True, timeout=900)
+
+
+def _check_passed(proc, name):
+  lines = [ln for ln in proc.stdout.splitlines() if ln.split(" ", 2)[1:2] == [name]]
+  assert lines == [f"PASS {name}"], (lines, proc.stderr[-3000:])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_stylegan2_steps_with_the_batch_sharded_over_two_devices(stylegan2_two_devices):
   """Three StyleGAN2 steps (G main, lazy PL, D main, lazy R1 via lax.cond; intervals 2)
   with the batch sharded over 2 host devices: one trace, finite losses, regularisers
   run on even steps only, EMA and w_avg updated; R1 equals its unsharded value.
 
   Runs in a subprocess to get 2 host devices.
   """
-  out = run_test_script(_SHARDED_SCRIPT)
-  assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+  _check_passed(stylegan2_two_devices, "sharded_steps")
 
 
-def test_stylegan2_static_phases_equal_the_lax_cond_step():
+def test_stylegan2_static_phases_equal_the_lax_cond_step(stylegan2_two_devices):
   """trainer.phase(step) as a static argument (the loop's way, fast on CPU) runs the
-  same computation as the one-program lax.cond step."""
-  config = _tiny("stylegan2")  # intervals of 2: step 0 runs PL + R1, step 1 neither
-  trainer = make_trainer(config)
-  assert [trainer.phase(i) for i in range(3)] == [(True, True), (False, False), (True, True)]
-  state = jax.jit(trainer.init)(jax.random.key(0))
-  batch, key = _batch(config.image_size), jax.random.key(100)
-  a, ma = jax.jit(trainer.train_step)(state, batch, key)  # step 0: both conds taken
-  b, mb = jax.jit(trainer.train_step, static_argnames=("phase",))(
-      state, batch, key, phase=trainer.phase(0))
-  assert float(ma["r1"]) > 0 and float(ma["pl"]) > 0  # both regularisers ran
-  chex.assert_trees_all_close(ma, mb, rtol=1e-4, atol=1e-5)
-  chex.assert_trees_all_close(a.params, b.params, rtol=1e-4, atol=1e-5)
+  same computation as the one-program lax.cond step: step 0 (both conds taken) of the
+  sharded run above, from the same state, batch and key."""
+  _check_passed(stylegan2_two_devices, "static_phases")
