@@ -79,25 +79,35 @@ def train_factor_regressor(images, factors, key: jax.Array, factor_names: Sequen
   n, f = factors.shape
   if len(factor_names) != f:
     raise ConfigError(f"{len(factor_names)} factor names for {f} factors")
-  perm = jax.random.permutation(jax.random.fold_in(key, 1), n)
   n_val = max(1, int(val_fraction * n)) if val_fraction > 0 else 0
+  module = FactorCNN(f, width)
+  x_tr, t_tr, x_va, t_va, mean, std, params = _prepare_regressor(module, images, factors, key,
+                                                                  n_val)
+  params = _fit_regressor(module, params, x_tr, t_tr, jax.random.fold_in(key, 3),
+                          steps=int(steps), batch_size=int(min(batch_size, n - n_val)),
+                          learning_rate=float(learning_rate))
+  r2 = _held_out_r2(module, params, x_va, t_va) if n_val else jnp.full((f,), jnp.nan)
+  return FactorRegressor(params=params, factor_mean=mean, factor_std=std, val_r2=r2,
+                         module=module, factor_names=tuple(str(x) for x in factor_names))
+
+
+# One program each (not dozens of eagerly dispatched, separately compiled ops).
+@functools.partial(jax.jit, static_argnames=("module", "n_val"))
+def _prepare_regressor(module, images, factors, key, n_val):
+  """Train / held-out split, targets standardised with train statistics, initial params."""
+  perm = jax.random.permutation(jax.random.fold_in(key, 1), images.shape[0])
   tr, va = perm[n_val:], perm[:n_val]
   mean, std = factors[tr].mean(0), jnp.maximum(factors[tr].std(0), 1e-6)
   targets = (factors - mean) / std
-  module = FactorCNN(f, width)
   params = module.init(jax.random.fold_in(key, 2), images[:1])
-  params = _fit_regressor(module, params, images[tr], targets[tr], jax.random.fold_in(key, 3),
-                          steps=int(steps), batch_size=int(min(batch_size, len(tr))),
-                          learning_rate=float(learning_rate))
-  if n_val:
-    pred = module.apply(params, images[va])
-    resid = ((pred - targets[va])**2).sum(0)
-    total = jnp.maximum(((targets[va] - targets[va].mean(0))**2).sum(0), 1e-12)
-    r2 = 1.0 - resid / total
-  else:
-    r2 = jnp.full((f,), jnp.nan)
-  return FactorRegressor(params=params, factor_mean=mean, factor_std=std, val_r2=r2,
-                         module=module, factor_names=tuple(str(x) for x in factor_names))
+  return images[tr], targets[tr], images[va], targets[va], mean, std, params
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _held_out_r2(module, params, x, t):
+  resid = ((module.apply(params, x) - t)**2).sum(0)
+  total = jnp.maximum(((t - t.mean(0))**2).sum(0), 1e-12)
+  return 1.0 - resid / total
 
 
 @functools.partial(jax.jit, static_argnames=("module", "batch_size", "learning_rate"))

@@ -10,6 +10,7 @@ Two modes:
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -38,6 +39,12 @@ def pca(x, num_components: int | None = None) -> tuple[jax.Array, jax.Array, jax
   c = min(n, f) if num_components is None else int(num_components)
   if not 1 <= c <= min(n, f):
     raise ConfigError(f"num_components must be in 1..{min(n, f)}, got {num_components}")
+  return _pca(x, c)
+
+
+@functools.partial(jax.jit, static_argnames=("c",))
+def _pca(x, c):
+  n, f = x.shape
   mean = x.mean(0)
   xc = x - mean
   total = (xc**2).sum() / (n - 1)

@@ -9,6 +9,7 @@ affine kernels of the chosen layers are concatenated along the output axis.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Sequence
 
@@ -44,6 +45,11 @@ def sefa(weight, num_components: int | None = None, *, normalize: bool = True
   c = d if num_components is None else int(num_components)
   if not 1 <= c <= d:
     raise ConfigError(f"num_components must be in 1..{d}, got {num_components}")
+  return _sefa(w, c, bool(normalize))
+
+
+@functools.partial(jax.jit, static_argnames=("c", "normalize"))
+def _sefa(w, c, normalize):
   if normalize:
     w = w / jnp.maximum(jnp.linalg.norm(w, axis=0, keepdims=True), 1e-12)
   evals, evecs = jnp.linalg.eigh(w @ w.T)  # ascending, [D], [D, D] columns

@@ -395,6 +395,13 @@ def _restart_devices(devices, n_restarts: int) -> tuple | None:
   return devices  # one device too: the restarts then run there, not on the default one
 
 
+@functools.partial(jax.jit, static_argnames=("deformator", "k"))
+def _unit_shifts(deformator, params, k):
+  """``A(e_k) - A(0)`` for every k: one program."""
+  return (deformator.apply(params, jnp.eye(k, dtype=jnp.float32))
+          - deformator.apply(params, jnp.zeros((1, k), jnp.float32)))
+
+
 def deformator_directions(generator: Generator, params, config: VoynovConfig
                           ) -> tuple[np.ndarray, np.ndarray]:
   """Directions of a trained deformator: ``(unit [K, *latent_shape], norms [K])``.
@@ -404,9 +411,7 @@ def deformator_directions(generator: Generator, params, config: VoynovConfig
   """
   deformator, _, _ = _modules(config, generator)
   k = config.num_directions
-  shifts = deformator.apply(params, jnp.eye(k, dtype=jnp.float32))  # [K, D]
-  shifts = shifts - deformator.apply(params, jnp.zeros((1, k), jnp.float32))
-  shifts = np.asarray(shifts, np.float64)
+  shifts = np.asarray(_unit_shifts(deformator, params, k), np.float64)  # [K, D]
   norms = np.linalg.norm(shifts, axis=1)
   unit = shifts / np.maximum(norms, 1e-12)[:, None]
   return unit.reshape((k, *generator.latent_spec.shape)).astype(np.float32), norms

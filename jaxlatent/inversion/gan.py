@@ -105,6 +105,7 @@ def _invert_core(generator, targets, init, mask, learning_rate, prior_weight, *,
   return jax.vmap(one_restart)(init)
 
 
+@jax.jit  # one program, not a dozen eagerly compiled ops
 def _select_best(z, rec, err, trace) -> InversionResult:
   best = jnp.argmin(err, axis=0)  # [B]
   b = jnp.arange(err.shape[1])
