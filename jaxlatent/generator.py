@@ -15,6 +15,7 @@ Conventions (everywhere in jaxlatent):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Literal
 
 import flax.linen as nn
@@ -72,13 +73,25 @@ class Generator(struct.PyTreeNode):
 
   def __call__(self, latents: jax.Array) -> jax.Array:
     """Renders ``latents[B, *shape]`` to ``images[B, H, W, C]``."""
-    return self.apply_fn(self.params, latents)
+    return _render(self, latents)
 
   def sample_latents(self, key: jax.Array, n: int) -> jax.Array:
     """Draws ``n`` typical latent codes, ``[n, *latent_spec.shape]``."""
-    if self.sample_fn is not None:
-      return self.sample_fn(self.params, key, n)
-    return jax.random.normal(key, (n, *self.latent_spec.shape), jnp.float32)
+    return _sample(self, key, int(n))
+
+
+# Jitted so that a call outside any jit compiles one program instead of every op of
+# the network separately; inside a jit (or vmap, grad) it is inlined as usual.
+@jax.jit
+def _render(generator: Generator, latents: jax.Array) -> jax.Array:
+  return generator.apply_fn(generator.params, latents)
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _sample(generator: Generator, key: jax.Array, n: int) -> jax.Array:
+  if generator.sample_fn is not None:
+    return generator.sample_fn(generator.params, key, n)
+  return jax.random.normal(key, (n, *generator.latent_spec.shape), jnp.float32)
 
 
 def from_flax(
