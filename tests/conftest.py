@@ -19,7 +19,6 @@ same), for about 4% of the tests' CPU time.
 import gc
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -61,12 +60,9 @@ def run_test_script(tmp_path):
   """Runs Python source in a fresh process, with the tests folder as ``sys.argv[1]`` (for
   imports from the test modules): for tests that set ``XLA_FLAGS`` before jax starts,
   e.g. several host devices.  Returns the ``CompletedProcess``."""
-  tests_dir = os.path.dirname(os.path.abspath(__file__))
+  from script_checks import run_script  # pylint: disable=g-import-not-at-top
 
   def run(source: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    script = tmp_path / "script.py"
-    script.write_text(source)
-    return subprocess.run([sys.executable, str(script), tests_dir], capture_output=True,
-                          text=True, timeout=timeout)
+    return run_script(source, tmp_path, timeout=timeout)
 
   return run

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -20,10 +19,11 @@ import numpy as np
 import pytest
 
 from jaxlatent import directions as dirs
-from jaxlatent.demo import PRETRAINED_MODELS, pretrained_folder
+from jaxlatent.demo import PRETRAINED_CT_MODELS, PRETRAINED_MODELS, pretrained_folder
 from jaxlatent.studies import fingerprint as fp_lib
 from jaxlatent.studies.analysis import REGRESSOR_FILE, alignment_latents_key
 from jaxlatent.studies.generators import generator_fingerprint, load_generator
+from script_checks import assert_check_passed, run_script
 
 MAX_SHIPPED_MIB = 30.0  # the repository's budget for every shipped generator together
 
@@ -42,35 +42,26 @@ def test_shipped_models_fit_the_budget():
 # (the level the recorded figures were computed at) runs every model's check, calling
 # the check below, and prints a PASS or FAIL line per model.
 _ALIGNMENT_SCRIPT = r"""
-import sys, traceback
+import functools, sys
 sys.path.insert(0, sys.argv[1])
-from test_pretrained import PRETRAINED_MODELS, check_recorded_alignment
-for name in PRETRAINED_MODELS:
-  try:
-    check_recorded_alignment(name)
-    print("PASS", name)
-  except Exception:
-    print("FAIL", name, traceback.format_exc().replace("\n", " | "))
+from script_checks import report_checks
+from test_pretrained import PRETRAINED_CT_MODELS, check_recorded_alignment
+report_checks([(n, functools.partial(check_recorded_alignment, n)) for n in PRETRAINED_CT_MODELS])
 """
 
 
 @pytest.fixture(scope="module")
 def alignment_checks(tmp_path_factory):
   """The stdout of the process that ran ``check_recorded_alignment`` for every model."""
-  script = tmp_path_factory.mktemp("alignment") / "script.py"
-  script.write_text(_ALIGNMENT_SCRIPT)
   flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
            if not f.startswith("--xla_backend_optimization_level")]
-  env = dict(os.environ, XLA_FLAGS=" ".join(flags))
-  return subprocess.run([sys.executable, str(script), os.path.dirname(os.path.abspath(__file__))],
-                        capture_output=True, text=True, timeout=900, env=env)
+  return run_script(_ALIGNMENT_SCRIPT, tmp_path_factory.mktemp("alignment"),
+                    env=dict(os.environ, XLA_FLAGS=" ".join(flags)))
 
 
-@pytest.mark.parametrize("name", PRETRAINED_MODELS)
+@pytest.mark.parametrize("name", PRETRAINED_CT_MODELS)  # factor alignment: the CT models
 def test_shipped_generator_reproduces_its_recorded_alignment(name, alignment_checks):
-  lines = [ln for ln in alignment_checks.stdout.splitlines() if ln.split(" ", 2)[1:2] == [name]]
-  assert lines == [f"PASS {name}"], (lines, alignment_checks.stderr[-3000:])
-  assert alignment_checks.returncode == 0, alignment_checks.stderr[-3000:]
+  assert_check_passed(alignment_checks, name)
 
 
 def check_recorded_alignment(name):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -17,6 +13,7 @@ from jaxlatent.errors import ConfigError
 from jaxlatent.generator import Generator
 from jaxlatent.models import default_model_config
 from jaxlatent.training.trainers import ModelTrainer, TrainState, make_trainer
+from script_checks import assert_check_passed, run_script
 
 
 def _config(name, size=16, **model):
@@ -121,12 +118,13 @@ def test_make_trainer_rejects_unknown_model():
 
 
 _SHARDED_SCRIPT = r"""
-import os, sys, traceback
+import os, sys
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")  # keeps conftest's fast compile
                            + " --xla_force_host_platform_device_count=2")
 import chex, jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 sys.path.insert(0, sys.argv[1])
+from script_checks import report_checks
 from test_trainers import _changed, _tiny
 from jaxlatent.models import stylegan2
 from jaxlatent.training import losses
@@ -183,12 +181,7 @@ def static_phases():
   chex.assert_trees_all_close(state1.params, b.params, rtol=1e-4, atol=1e-5)
 
 
-for check in (sharded_steps, static_phases):
-  try:
-    check()
-    print("PASS", check.__name__)
-  except Exception:  # each check reports on its own; the test of each reads its line
-    print("FAIL", check.__name__, traceback.format_exc().replace("\n", " | "))
+report_checks([("sharded_steps", sharded_steps), ("static_phases", static_phases)])
 """
 
 
@@ -197,16 +190,7 @@ def stylegan2_two_devices(tmp_path_factory):
   """One process with 2 host devices runs three lax.cond StyleGAN2 steps and the
   static-phase step, sharing its start, imports and the step-0 inputs between the two
   tests below: its stdout holds a ``PASS`` or ``FAIL`` line per check."""
-  script = tmp_path_factory.mktemp("sharded") / "script.py"
-  script.write_text(_SHARDED_SCRIPT)
-  return subprocess.run([sys.executable, str(script), os.path.dirname(os.path.abspath(__file__))],
-                        capture_output=True, text=True, timeout=900)
-
-
-def _check_passed(proc, name):
-  lines = [ln for ln in proc.stdout.splitlines() if ln.split(" ", 2)[1:2] == [name]]
-  assert lines == [f"PASS {name}"], (lines, proc.stderr[-3000:])
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  return run_script(_SHARDED_SCRIPT, tmp_path_factory.mktemp("sharded"))
 
 
 def test_stylegan2_steps_with_the_batch_sharded_over_two_devices(stylegan2_two_devices):
@@ -216,11 +200,11 @@ def test_stylegan2_steps_with_the_batch_sharded_over_two_devices(stylegan2_two_d
 
   Runs in a subprocess to get 2 host devices.
   """
-  _check_passed(stylegan2_two_devices, "sharded_steps")
+  assert_check_passed(stylegan2_two_devices, "sharded_steps")
 
 
 def test_stylegan2_static_phases_equal_the_lax_cond_step(stylegan2_two_devices):
   """trainer.phase(step) as a static argument (the loop's way, fast on CPU) runs the
   same computation as the one-program lax.cond step: step 0 (both conds taken) of the
   sharded run above, from the same state, batch and key."""
-  _check_passed(stylegan2_two_devices, "static_phases")
+  assert_check_passed(stylegan2_two_devices, "static_phases")
