@@ -141,7 +141,6 @@ def recompute_ground_truth(pretrained: str) -> dict:
   ...}`` to compare with ``recorded.json``'s ``metrics.ground_truth``."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxlatent import directions as dirs  # pylint: disable=g-import-not-at-top
   from jaxlatent.studies import analysis  # pylint: disable=g-import-not-at-top
   from jaxlatent.studies.config import complete_study_config  # pylint: disable=g-import-not-at-top
@@ -156,9 +155,7 @@ def recompute_ground_truth(pretrained: str) -> dict:
   trained = load_generator(pretrained, str(config.space))
   direction = dirs.load_directions(os.path.join(pretrained, "analysis", "directions",
                                                 "interfacegan_directions"))
-  t = config.traversal
-  alphas = np.linspace(float(t.alpha_start), float(t.alpha_stop),
-                       int(t.alpha_num)).astype(np.float32)
+  alphas = analysis.traversal_alphas(config)
   key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 4)  # unused: codes re-used
   got = analysis.ground_truth(trained, config, direction, alphas, key, codes)
   return {"component2_corr_mean": got.summary["component2_corr_mean"],

@@ -400,13 +400,20 @@ def fit_supervised(gen, config, dataset, inv: InvertedSlices, key, out_dir: str,
   return Supervised(d, y, healthy, alphas, np.asarray(grid))
 
 
+def traversal_alphas(config) -> np.ndarray:
+  """The eigen-analysis schedule ``config.traversal.alpha_start..alpha_stop``, float32
+  ``[alpha_num]``."""
+  t = config.traversal
+  return np.linspace(float(t.alpha_start), float(t.alpha_stop),
+                     int(t.alpha_num)).astype(np.float32)
+
+
 def traverse_and_eigen(gen, found: dict[str, Any], inv: InvertedSlices, masks: np.ndarray,
                        labels, config) -> Eigen:
   """Traverses each method's first directions (in display order: the best-aligned per
   factor first) from the selected codes; eigen-analysis."""
   t = config.traversal
-  alphas = np.linspace(float(t.alpha_start), float(t.alpha_stop),
-                       int(t.alpha_num)).astype(np.float32)
+  alphas = traversal_alphas(config)
   cand = np.arange(len(inv.indices))
   if labels is not None:
     cand = cand[labels == 0]  # traverse healthy subjects (Güllmar)

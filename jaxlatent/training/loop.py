@@ -100,11 +100,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if is_chief:  # one process writes the workdir's files, so one holds its lock
       from jaxlatent.workdir_lock import hold_workdir_lock  # pylint: disable=g-import-not-at-top
       try:
-        try:
-          os.makedirs(workdir, exist_ok=True)
-        except OSError as e:
-          raise atomic_io.output_error(e, workdir) from None
+        os.makedirs(workdir, exist_ok=True)
         stack.enter_context(hold_workdir_lock(workdir, "training workdir"))
+      except OSError as e:  # from makedirs; the lock raises OutputError for its own
+        lock_error = atomic_io.output_error(e, workdir)
       except JaxlatentError as e:
         lock_error = e
     # The other processes would otherwise wait forever in the first collective.
