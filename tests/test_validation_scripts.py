@@ -131,3 +131,21 @@ def test_collect_compares_heldout_and_training_subject_inversions(tmp_path):
           in table)
   assert "| vae_ct | 0.0100 +- 0.0020 (32) | pending | n/a | <= 1.5 | n/a |" in table
   assert res["metric"] == {"dcgan_ct": None, "vae_ct": None}  # no regressor saved: no check
+
+
+def test_collect_copies_the_figures_of_finished_brain_and_edit_stages(tmp_path):
+  runs, figs = tmp_path / "runs", tmp_path / "figs"
+  ms = runs / "stylegan_brain" / "ms"
+  ms.mkdir(parents=True)
+  (ms / "ground_truth.png").write_bytes(b"gt")
+  (ms / "components_interfacegan-hc_to_ms.png").write_bytes(b"c")
+  edits = runs / "compare_edits"
+  edits.mkdir()
+  (edits / "edit_comparison_brain.png").write_bytes(b"e")  # no DONE: still running
+  assert collect.copy_run_figures(str(runs), str(figs)) == {}  # the MS stage has no DONE yet
+  (ms / "DONE").write_text("")
+  got = collect.copy_run_figures(str(runs), str(figs))
+  assert sorted(got) == ["ms_components", "ms_ground_truth"]
+  assert (figs / "ms_ground_truth.png").read_bytes() == b"gt"
+  assert (figs / "ms_components.png").read_bytes() == b"c"
+  assert not (figs / "edits_brain.png").exists()

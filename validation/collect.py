@@ -227,6 +227,34 @@ def _traversal_figure(runs: str, model: str, picks: list, path: str, title: str
   return path
 
 
+# Report figures of the brain and edit stages shown in docs/VALIDATION.md: source glob
+# under --runs (the first match; sorted) -> name under docs/validation/.
+RUN_FIGURES = (
+    ("stylegan_brain/ms/ground_truth.png", "ms_ground_truth.png"),
+    ("stylegan_brain/ms/components_interfacegan-*.png", "ms_components.png"),
+    ("stylegan_brain/ms/eigenvectors_interfacegan-*.png", "ms_eigenvectors.png"),
+    ("stylegan_brain/ms/sequence_interfacegan-*.png", "ms_sequence.png"),
+    ("compare_edits/edit_comparison_brain.png", "edits_brain.png"),
+    ("compare_edits/edit_comparison_thorax.png", "edits_thorax.png"),
+)
+
+
+def copy_run_figures(runs: str, fig_dir: str = FIG_DIR) -> dict[str, str]:
+  """Copies the :data:`RUN_FIGURES` whose stage has finished (its folder has DONE);
+  returns ``{name: path relative to the repository}``."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  copied = {}
+  for pattern, name in RUN_FIGURES:
+    found = sorted(glob.glob(os.path.join(runs, pattern)))
+    if not found or not os.path.exists(os.path.join(os.path.dirname(found[0]), "DONE")):
+      continue
+    os.makedirs(fig_dir, exist_ok=True)
+    dest = os.path.join(fig_dir, name)
+    shutil.copyfile(found[0], dest)
+    copied[os.path.splitext(name)[0]] = os.path.relpath(dest, REPO)
+  return copied
+
+
 def _machine() -> str:
   cpu = "unknown CPU"
   try:
@@ -493,6 +521,7 @@ def main(argv: list[str]) -> int:
       fig = rescored_traversal_figure(a.runs, model, res["metric"][model],
                                       os.path.join(FIG_DIR, f"{model}_rescored_traversals.png"))
       res["figures"][f"{model}_rescored"] = os.path.relpath(fig, REPO) if fig else None
+    res["figures"].update(copy_run_figures(os.path.abspath(a.runs)))
   with open(os.path.join(REPO, "validation", "results.json"), "w") as f:
     json.dump(res, f, indent=1, sort_keys=True)
   write_doc_tables(res)
