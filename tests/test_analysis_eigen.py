@@ -9,7 +9,8 @@ import pytest
 
 from jaxlatent.analysis import (difference_map_correlation,
                                 eigen_analysis, eigen_analysis_batched,
-                                eigen_analysis_chunked, eigen_analysis_stream)
+                                eigen_analysis_chunked, eigen_analysis_stream,
+                                polynomial_match)
 from jaxlatent.errors import ConfigError, DataError
 
 T, H, W = 15, 16, 16
@@ -261,6 +262,26 @@ def test_planted_linear_change_is_component_2():
   # The component-3 map carries the bump nuisance, which is not linear in alpha.
   c3n = float(difference_map_correlation(res.component_maps[2], jnp.asarray(nuisance), m))
   assert abs(c3n) > 0.9
+  # Components 1 and 2 follow the constant and the linear polynomial of the schedule;
+  # component 3 (the bump 4a(1 - a)) is mostly the quadratic.
+  match = np.asarray(polynomial_match(res.eigenvectors, jnp.asarray(ALPHAS)))
+  assert match.shape == (4,)
+  assert match[0] > 0.99 and match[1] > 0.99 and match[2] > 0.9
+
+
+def test_polynomial_match_is_the_cosine_with_the_schedule_polynomials():
+  """NumPy float64 reference: Gram-Schmidt of 1, x, x^2, ... over the steps (x = alpha
+  rescaled to [-1, 1]); the match is |cos| between component c and degree c - 1, for
+  any batch shape."""
+  rng = np.random.default_rng(3)
+  x = 2.0 * (ALPHAS - ALPHAS.min()) / np.ptp(ALPHAS) - 1.0
+  basis, _ = np.linalg.qr(np.vander(x.astype(np.float64), 4, increasing=True))
+  vecs = np.linalg.qr(rng.normal(size=(2, 3, T, T)))[0]  # orthonormal columns
+  want = np.abs(np.einsum("td,abtd->abd", basis, vecs[..., :4]))
+  got = np.asarray(polynomial_match(jnp.asarray(vecs, jnp.float32), jnp.asarray(ALPHAS)))
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  exact = np.asarray(polynomial_match(jnp.asarray(-basis, jnp.float32), jnp.asarray(ALPHAS), 3))
+  np.testing.assert_allclose(exact, np.ones(3), atol=1e-5)  # sign-free, truncated to n
 
 
 def test_difference_map_correlation_matches_numpy():

@@ -97,6 +97,9 @@ def test_analyze_writes_report_and_reuses_stages(workdir, tmp_path, capsys):
   eig = metrics["eigen"]
   assert eig and all(0.0 <= v["abs_corr_v2_alpha_mean"] <= 1.0 + 1e-6 for v in eig.values())
   assert all(math.isfinite(v["explained_c1"]) for v in eig.values())
+  for v in eig.values():  # components 1-4 against the schedule's polynomials: |cosines|
+    assert len(v["polynomial_match_mean"]) == 4
+    assert all(0.0 <= p <= 1.0 + 1e-5 for p in v["polynomial_match_mean"])
   assert 0.0 <= metrics["voynov"]["rca"] <= 1.0
   assert 0.0 <= metrics["sefa"]["alignment"]["mean_score"] <= 1.0
 

@@ -41,6 +41,8 @@ def test_ms_ceiling_component2_maps_the_exact_edit_and_subtraction_is_exact():
   # ... component 2 maps it well and is ~linear in alpha ...
   assert exact["component2_corr"]["mean"] > 0.8
   assert exact["abs_corr_v2_alpha"]["mean"] > 0.98
+  # Component 1 is the constant anatomy, component 2 the linear change.
+  assert exact["polynomial_match_mean"][0] > 0.99 and exact["polynomial_match_mean"][1] > 0.98
   # ... and noise that changes along the path costs subtraction more than component 2.
   assert fresh["subtraction_corr"]["mean"] < exact["subtraction_corr"]["mean"] - 0.01
   drop = lambda k: exact[k]["mean"] - fresh[k]["mean"]

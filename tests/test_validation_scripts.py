@@ -149,3 +149,20 @@ def test_collect_copies_the_figures_of_finished_brain_and_edit_stages(tmp_path):
   assert (figs / "ms_ground_truth.png").read_bytes() == b"gt"
   assert (figs / "ms_components.png").read_bytes() == b"c"
   assert not (figs / "edits_brain.png").exists()
+
+
+def test_ms_table_reports_the_polynomial_series_next_to_the_ceiling():
+  ceil = {"abs_corr_v2_alpha": {"mean": 0.99}, "component2_corr": {"mean": 0.94},
+          "subtraction_corr": {"mean": 1.0}, "polynomial_match_mean": [0.999, 0.99, 0.97, 0.95]}
+  ms = {"ground_truth": {"component2_corr_mean": 0.6, "component2_corr_std": 0.1,
+                         "subtraction_corr_mean": 0.5, "subtraction_corr_std": 0.1},
+        "interfacegan": {"val_balanced_accuracy": 0.8},
+        "eigen": {"interfacegan/hc_to_ms": {"abs_corr_v2_alpha_mean": 0.995,
+                                            "polynomial_match_mean": [0.98, 0.995, 0.7, 0.4]}}}
+  table = collect.ms_table({"ms": ms, "ms_ceiling": {"exact": ceil, "fresh_noise": ceil}})
+  assert ("| component 1 vs the schedule's constant (\\|cos\\|) | ~constant | 0.980 | "
+          "0.999 / 0.999 | >= 0.99 | no |") in table
+  assert "| component 3 vs the schedule's quadratic (\\|cos\\|) | polynomial series | 0.700 |" in table
+  assert "| component-2 map vs true difference map (r) | maps the change | 0.60 +- 0.10 |" in table
+  assert "not run yet" not in table
+  assert "not run yet" in collect.ms_table({"ms": None, "ms_ceiling": {}})

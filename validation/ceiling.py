@@ -89,7 +89,7 @@ def ms_ceiling(size: int, subjects: int, steps: int, seed: int, slice_position: 
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jaxlatent.analysis import attribute_edit as ae  # pylint: disable=g-import-not-at-top
-  from jaxlatent.analysis.eigen import eigen_analysis_batched  # pylint: disable=g-import-not-at-top
+  from jaxlatent.analysis.eigen import eigen_analysis_batched, polynomial_match  # pylint: disable=g-import-not-at-top
 
   subj = ae.phantom_edit_subjects("brain", subjects, size, seed, slice_position=slice_position)
   path = ae.phantom_edit_path("brain", subjects, size, seed, steps,
@@ -106,7 +106,9 @@ def ms_ceiling(size: int, subjects: int, steps: int, seed: int, slice_position: 
           "slice_position": slice_position, "fresh_noise": fresh_noise,
           "abs_corr_v2_alpha": stat(v2),
           "component2_corr": stat(comp2), "subtraction_corr": stat(sub),
-          "explained_c2": stat(np.asarray(res.explained_variance_ratio)[:, 1])}
+          "explained_c2": stat(np.asarray(res.explained_variance_ratio)[:, 1]),
+          "polynomial_match_mean": [float(p) for p in np.asarray(
+              polynomial_match(res.eigenvectors, alphas)).mean(0)]}
 
 
 def restricted_alignment(regressor, directions_dir: str, generator_dir: str, space: str,

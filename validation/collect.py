@@ -417,6 +417,9 @@ def voynov_table(res: dict) -> str:
   return "\n".join(lines)
 
 
+POLY_GOAL = 0.99  # component 1 ~ constant: |cos(v_1, constant)| at least this
+
+
 def ms_table(res: dict) -> str:
   """Claim 2 next to its ceiling: the same scores of the exact phantom edit (as rendered;
   with fresh noise in every frame)."""
@@ -429,7 +432,21 @@ def ms_table(res: dict) -> str:
     return " / ".join(f"{g['mean']:.3f}" for g in got) or "n/a"
 
   c2, sub = gt.get("component2_corr_mean"), gt.get("subtraction_corr_mean")
+  poly = eig.get("polynomial_match_mean") or []
+
+  def poly_bound(c):
+    got = [ceil[k]["polynomial_match_mean"][c] for k in ("exact", "fresh_noise")
+           if "polynomial_match_mean" in ceil.get(k, {})]
+    return " / ".join(f"{g:.3f}" for g in got) or "n/a"
+
+  def poly_row(c, name, paper, goal):
+    got = poly[c] if len(poly) > c else None
+    return (f"component {c + 1} vs the schedule's {name} (\\|cos\\|)", paper, _fmt(got, 3),
+            poly_bound(c), f">= {goal}" if goal else "-",
+            None if goal is None or got is None else got >= goal)
+
   rows = [
+      poly_row(0, "constant", "~constant", POLY_GOAL),
       ("\\|corr(v2, alpha)\\| (mean over subjects)", "~linear",
        _fmt(eig.get("abs_corr_v2_alpha_mean"), 3), bound("abs_corr_v2_alpha"), ">= 0.99",
        None if not eig else eig["abs_corr_v2_alpha_mean"] >= 0.99),
@@ -439,6 +456,8 @@ def ms_table(res: dict) -> str:
       ("subtraction map vs true difference map (r)", "-",
        f"{_fmt(sub)} +- {_fmt(gt.get('subtraction_corr_std'))}", bound("subtraction_corr"),
        "below component 2", None if c2 is None or sub is None else sub < c2),
+      poly_row(2, "quadratic", "polynomial series", None),
+      poly_row(3, "cubic", "polynomial series", None),
       ("InterFaceGAN held-out balanced accuracy", "-", _fmt(ig.get("val_balanced_accuracy")),
        "-", "-", None),
   ]

@@ -139,6 +139,23 @@ def sign_fix(eigenvectors: jax.Array, alphas: jax.Array) -> jax.Array:
   return eigenvectors * sign[None, :]
 
 
+def polynomial_match(eigenvectors: jax.Array, alphas: jax.Array,
+                     num_components: int = 4) -> jax.Array:
+  """How well components 1..n follow the polynomial series in alpha: ``|<v_c, p_(c-1)>|``.
+
+  ``eigenvectors`` is ``[..., T, K]`` (columns are unit eigenvectors) and ``p_d`` the
+  degree-d orthonormal polynomial of the schedule (:func:`schedule_polynomials`), so
+  each entry is the cosine between component c and its polynomial: 1 when component 1
+  is constant over the steps, component 2 linear in alpha, component 3 quadratic, and
+  so on.  Returns ``[..., min(n, K, T)]``.
+  """
+  t, k = eigenvectors.shape[-2:]
+  n = min(int(num_components), k, t)
+  poly = schedule_polynomials(jnp.asarray(alphas, jnp.float32), n - 1)  # [T, n]
+  v = jnp.asarray(eigenvectors, jnp.float32)[..., :n]
+  return jnp.abs(jnp.einsum("td,...td->...d", poly, v))
+
+
 def _decompose(cov: jax.Array, alphas: jax.Array):
   """Sorted (descending), sign-fixed eigen-decomposition of a [T, T] covariance."""
   cov = 0.5 * (cov + cov.T)

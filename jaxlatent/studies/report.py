@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxlatent import atomic_io
 from jaxlatent import directions as dirs
+from jaxlatent.analysis.eigen import polynomial_match
 from jaxlatent.viz import plots
 from jaxlatent.viz.grids import save_image_grid
 from jaxlatent.viz.report import Section, table_markdown, write_report
@@ -257,14 +258,18 @@ def _eigen_section(out, config, r, metrics) -> Section:
     for j in range(m.k):
       corr2 = np.abs(np.asarray(res.corr_alpha)[:, j, 1])
       ratio = np.asarray(res.explained_variance_ratio)[:, j]
+      # Components 1..4 against the constant, linear, quadratic, cubic of the schedule.
+      poly = np.asarray(polynomial_match(np.asarray(res.eigenvectors)[:, j], alphas)).mean(0)
       rows.append({"method": m.method, "direction": d.names[j],
                    "|corr(v2, alpha)| mean": float(corr2.mean()), "min": float(corr2.min()),
                    "explained c1": float(ratio[:, 0].mean()),
-                   "explained c2": float(ratio[:, 1].mean())})
+                   "explained c2": float(ratio[:, 1].mean()),
+                   "|cos(v_c, polynomial c-1)| c1..c4": " ".join(f"{p:.3f}" for p in poly)})
       metrics["eigen"][f"{m.method}/{d.names[j]}"] = {
           "abs_corr_v2_alpha_mean": float(corr2.mean()),
           "abs_corr_v2_alpha_min": float(corr2.min()),
-          "explained_c1": float(ratio[:, 0].mean()), "explained_c2": float(ratio[:, 1].mean())}
+          "explained_c1": float(ratio[:, 0].mean()), "explained_c2": float(ratio[:, 1].mean()),
+          "polynomial_match_mean": [float(p) for p in poly]}
     i0 = e.selected[m.rep]
     mask0 = r.masks[i0]
     tag = safe_name(f"{m.method}-{d.names[0]}")
@@ -294,8 +299,10 @@ def _eigen_section(out, config, r, metrics) -> Section:
                  duration_ms=int(config.report.gif_duration_ms))
   sec.figures.insert(0, ("traversal.gif", f"animated traversal: {first.method} "
                          f"{first.directions.names[0]}"))
-  sec.tables.insert(0, ("|corr(v_2, alpha)| over slices and explained variance of "
-                        "components 1 and 2", rows))
+  sec.tables.insert(0, ("|corr(v_2, alpha)| over slices, explained variance of "
+                        "components 1 and 2, and how closely components 1-4 follow the "
+                        "schedule's constant, linear, quadratic and cubic polynomial "
+                        "(|cosine|, mean over slices)", rows))
   sec.paragraphs.append(f"Per-subject NIfTI maps (component and subtraction volumes, "
                         f"[H, W, slices, K]) in nifti/ ({len(os.listdir(e.nifti_dir))} files).")
   if e.dicom_dir:
