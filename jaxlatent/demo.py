@@ -141,14 +141,20 @@ def pretrained_folder(name: str) -> str:
   return os.path.join(_REPO, "pretrained", name)
 
 
+def shipped_analysis_config(folder: str):
+  """The completed analysis config a shipped model's folder records (``analysis/config.json``:
+  the one its validation analysis ran, which its shipped directions and codes fit)."""
+  path = os.path.join(folder, "analysis", "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path} does not exist: {folder} is an incomplete shipped model "
+                      "(run the demo with --models=tiny to train tiny models instead)")
+  with open(path) as f:
+    return complete_study_config(ml_collections.ConfigDict(json.load(f)))
+
+
 def pretrained_analysis_config(name: str, quick: bool):
   """The analysis config the validation study ran on the shipped model (its caches fit it)."""
-  path = os.path.join(pretrained_folder(name), "analysis", "config.json")
-  if not os.path.isfile(path):
-    raise ConfigError(f"{path} does not exist: the repository's pretrained/{name} is "
-                      "incomplete (run with --models=tiny to train tiny models instead)")
-  with open(path) as f:
-    c = complete_study_config(ml_collections.ConfigDict(json.load(f)))
+  c = shipped_analysis_config(pretrained_folder(name))
   if quick:
     c.traversal.alpha_num, c.traversal.max_subjects = 5, 1
     c.report.scrubber_slices = 2

@@ -15,8 +15,10 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 from jaxlatent import demo
+from jaxlatent.errors import ConfigError
 
 
 def test_demo_quick_ms_path(tmp_path, capsys, monkeypatch):
@@ -79,6 +81,11 @@ def test_demo_rejects_unknown_path(tmp_path, capsys):
     raise AssertionError("expected exit status 2")
   assert "xray" in capsys.readouterr().err
 
+
+def test_incomplete_shipped_model_is_a_clear_error(tmp_path):
+  (tmp_path / "analysis").mkdir()
+  with pytest.raises(ConfigError, match=r"analysis/config.json does not exist.*--models=tiny"):
+    demo.shipped_analysis_config(str(tmp_path))
 
 
 def test_demo_edits_path_config_names_the_demo_runs(tmp_path):

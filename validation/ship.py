@@ -140,14 +140,12 @@ def recompute_ground_truth(pretrained: str) -> dict:
   maps like the analysis does.  Returns ``{component2_corr_mean, subtraction_corr_mean,
   ...}`` to compare with ``recorded.json``'s ``metrics.ground_truth``."""
   import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from jaxlatent import directions as dirs  # pylint: disable=g-import-not-at-top
+  from jaxlatent.demo import shipped_analysis_config  # pylint: disable=g-import-not-at-top
   from jaxlatent.studies import analysis  # pylint: disable=g-import-not-at-top
-  from jaxlatent.studies.config import complete_study_config  # pylint: disable=g-import-not-at-top
   from jaxlatent.studies.generators import load_generator  # pylint: disable=g-import-not-at-top
 
-  with open(os.path.join(pretrained, "analysis", "config.json")) as f:
-    config = complete_study_config(ml_collections.ConfigDict(json.load(f)))
+  config = shipped_analysis_config(pretrained)
   config.cache_mismatch = "error"
   codes = os.path.join(pretrained, "analysis", "inversion")
   if not os.path.isfile(os.path.join(codes, "ground_truth_latents.npz")):
