@@ -88,3 +88,72 @@ def test_make_inverter_picks_z_inversion_without_an_encoder():
   assert fn.func is invert_z and fn.keywords["steps"] == 3
   lat, rec, err = invert_batched(fn, ds.images[:3], None, 2)
   assert lat.shape == (3, D) and rec.shape == (3, S, S, 1) and np.all(np.isfinite(err))
+
+
+def test_an_interrupted_inversion_resumes_after_its_finished_chunks():
+  """``on_chunk`` sees every finished chunk; ``done`` skips them; the result equals the
+  uninterrupted one and the resumed call inverts only the remaining rows."""
+  ds, gen, _, _ = _dataset()
+  fn = make_inverter(gen, _config(steps=3, restarts=1), jax.random.PRNGKey(1))
+  whole = invert_batched(fn, ds.images, None, 2)
+  calls, saved = [], []
+
+  def counting(targets, mask=None):
+    calls.append(len(targets))
+    return fn(targets, mask=mask)
+
+  def save_then_stop(chunk):
+    saved.append(chunk)
+    if len(saved) == 2:
+      raise KeyboardInterrupt  # killed after its second chunk (4 of 5 rows)
+
+  with pytest.raises(KeyboardInterrupt):
+    invert_batched(counting, ds.images, None, 2, on_chunk=save_then_stop)
+  assert [len(c[2]) for c in saved] == [2, 4]
+  calls.clear()
+  resumed = invert_batched(counting, ds.images, None, 2, done=saved[-1])
+  assert calls == [2]  # the last (padded) chunk only
+  for got, want in zip(resumed, whole):
+    np.testing.assert_array_equal(got, want)
+  with pytest.raises(DataError, match="after 3 rows: not a multiple of the batch size 2"):
+    invert_batched(fn, ds.images, None, 2, done=tuple(a[:3] for a in whole))
+
+
+def test_the_analysis_keeps_finished_chunks_and_resumes_its_inversion(tmp_path, monkeypatch):
+  """studies.analysis.invert_or_load saves the finished chunks next to latents.npz; a
+  killed analysis resumes after them and ends with what an uninterrupted run writes."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies import analysis  # pylint: disable=g-import-not-at-top
+  from jaxlatent.studies.generators import TrainedGenerator  # pylint: disable=g-import-not-at-top
+  ds, gen, _, _ = _dataset()
+  config = ml_collections.ConfigDict({"images": {"max_subjects": 0}, "seed": 0,
+                                      "cache_mismatch": "recompute",
+                                      "inversion": _config(steps=3, restarts=1)})
+  trained = lambda: TrainedGenerator("w", None, None, None, 0, gen, fingerprint={"g": 1})
+  key = jax.random.PRNGKey(2)
+  whole = analysis.invert_or_load(trained(), config, ds, key, str(tmp_path / "whole"))
+  real, rows_inverted = analysis.invert_dataset, []
+
+  def killed_after_one_chunk(*args, on_chunk, **kwargs):
+    def save_then_stop(chunk):
+      on_chunk(chunk)
+      raise KeyboardInterrupt
+    return real(*args, on_chunk=save_then_stop, **kwargs)
+
+  out = tmp_path / "resumed"
+  monkeypatch.setattr(analysis, "invert_dataset", killed_after_one_chunk)
+  with pytest.raises(KeyboardInterrupt):
+    analysis.invert_or_load(trained(), config, ds, key, str(out))
+  assert (out / analysis.PARTIAL_INVERSION_FILE).exists()
+
+  def counting(*args, done, **kwargs):
+    rows_inverted.append(len(args[2]) - len(done[2]))
+    return real(*args, done=done, **kwargs)
+
+  monkeypatch.setattr(analysis, "invert_dataset", counting)
+  got = analysis.invert_or_load(trained(), config, ds, key, str(out))
+  assert rows_inverted == [3]  # 5 slices, the first 2 kept
+  assert not (out / analysis.PARTIAL_INVERSION_FILE).exists()
+  assert not (out / "latents_partial.json").exists()  # its sidecar too
+  np.testing.assert_array_equal(got.latents, whole.latents)
+  np.testing.assert_array_equal(got.errors, whole.errors)

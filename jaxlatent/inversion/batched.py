@@ -77,16 +77,29 @@ def make_inverter(generator, inversion_config: ml_collections.ConfigDict, key: j
       prior_weight=prior, ssim_weight=float(ic.ssim_weight))
 
 
-def invert_batched(invert_fn, targets, masks, batch_size: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Chunk = tuple[np.ndarray, np.ndarray, np.ndarray]  # (latents, reconstructions, errors)
+
+
+def invert_batched(invert_fn, targets, masks, batch_size: int, *, done: Chunk | None = None,
+                   on_chunk: Callable[[Chunk], None] | None = None) -> Chunk:
   """Runs ``invert_fn`` on fixed-size chunks (the last padded: one compilation).
+
+  Every chunk is inverted with the same function and key, so a chunk's result does not
+  depend on the others: ``done`` (the results of the first rows, from an interrupted
+  call with the same arguments) skips those rows, and ``on_chunk`` receives the
+  results of every row so far after each chunk (to save them), so a long inversion
+  resumes where it stopped and gives what an uninterrupted run gives.
 
   Returns (latents [N, ...], reconstructions [N, H, W, 1], errors [N]).
   """
   n = len(targets)
   bs = min(int(batch_size), n)
-  lat, rec, err = [], [], []
-  for start in range(0, n, bs):
+  lat, rec, err = ([], [], []) if done is None else ([done[0]], [done[1]], [done[2]])
+  first = 0 if done is None else len(done[2])
+  if first % bs and first != n:
+    raise DataError(f"cannot resume an inversion after {first} rows: not a multiple of "
+                    f"the batch size {bs}")
+  for start in range(first, n, bs):
     idx = np.arange(start, start + bs).clip(max=n - 1)  # pad by repeating the last image
     keep = min(bs, n - start)
     t = jnp.asarray(np.asarray(targets)[idx], jnp.float32)
@@ -95,16 +108,20 @@ def invert_batched(invert_fn, targets, masks, batch_size: int
     lat.append(np.asarray(r.latents)[:keep])
     rec.append(np.asarray(r.reconstructions)[:keep])
     err.append(np.asarray(r.errors)[:keep])
+    if on_chunk is not None and start + bs < n:
+      on_chunk((np.concatenate(lat), np.concatenate(rec), np.concatenate(err)))
   return np.concatenate(lat), np.concatenate(rec), np.concatenate(err)
 
 
 def invert_images(generator, images, inversion_config: ml_collections.ConfigDict,
-                  key: jax.Array, *, masks=None, encode_fn=None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """:func:`make_inverter` + :func:`invert_batched`; ``masks`` used iff ``use_mask``."""
+                  key: jax.Array, *, masks=None, encode_fn=None, done: Chunk | None = None,
+                  on_chunk: Callable[[Chunk], None] | None = None) -> Chunk:
+  """:func:`make_inverter` + :func:`invert_batched` (``done`` / ``on_chunk``: resume);
+  ``masks`` used iff ``use_mask``."""
   invert_fn = make_inverter(generator, inversion_config, key, encode_fn)
   masks = masks if bool(inversion_config.use_mask) else None
-  return invert_batched(invert_fn, images, masks, int(inversion_config.batch_size))
+  return invert_batched(invert_fn, images, masks, int(inversion_config.batch_size),
+                        done=done, on_chunk=on_chunk)
 
 
 @dataclasses.dataclass
@@ -145,13 +162,16 @@ def select_subjects(dataset, max_subjects: int = 0, candidates=None) -> np.ndarr
 
 
 def invert_dataset(generator, dataset, rows, inversion_config: ml_collections.ConfigDict,
-                   key: jax.Array, encode_fn=None) -> InvertedSlices:
-  """Inverts ``dataset`` rows (``images``/``masks``/``subject_id``/``slice_index`` columns)."""
+                   key: jax.Array, encode_fn=None, *, done: Chunk | None = None,
+                   on_chunk: Callable[[Chunk], None] | None = None) -> InvertedSlices:
+  """Inverts ``dataset`` rows (``images``/``masks``/``subject_id``/``slice_index`` columns);
+  ``done`` / ``on_chunk`` resume an interrupted call (:func:`invert_batched`)."""
   rows = np.asarray(rows, np.int64)
   if rows.size == 0:
     raise DataError("no slices selected for inversion")
   lat, rec, err = invert_images(generator, np.asarray(dataset.images[rows], np.float32),
                                 inversion_config, key,
-                                masks=np.asarray(dataset.masks[rows], bool), encode_fn=encode_fn)
+                                masks=np.asarray(dataset.masks[rows], bool), encode_fn=encode_fn,
+                                done=done, on_chunk=on_chunk)
   return InvertedSlices(lat, rec, err, rows, np.asarray(dataset.subject_id)[rows].astype(str),
                         np.asarray(dataset.slice_index)[rows].astype(np.int64))

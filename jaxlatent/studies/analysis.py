@@ -341,6 +341,9 @@ def load_images(config, train_config, out_dir: str):
   return load_dataset(data, int(train_config.image_size), os.path.join(out_dir, "cache"))
 
 
+PARTIAL_INVERSION_FILE = "latents_partial.npz"  # the finished chunks of a running inversion
+
+
 def invert_or_load(trained: TrainedGenerator, config, dataset, key, out_dir: str
                    ) -> InvertedSlices:
   """Inverts the chosen subjects' slices (re-using ``out_dir/latents.npz`` when it fits)."""
@@ -357,12 +360,26 @@ def invert_or_load(trained: TrainedGenerator, config, dataset, key, out_dir: str
   if f is not None:
     return InvertedSlices(f["latents"], f["reconstructions"], f["errors"], f["indices"],
                           f["subject_id"].astype(str), f["slice_index"])
-  _log(f"inverting {len(rows)} slices into {gen.latent_spec.space} of {gen.name}")
-  inv = invert_dataset(gen, dataset, rows, config.inversion, key, trained.encode_fn)
+  # The chunks finished so far are saved with the same fingerprint, so an interrupted
+  # analysis resumes its inversion (hours on a CPU) instead of starting it again.
+  partial = os.path.join(out_dir, PARTIAL_INVERSION_FILE)
+  f = artifacts.reuse_artifact("inversion (finished chunks)", partial, expected, "recompute",
+                               _log)
+  done = None if f is None else (f["latents"], f["reconstructions"], f["errors"])
+  _log(f"inverting {len(rows)} slices into {gen.latent_spec.space} of {gen.name}"
+       + ("" if done is None else f", resuming after {len(done[2])}"))
+
+  def save_chunks(chunk):
+    artifacts.save_artifact(partial, expected, latents=chunk[0], reconstructions=chunk[1],
+                            errors=chunk[2])
+
+  inv = invert_dataset(gen, dataset, rows, config.inversion, key, trained.encode_fn,
+                       done=done, on_chunk=save_chunks)
   artifacts.save_artifact(path, expected, latents=inv.latents,
                           reconstructions=inv.reconstructions, errors=inv.errors,
                           indices=inv.indices, subject_id=inv.subject_id.astype("U"),
                           slice_index=inv.slice_index)
+  artifacts.remove_artifact(partial)
   return inv
 
 

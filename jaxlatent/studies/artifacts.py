@@ -51,6 +51,17 @@ def save_artifact(npz_path: str, fingerprint: dict[str, Any], **arrays) -> str:
   return npz_path
 
 
+def remove_artifact(npz_path: str) -> None:
+  """Deletes an artifact (sidecar first, so a half-removed pair is never re-used)."""
+  for path in (sidecar_path(npz_path), npz_path):
+    try:
+      os.remove(path)
+    except FileNotFoundError:
+      pass
+    except OSError as e:
+      raise atomic_io.output_error(e, path) from None
+
+
 def load_artifact(npz_path: str) -> tuple[dict[str, np.ndarray], Any]:
   """The arrays and stored fingerprint of a saved artifact.
 
