@@ -139,6 +139,7 @@ def sign_fix(eigenvectors: jax.Array, alphas: jax.Array) -> jax.Array:
   return eigenvectors * sign[None, :]
 
 
+@functools.partial(jax.jit, static_argnames="num_components")
 def polynomial_match(eigenvectors: jax.Array, alphas: jax.Array,
                      num_components: int = 4) -> jax.Array:
   """How well components 1..n follow the polynomial series in alpha: ``|<v_c, p_(c-1)>|``.
