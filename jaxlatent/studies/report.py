@@ -255,11 +255,13 @@ def _eigen_section(out, config, r, metrics) -> Section:
   rows, metrics["eigen"] = [], {}
   for m in e.methods:
     d, res = m.directions, m.result
+    # Components 1..4 against the constant, linear, quadratic, cubic of the schedule,
+    # mean over slices: [directions, 4], one program for every direction.
+    poly_all = np.asarray(polynomial_match(res.eigenvectors, alphas)).mean(0)
     for j in range(m.k):
       corr2 = np.abs(np.asarray(res.corr_alpha)[:, j, 1])
       ratio = np.asarray(res.explained_variance_ratio)[:, j]
-      # Components 1..4 against the constant, linear, quadratic, cubic of the schedule.
-      poly = np.asarray(polynomial_match(np.asarray(res.eigenvectors)[:, j], alphas)).mean(0)
+      poly = poly_all[j]
       rows.append({"method": m.method, "direction": d.names[j],
                    "|corr(v2, alpha)| mean": float(corr2.mean()), "min": float(corr2.min()),
                    "explained c1": float(ratio[:, 0].mean()),
