@@ -193,6 +193,30 @@ def test_class_explained_variance_is_the_class_r2_of_each_dim():
                              value, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scope", ["head", "encoder"])
+def test_mean_gap_scope_decides_what_the_term_trains(data, scope):
+  """With every other loss weight 0, the mean-gap term's gradient reaches the posterior
+  head always and the trunk only with mean_gap_scope='encoder'; the class head never."""
+  from jaxlatent.training.trainers import ifcvae_gan as ifc_trainer
+  weights = dict(recon_weight=0.0, kl_weight=0.0, class_weight=0.0, aux_weight=0.0,
+                 gan_weight=0.0, mean_gap_weight=1.0)
+  config = _config("ifcvae_gan", mean_gap_scope=scope, **weights)
+  parts = ifc_trainer.IFcVAEGANParts(ifc.build(config), ifc.model_settings(config),
+                                     None, None, None)  # vae_loss uses no optimizer
+  state = make_ifcvae_gan_trainer(config).init(jax.random.PRNGKey(0))
+  vae = {"encoder": state.params["encoder"], "decoder": state.params["decoder"]}
+  x, y = data["train"]
+  grads, (terms, _) = jax.grad(ifc_trainer.vae_loss, has_aux=True)(
+      vae, parts, state.params, jnp.asarray(x[:B]), jnp.asarray(y[:B]),
+      jax.random.split(jax.random.PRNGKey(1)))
+  assert float(terms["mean_gap"]) > 0.0
+  norm = lambda tree: float(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+  enc = grads["encoder"]
+  assert norm(enc["posterior"]) > 0.0
+  assert norm(enc["attribute"]) == 0.0 and norm(grads["decoder"]) == 0.0
+  assert (norm(enc["trunk"]) > 0.0) == (scope == "encoder")
+
+
 def _probe_after_training(x, y, xt, yt, steps: int, **model) -> tuple[float, float]:
   """(fresh-probe held-out accuracy on posterior means, mean held-out MSE) after a run."""
   config = _config("ifcvae_gan", **model)

@@ -6,10 +6,12 @@ One encoder/decoder pass gives ``z ~ q(z|x)``, ``x_rec = Dec(z, y)`` and
 
 1. encoder + decoder (:func:`vae_loss`): ``recon_weight * MSE(x_rec, x) + kl_weight
    * KL + class_weight * CE(y_hat, label) + aux_weight * CE_uniform(A(c))
-   + mean_gap_weight * class_explained_variance(c) + gan_weight * (softplus(-D(x_rec))
+   + mean_gap_weight * class_explained_variance(c') + gan_weight * (softplus(-D(x_rec))
    + softplus(-D(x_prior))) / 2``, against the current A and D; ``CE_uniform`` is zero
    when A's prediction is uninformative (``model.aux_objective='maximise'``:
-   ``-CE(A(c), label)`` instead);
+   ``-CE(A(c), label)`` instead); ``c'`` is ``c`` recomputed by the posterior head on
+   the trunk's detached features (``model.mean_gap_scope='head'``), or ``c`` itself
+   (``'encoder'``);
 2. A, the auxiliary classifier (:func:`aux_phase`): ``model.aux_steps`` Adam steps on
    the CE of ``A(c)`` against the label (c detached);
 3. D, the image discriminator (:func:`discriminator_loss`): ``softplus(-D(x)) +
@@ -76,10 +78,12 @@ def init_state(parts: IFcVAEGANParts, config: ml_collections.ConfigDict, key: ja
 
 
 def forward(parts: IFcVAEGANParts, vae_params, x, labels, k_eps, k_prior):
-  """Encoder and decoder pass: (z, mean, logvar, y_logits, x_rec, x_prior)."""
+  """Encoder and decoder pass: (z, mean, logvar, y_logits, x_rec, x_prior, eps, h)."""
   k = parts.nets.num_classes
-  mean, logvar, y_logits = parts.encode(vae_params["encoder"], x)
-  z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(k_eps, mean.shape)  # [B, z_dim]
+  mean, logvar, y_logits, h = parts.nets.encoder.apply(
+      {"params": vae_params["encoder"]}, x, return_features=True)
+  eps = jax.random.normal(k_eps, mean.shape)  # [B, z_dim]
+  z = mean + jnp.exp(0.5 * logvar) * eps
   if parts.model.recon_y == "label":
     y = ifcvae_gan.y_code(labels, k)
   else:
@@ -88,7 +92,16 @@ def forward(parts: IFcVAEGANParts, vae_params, x, labels, k_eps, k_prior):
   # [B, z_dim + y_dim]: z ~ N(0, I) and a random class code.
   code = ifcvae_gan.ZYSampler(parts.nets.z_dim, k)(None, k_prior, x.shape[0])
   x_prior = parts.decode(vae_params["decoder"], code)
-  return z, mean, logvar, y_logits, x_rec, x_prior
+  return z, mean, logvar, y_logits, x_rec, x_prior, eps, h
+
+
+def mean_gap_codes(parts: IFcVAEGANParts, vae_params, h, eps):
+  """The codes A reads, recomputed by the posterior head alone on the detached trunk
+  features (``model.mean_gap_scope='head'``): the mean-gap term then clears z by the
+  head without erasing the attribute from the features the class head reads."""
+  mean, logvar = ifcvae_gan.posterior_from_features(vae_params["encoder"]["posterior"],
+                                                    jax.lax.stop_gradient(h))
+  return mean if parts.model.aux_input == "mean" else mean + jnp.exp(0.5 * logvar) * eps
 
 
 def encoder_aux_loss(parts: IFcVAEGANParts, aux_logits, labels):
@@ -102,8 +115,11 @@ def encoder_aux_loss(parts: IFcVAEGANParts, aux_logits, labels):
 def vae_loss(vae_params, parts: IFcVAEGANParts, params, x, labels, keys):
   """Phase 1's loss against the current A and D; aux: (terms, detachable outputs)."""
   model, k = parts.model, parts.nets.num_classes
-  z, mean, logvar, y_logits, x_rec, x_prior = forward(parts, vae_params, x, labels, *keys)
+  z, mean, logvar, y_logits, x_rec, x_prior, eps, h = forward(parts, vae_params, x, labels,
+                                                              *keys)
   z_aux = mean if model.aux_input == "mean" else z  # what A reads
+  z_gap = z_aux if model.mean_gap_scope == "encoder" else mean_gap_codes(
+      parts, vae_params, h, eps)
   recon = jnp.mean(jnp.square(x_rec - x))
   kl = jnp.mean(losses.gaussian_kl(mean, logvar))
   class_loss = jnp.mean(ifcvae_gan.y_cross_entropy(y_logits, labels, k))
@@ -112,7 +128,7 @@ def vae_loss(vae_params, parts: IFcVAEGANParts, params, x, labels, keys):
   g_gan = 0.5 * (losses.g_nonsaturating_loss(parts.discriminate(params["discriminator"], x_rec))
                  + losses.g_nonsaturating_loss(
                      parts.discriminate(params["discriminator"], x_prior)))
-  mean_gap = ifcvae_gan.class_explained_variance(z_aux, labels, k)
+  mean_gap = ifcvae_gan.class_explained_variance(z_gap, labels, k)
   loss = (float(model.recon_weight) * recon + float(model.kl_weight) * kl
           + float(model.class_weight) * class_loss + float(model.aux_weight) * aux_uniform
           + float(model.gan_weight) * g_gan + float(model.mean_gap_weight) * mean_gap)
