@@ -193,14 +193,12 @@ def test_class_explained_variance_is_the_class_r2_of_each_dim():
                              value, rtol=1e-4)
 
 
-@pytest.mark.parametrize("scope", ["head", "encoder"])
-def test_mean_gap_scope_decides_what_the_term_trains(data, scope):
-  """With every other loss weight 0, the mean-gap term's gradient reaches the posterior
-  head always and the trunk only with mean_gap_scope='encoder'; the class head never."""
+def _vae_loss_grads(data, term: str, **model):
+  """Gradients of the IFcVAE-GAN's phase-1 loss with only the weight ``term`` at 1."""
   from jaxlatent.training.trainers import ifcvae_gan as ifc_trainer
-  weights = dict(recon_weight=0.0, kl_weight=0.0, class_weight=0.0, aux_weight=0.0,
-                 gan_weight=0.0, mean_gap_weight=1.0)
-  config = _config("ifcvae_gan", mean_gap_scope=scope, **weights)
+  weights = {w: 0.0 for w in ("recon_weight", "kl_weight", "class_weight", "aux_weight",
+                              "gan_weight", "mean_gap_weight")}
+  config = _config("ifcvae_gan", **{**weights, term: 1.0}, **model)
   parts = ifc_trainer.IFcVAEGANParts(ifc.build(config), ifc.model_settings(config),
                                      None, None, None)  # vae_loss uses no optimizer
   state = make_ifcvae_gan_trainer(config).init(jax.random.PRNGKey(0))
@@ -209,12 +207,29 @@ def test_mean_gap_scope_decides_what_the_term_trains(data, scope):
   grads, (terms, _) = jax.grad(ifc_trainer.vae_loss, has_aux=True)(
       vae, parts, state.params, jnp.asarray(x[:B]), jnp.asarray(y[:B]),
       jax.random.split(jax.random.PRNGKey(1)))
+  norms = {k: float(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(v)))
+           for k, v in grads["encoder"].items()}
+  norms["decoder"] = float(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads["decoder"])))
+  return norms, terms
+
+
+@pytest.mark.parametrize("scope", ["head", "encoder"])
+def test_mean_gap_scope_decides_what_the_term_trains(data, scope):
+  """The mean-gap term's gradient reaches the posterior head always and the trunk only
+  with mean_gap_scope='encoder'; the class head and the decoder never."""
+  norms, terms = _vae_loss_grads(data, "mean_gap_weight", mean_gap_scope=scope)
   assert float(terms["mean_gap"]) > 0.0
-  norm = lambda tree: float(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
-  enc = grads["encoder"]
-  assert norm(enc["posterior"]) > 0.0
-  assert norm(enc["attribute"]) == 0.0 and norm(grads["decoder"]) == 0.0
-  assert (norm(enc["trunk"]) > 0.0) == (scope == "encoder")
+  assert norms["posterior"] > 0.0
+  assert norms["attribute"] == 0.0 and norms["decoder"] == 0.0
+  assert (norms["trunk"] > 0.0) == (scope == "encoder")
+
+
+@pytest.mark.parametrize("head_input", ["features", "detached"])
+def test_class_head_input_decides_whether_the_class_loss_trains_the_trunk(data, head_input):
+  """'detached' is the reference's read-out (encY on detached features)."""
+  norms, _ = _vae_loss_grads(data, "class_weight", class_head_input=head_input)
+  assert norms["attribute"] > 0.0 and norms["posterior"] == 0.0
+  assert (norms["trunk"] > 0.0) == (head_input == "features")
 
 
 def _probe_after_training(x, y, xt, yt, steps: int, **model) -> tuple[float, float]:
@@ -355,6 +370,9 @@ def test_config_errors():
     make_ifcvae_gan_trainer(c)
   with pytest.raises(ConfigError, match="num_classes"):
     make_ifcvae_gan_trainer(_config("ifcvae_gan", num_classes=1))
+  for key in ("mean_gap_scope", "class_head_input"):
+    with pytest.raises(ConfigError, match=key):
+      make_ifcvae_gan_trainer(_config("ifcvae_gan", **{key: "trunk"}))
   with pytest.raises(ConfigError, match="labelled_fraction"):
     make_ssdaae_trainer(_config("ssdaae", labelled_fraction=1.5))
 

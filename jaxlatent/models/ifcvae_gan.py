@@ -209,13 +209,15 @@ class AttributeEncoder(nn.Module):
   trunk: ConvTrunk
   z_dim: int = 32
   y_dim: int = 1
+  detach_class_head: bool = False  # the reference's encY(x.detach()): no CE into the trunk
 
   @nn.compact
   def __call__(self, x: jax.Array, return_features: bool = False):
     """(mean, logvar, y logits), and the trunk features ``[B, F]`` if ``return_features``."""
     h = self.trunk(x)  # [B, F]
     mean, logvar = split_posterior(nn.Dense(2 * self.z_dim, name="posterior")(h))
-    y_logits = nn.Dense(self.y_dim, name="attribute")(h)  # [B, y_dim]
+    h_y = jax.lax.stop_gradient(h) if self.detach_class_head else h
+    y_logits = nn.Dense(self.y_dim, name="attribute")(h_y)  # [B, y_dim]
     return (mean, logvar, y_logits, h) if return_features else (mean, logvar, y_logits)
 
 
@@ -313,6 +315,9 @@ class IFcVAEGANSettings:
     aux_weight: encoder: cross-entropy of A(z) towards uniform (0: no factorisation).
     gan_weight: non-saturating GAN loss of reconstructions and prior samples.
     recon_y: decode reconstructions from the 'label' y or the 'predicted' y_hat.
+    class_head_input: what the class head reads: the trunk's 'features' (its
+      cross-entropy trains the trunk too) or the 'detached' features (the
+      reference: a read-out trained on its own).
   """
 
   z_dim: int = 32
@@ -336,12 +341,14 @@ class IFcVAEGANSettings:
   aux_weight: float = 1.0
   gan_weight: float = 0.05
   recon_y: str = "label"
+  class_head_input: str = "features"
 
 
 AUX_INPUTS = ("sample", "mean")
 AUX_OBJECTIVES = ("uniform", "maximise")
 RECON_YS = ("label", "predicted")
 MEAN_GAP_SCOPES = ("head", "encoder")
+CLASS_HEAD_INPUTS = ("features", "detached")
 _LOSS_WEIGHTS = ("recon_weight", "kl_weight", "class_weight", "aux_weight", "gan_weight",
                  "mean_gap_weight")
 
@@ -373,6 +380,9 @@ def model_settings(config: ml_collections.ConfigDict) -> IFcVAEGANSettings:
   check_attribute_model(model, _LOSS_WEIGHTS)
   if model.recon_y not in RECON_YS:
     raise ConfigError(f"model.recon_y={model.recon_y!r}: expected one of {RECON_YS}")
+  if model.class_head_input not in CLASS_HEAD_INPUTS:
+    raise ConfigError(f"model.class_head_input={model.class_head_input!r}: expected one of "
+                      f"{CLASS_HEAD_INPUTS}")
   if model.mean_gap_scope not in MEAN_GAP_SCOPES:
     raise ConfigError(f"model.mean_gap_scope={model.mean_gap_scope!r}: expected one of "
                       f"{MEAN_GAP_SCOPES}")
@@ -408,7 +418,8 @@ def build(config: ml_collections.ConfigDict) -> IFcVAEGAN:
   k, z_dim = int(model.num_classes), int(model.z_dim)
   yd = y_dim_of(k)
   return IFcVAEGAN(
-      encoder=AttributeEncoder(conv_trunk(model, size, model.channels), z_dim, yd),
+      encoder=AttributeEncoder(conv_trunk(model, size, model.channels), z_dim, yd,
+                               detach_class_head=model.class_head_input == "detached"),
       decoder=attribute_decoder(model, size, z_dim + yd),
       aux=AuxClassifier(yd, tuple(int(h) for h in model.aux_hidden)),
       discriminator=ImageDiscriminator(conv_trunk(model, size, model.disc_channels)),
