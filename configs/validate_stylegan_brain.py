@@ -5,10 +5,10 @@ recipe: skip G, resnet D, 8 mapping layers, R1 every 16 D steps, path length eve
 4 G steps, style mixing 0.9, G EMA, Adam 0.0025 / (0, 0.99), ADA) at a scale that
 trains on the 2-core CPU: 64x64 slices, z = w = 256, channel_base 4096 and
 channel_max 128 (128 channels up to 32x32, 64 at 64x64), batch 32, 3000 steps (96k
-images, about 4.4 h on one core: the two-hour budget of the other validation models
-bought 2000 steps, too few for claim 2, see docs/VALIDATION.md), an EMA half-life of
-5k images (the reference's 20k would average over a fifth of this short run), and
-ADA with 'bgc' as the official default.  On a GPU, configs/stylegan_brain.py is the
+images, about 4.4 h on one core, over twice the two hours of a validation training:
+the FD was still falling at step 2000, docs/VALIDATION.md), an EMA half-life of 5k
+images (the reference's 20k would average over a fifth of this short run), and ADA
+with 'bgc' as the official default.  On a GPU, configs/stylegan_brain.py is the
 paper scale.
 
   python train.py --config=configs/validate_stylegan_brain.py \
