@@ -207,9 +207,9 @@ def _vae_loss_grads(data, term: str, **model):
   grads, (terms, _) = jax.grad(ifc_trainer.vae_loss, has_aux=True)(
       vae, parts, state.params, jnp.asarray(x[:B]), jnp.asarray(y[:B]),
       jax.random.split(jax.random.PRNGKey(1)))
-  norms = {k: float(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(v)))
-           for k, v in grads["encoder"].items()}
-  norms["decoder"] = float(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads["decoder"])))
+  sq_norm = lambda tree: float(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+  norms = {k: sq_norm(v) for k, v in grads["encoder"].items()}
+  norms["decoder"] = sq_norm(grads["decoder"])
   return norms, terms
 
 

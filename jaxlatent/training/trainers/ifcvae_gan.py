@@ -54,8 +54,8 @@ class IFcVAEGANParts:
   aux_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
 
-  def encode(self, params, x):
-    return self.nets.encoder.apply({"params": params}, x)
+  def encode(self, params, x, return_features: bool = False):
+    return self.nets.encoder.apply({"params": params}, x, return_features=return_features)
 
   def decode(self, params, code):
     return self.nets.decoder.apply({"params": params}, code)
@@ -78,12 +78,12 @@ def init_state(parts: IFcVAEGANParts, config: ml_collections.ConfigDict, key: ja
 
 
 def forward(parts: IFcVAEGANParts, vae_params, x, labels, k_eps, k_prior):
-  """Encoder and decoder pass: (z, mean, logvar, y_logits, x_rec, x_prior, eps, h)."""
+  """Encoder and decoder pass: (mean, logvar, y_logits, x_rec, x_prior, eps, h); z ~
+  q(z|x) is ``reparameterise(mean, logvar, eps)``."""
   k = parts.nets.num_classes
-  mean, logvar, y_logits, h = parts.nets.encoder.apply(
-      {"params": vae_params["encoder"]}, x, return_features=True)
+  mean, logvar, y_logits, h = parts.encode(vae_params["encoder"], x, return_features=True)
   eps = jax.random.normal(k_eps, mean.shape)  # [B, z_dim]
-  z = mean + jnp.exp(0.5 * logvar) * eps
+  z = reparameterise(mean, logvar, eps)
   if parts.model.recon_y == "label":
     y = ifcvae_gan.y_code(labels, k)
   else:
@@ -92,7 +92,17 @@ def forward(parts: IFcVAEGANParts, vae_params, x, labels, k_eps, k_prior):
   # [B, z_dim + y_dim]: z ~ N(0, I) and a random class code.
   code = ifcvae_gan.ZYSampler(parts.nets.z_dim, k)(None, k_prior, x.shape[0])
   x_prior = parts.decode(vae_params["decoder"], code)
-  return z, mean, logvar, y_logits, x_rec, x_prior, eps, h
+  return mean, logvar, y_logits, x_rec, x_prior, eps, h
+
+
+def reparameterise(mean, logvar, eps):
+  """z = mean + sigma * eps."""
+  return mean + jnp.exp(0.5 * logvar) * eps
+
+
+def aux_codes(parts: IFcVAEGANParts, mean, logvar, eps):
+  """The codes A reads (``model.aux_input``): the posterior mean or the sample z."""
+  return mean if parts.model.aux_input == "mean" else reparameterise(mean, logvar, eps)
 
 
 def mean_gap_codes(parts: IFcVAEGANParts, vae_params, h, eps):
@@ -101,7 +111,7 @@ def mean_gap_codes(parts: IFcVAEGANParts, vae_params, h, eps):
   head without erasing the attribute from the features the class head reads."""
   mean, logvar = ifcvae_gan.posterior_from_features(vae_params["encoder"]["posterior"],
                                                     jax.lax.stop_gradient(h))
-  return mean if parts.model.aux_input == "mean" else mean + jnp.exp(0.5 * logvar) * eps
+  return aux_codes(parts, mean, logvar, eps)
 
 
 def encoder_aux_loss(parts: IFcVAEGANParts, aux_logits, labels):
@@ -115,9 +125,9 @@ def encoder_aux_loss(parts: IFcVAEGANParts, aux_logits, labels):
 def vae_loss(vae_params, parts: IFcVAEGANParts, params, x, labels, keys):
   """Phase 1's loss against the current A and D; aux: (terms, detachable outputs)."""
   model, k = parts.model, parts.nets.num_classes
-  z, mean, logvar, y_logits, x_rec, x_prior, eps, h = forward(parts, vae_params, x, labels,
-                                                              *keys)
-  z_aux = mean if model.aux_input == "mean" else z  # what A reads
+  mean, logvar, y_logits, x_rec, x_prior, eps, h = forward(parts, vae_params, x, labels,
+                                                           *keys)
+  z_aux = aux_codes(parts, mean, logvar, eps)  # what A reads
   z_gap = z_aux if model.mean_gap_scope == "encoder" else mean_gap_codes(
       parts, vae_params, h, eps)
   recon = jnp.mean(jnp.square(x_rec - x))
