@@ -68,6 +68,7 @@ class Checkpointer:
   def __init__(self, directory: str, keep: int, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self._saving = None  # the step of the latest save started (named if it fails)
+    self._save_has_failed = False
     if read_only and not os.path.isdir(self.directory):
       raise CheckpointError(f"checkpoint folder {self.directory} does not exist")
     if not read_only and jax.process_index() == 0:
@@ -125,6 +126,7 @@ class Checkpointer:
   def _save_failed(self, e: BaseException) -> Exception:
     """The one-line error of a failed save, after removing its temporary folders."""
     step = self._saving
+    self._save_has_failed = True
     if jax.process_index() == 0:
       self._remove_partial_saves()
     where = self.path(step) if step is not None else self.directory
@@ -163,7 +165,13 @@ class Checkpointer:
       raise self._save_failed(e) from None
 
   def close(self) -> None:
-    self._manager.close()
+    try:
+      self._manager.close()
+    finally:
+      # The other writes of a failed save may still land after the error was raised
+      # and recreate its temporary folder; once orbax's threads are joined they cannot.
+      if self._save_has_failed and jax.process_index() == 0:
+        self._remove_partial_saves()
 
 
 class _DropOrbaxLogs(logging.Filter):
