@@ -82,3 +82,32 @@ def test_svm_without_a_useful_direction_is_a_data_error():
   y = (rng.random(200) < 0.15).astype(np.int32)
   with pytest.raises(DataError, match="no separating direction"):
     fit_boundary(x, y, jax.random.key(0), val_fraction=0.0)
+
+
+def test_mean_difference_is_the_midpoint_boundary_of_the_class_means():
+  x, y, _ = _planted(5, n=300, shape=(2, 4))
+  b = fit_boundary(x, y, jax.random.key(0), method="mean_difference", val_fraction=0.0)
+  flat = x.reshape(len(x), -1).astype(np.float64)
+  m0, m1 = flat[y == 0].mean(0), flat[y == 1].mean(0)  # NumPy reference
+  ref = (m1 - m0) / np.linalg.norm(m1 - m0)
+  np.testing.assert_allclose(b.normal.reshape(-1), ref, atol=1e-6)
+  np.testing.assert_allclose(b.offset, ref @ (m0 + m1) / 2, rtol=1e-5, atol=1e-6)
+  assert b.config["standardize"] is False  # raw codes: the direction is the mean shift
+  np.testing.assert_allclose(b.decision((m0 + m1)[None] / 2), 0.0, atol=1e-5)
+  assert b.decision(m1[None])[0] > 0 > b.decision(m0[None])[0]
+  flipped = fit_boundary(x, 1 - y, jax.random.key(0), method="mean_difference",
+                         val_fraction=0.0)
+  np.testing.assert_allclose(flipped.normal, -b.normal, atol=1e-6)
+
+
+def test_mean_difference_is_the_svm_normal_as_c_goes_to_zero():
+  """Balanced classes: with C -> 0 every code is a bound support vector, so the
+  reference SVM's normal is the class-mean difference."""
+  x, y, _ = _planted(6, n=200)
+  keep = np.concatenate([np.flatnonzero(y == 0)[:60], np.flatnonzero(y == 1)[:60]])
+  x, y = x[keep], y[keep]
+  md = fit_boundary(x, y, jax.random.key(0), method="mean_difference", val_fraction=0.0)
+  tiny = fit_boundary(x, y, jax.random.key(0), method="svm", val_fraction=0.0, c=1e-6)
+  big = fit_boundary(x, y, jax.random.key(0), method="svm", val_fraction=0.0, c=1.0)
+  assert float(tiny.normal @ md.normal) > 0.999
+  assert float(big.normal @ md.normal) < 0.99  # C matters on these codes

@@ -24,8 +24,12 @@ from jaxlatent.directions.io import Directions
 from jaxlatent.errors import ConfigError, DataError
 
 # "svm": exact linear C-SVM (the reference); "hinge_adam" / "logistic": full-batch Adam
-# on a hinge / logistic loss with an L2 penalty.
-CLASSIFIERS = ("svm", "hinge_adam", "logistic")
+# on a hinge / logistic loss with an L2 penalty; "mean_difference": the class-mean
+# difference (the attribute vector of Radford et al. 2016 and White 2016), the limit of
+# the SVM's normal as C -> 0.  With few labelled subjects and a latent space of more
+# dimensions than codes, the C = 1 SVM separates the codes by what tells the subjects
+# apart and its normal is mostly noise (docs/VALIDATION.md, claim 2).
+CLASSIFIERS = ("svm", "hinge_adam", "logistic", "mean_difference")
 
 
 @dataclasses.dataclass
@@ -120,14 +124,17 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
     labels: 0/1 (or bool) per code; class 1 is the target (e.g. MS).
     key: split key.
     method: "svm" (exact linear C-SVM as ``SVC(kernel='linear')``, the reference),
-      "hinge_adam" or "logistic" (Adam on a hinge / logistic loss).
+      "hinge_adam" or "logistic" (Adam on a hinge / logistic loss), or
+      "mean_difference" (normal along mean(class 1) - mean(class 0), boundary at the
+      midpoint of the two means).
     l2: L2 penalty on the (standardised) weights ("hinge_adam", "logistic").
     steps, learning_rate: full-batch Adam settings ("hinge_adam", "logistic").
     val_fraction: held-out fraction per class (stratified); 0: no held-out split.
     balanced: weight samples by inverse class frequency (unequal MS/HC counts);
-      None: False for "svm" (as the reference), True otherwise.
+      None: False for "svm" (as the reference), True otherwise ("mean_difference"
+      weighs the classes equally either way).
     standardize: z-score features with train statistics before fitting; None: False
-      for "svm" (the reference fits raw codes), True otherwise.
+      for "svm" (the reference fits raw codes) and "mean_difference", True otherwise.
     c: the SVM's C ("svm"; per-sample C scaled by the class weight when balanced).
     tol: the SVM solver's tolerance on its relative KKT residuals ("svm").
 
@@ -155,7 +162,7 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
   if balanced is None:
     balanced = method != "svm"
   if standardize is None:
-    standardize = method != "svm"
+    standardize = method not in ("svm", "mean_difference")
   tr, va = _split(key, y, val_fraction)
   xt, yt = x[tr], y[tr]
   mu = xt.mean(0) if standardize else np.zeros(x.shape[1], np.float32)
@@ -167,6 +174,11 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
     solved = _svm.fit_linear_svc((xt - mu) / sigma, yt, c=float(c), tol=float(tol),
                                  sample_weight=weights if balanced else None)
     w, b = solved.coef, float(solved.intercept)
+  elif method == "mean_difference":
+    xs = (xt - mu) / sigma
+    m0, m1 = xs[yt == 0].mean(0), xs[yt == 1].mean(0)
+    w = (m1 - m0).astype(np.float64)
+    b = -float(w @ (m0 + m1)) / 2.0
   else:
     w, b = _fit_linear(jnp.asarray((xt - mu) / sigma), jnp.asarray(s, jnp.float32),
                        jnp.asarray(weights, jnp.float32), float(l2), float(learning_rate),

@@ -19,6 +19,7 @@ import ml_collections
 
 from jaxlatent import phantoms
 from jaxlatent.config_cli import over_defaults
+from jaxlatent.directions.supervised import CLASSIFIERS
 from jaxlatent.directions.voynov import VoynovConfig
 from jaxlatent.errors import ConfigError
 from jaxlatent.inversion.batched import default_inversion_config
@@ -80,7 +81,8 @@ def default_analysis_config() -> ml_collections.ConfigDict:
     traversal: the eigen-analysis schedule alpha_start..alpha_stop in alpha_num steps,
       how many directions per method (directions_per_method) and subjects
       (max_subjects, 0: all) are analysed, covariance centring, kept components.
-    supervised: InterFaceGAN (label column, negative / positive class, classifier) and
+    supervised: InterFaceGAN (label column, negative / positive class, classifier and
+      the SVM's C, or the class-mean difference: ``classifier='mean_difference'``) and
       the alpha unit: one alpha unit = (class-mean separation along the normal) /
       alpha_per_separation.
     ground_truth: brain phantoms only: held-out healthy subjects rendered before and
@@ -138,6 +140,7 @@ def default_analysis_config() -> ml_collections.ConfigDict:
   c.supervised.negative = "HC"
   c.supervised.positive = "MS"
   c.supervised.classifier = "svm"
+  c.supervised.c = 1.0
   c.supervised.l2 = 1e-3
   c.supervised.steps = 500
   c.supervised.learning_rate = 0.05
@@ -205,6 +208,12 @@ def validate_analysis_config(config: ml_collections.ConfigDict) -> None:
   for name in ("steps", "batch_size"):
     if int(config.inversion[name]) < 1:
       raise ConfigError(f"config.inversion.{name}={config.inversion[name]} must be >= 1")
+  if str(config.supervised.classifier) not in CLASSIFIERS:
+    raise ConfigError(f"config.supervised.classifier={config.supervised.classifier!r}: "
+                      f"choose one of {list(CLASSIFIERS)}")
+  if not float(config.supervised.c) > 0:
+    raise ConfigError(f"config.supervised.c={config.supervised.c!r} must be > 0 (the "
+                      "SVM's C)")
   if float(config.supervised.alpha_per_separation) <= 0:
     raise ConfigError("config.supervised.alpha_per_separation must be > 0")
   if int(config.report.scrubber_slices) < 0:
