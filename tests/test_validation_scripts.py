@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -166,3 +168,18 @@ def test_ms_table_reports_the_polynomial_series_next_to_the_ceiling():
   assert "| component-2 map vs true difference map (r) | maps the change | 0.60 +- 0.10 |" in table
   assert "not run yet" not in table
   assert "not run yet" in collect.ms_table({"ms": None, "ms_ceiling": {}})
+
+
+def test_ms_directions_split_half_cosine():
+  """Codes = subject identity + the class shift: the split-half cosine of class-mean
+  directions is near 1 when the shift dominates the identities and near 0 when the
+  identities swamp it (few subjects, many dimensions)."""
+  from validation import ms_directions  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  u = np.eye(64)[0]
+  subjects = np.repeat(np.arange(40), 4)
+  labels = (subjects % 2).astype(int)
+  identity = rng.normal(size=(40, 64))[subjects]
+  strong = ms_directions._split_half_cos(identity + 20 * labels[:, None] * u, labels, subjects)
+  weak = ms_directions._split_half_cos(identity + 0.1 * labels[:, None] * u, labels, subjects)
+  assert strong > 0.9 and abs(weak) < 0.3, (strong, weak)

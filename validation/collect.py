@@ -145,9 +145,11 @@ def ms_analysis(folder: str) -> dict | None:
   if not os.path.exists(os.path.join(folder, "DONE")):
     return None
   m = _json(os.path.join(folder, "metrics.json"))
+  check = os.path.join(folder, "ms_directions.json")  # validation/ms_directions.py
   return {"seconds": _done_seconds(folder), "checkpoint_step": m.get("checkpoint_step"),
           "inversion": m.get("inversion"), "interfacegan": m.get("interfacegan"),
-          "eigen": m.get("eigen"), "ground_truth": m.get("ground_truth")}
+          "eigen": m.get("eigen"), "ground_truth": m.get("ground_truth"),
+          "directions_check": _json(check) if os.path.exists(check) else None}
 
 
 def ms_ceiling() -> dict:
@@ -458,7 +460,7 @@ def ms_table(res: dict) -> str:
        "below component 2", None if c2 is None or sub is None else sub < c2),
       poly_row(2, "quadratic", "polynomial series", None),
       poly_row(3, "cubic", "polynomial series", None),
-      ("InterFaceGAN held-out balanced accuracy", "-", _fmt(ig.get("val_balanced_accuracy")),
+      ("HC -> MS direction: held-out balanced accuracy", "-", _fmt(ig.get("val_balanced_accuracy")),
        "-", "-", None),
   ]
   lines = ["| quantity | paper | measured | exact edit (as rendered / fresh noise) | goal | met |",
