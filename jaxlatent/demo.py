@@ -63,7 +63,7 @@ PRETRAINED_CT = "dcgan_ct_64"  # its discovered breast-size direction joins the 
 PRETRAINED_CT_MODELS = (PRETRAINED_CT, "vae_ct_64")
 # The brain StyleGAN2 of the MS analysis, once shipped (validation/ship.py --stage=
 # stylegan_brain/ms); until then the MS path trains the tiny StyleGAN2.
-PRETRAINED_MS: str | None = None
+PRETRAINED_MS: str | None = "stylegan_brain_64"
 PRETRAINED_MODELS = PRETRAINED_CT_MODELS + ((PRETRAINED_MS,) if PRETRAINED_MS else ())
 MODEL_SOURCES = ("pretrained", "tiny")
 

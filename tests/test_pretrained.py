@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from jaxlatent import directions as dirs
-from jaxlatent.demo import PRETRAINED_CT_MODELS, PRETRAINED_MODELS, pretrained_folder
+from jaxlatent.demo import (PRETRAINED_CT_MODELS, PRETRAINED_MODELS, PRETRAINED_MS,
+                            pretrained_folder)
 from jaxlatent.studies import fingerprint as fp_lib
 from jaxlatent.studies.analysis import REGRESSOR_FILE, alignment_latents_key
 from jaxlatent.studies.generators import generator_fingerprint, load_generator
@@ -46,7 +47,9 @@ import functools, sys
 sys.path.insert(0, sys.argv[1])
 from script_checks import report_checks
 from test_pretrained import PRETRAINED_CT_MODELS, check_recorded_alignment
-report_checks([(n, functools.partial(check_recorded_alignment, n)) for n in PRETRAINED_CT_MODELS])
+from test_pretrained import PRETRAINED_MS, check_recorded_ground_truth
+report_checks([(n, functools.partial(check_recorded_alignment, n)) for n in PRETRAINED_CT_MODELS]
+              + [(PRETRAINED_MS, functools.partial(check_recorded_ground_truth, PRETRAINED_MS))])
 """
 
 
@@ -62,6 +65,25 @@ def alignment_checks(tmp_path_factory):
 @pytest.mark.parametrize("name", PRETRAINED_CT_MODELS)  # factor alignment: the CT models
 def test_shipped_generator_reproduces_its_recorded_alignment(name, alignment_checks):
   assert_check_passed(alignment_checks, name)
+
+
+def test_shipped_ms_generator_reproduces_its_recorded_ground_truth(alignment_checks):
+  assert_check_passed(alignment_checks, PRETRAINED_MS)
+
+
+def check_recorded_ground_truth(name):
+  """The shipped brain StyleGAN2's InterFaceGAN direction, walked from its shipped
+  ground-truth codes and scored against the phantom's true HC -> MS difference maps,
+  gives the recorded component-2 and subtraction correlations (to 2e-3)."""
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from validation import ship  # pylint: disable=g-import-not-at-top
+  folder = pretrained_folder(name)
+  with open(os.path.join(folder, "recorded.json")) as f:
+    recorded = json.load(f)["metrics"]
+  assert load_generator(folder, None).step == recorded["checkpoint_step"]
+  got = ship.recompute_ground_truth(folder)
+  for key in ("component2_corr_mean", "subtraction_corr_mean"):
+    np.testing.assert_allclose(got[key], recorded["ground_truth"][key], atol=2e-3, err_msg=key)
 
 
 def check_recorded_alignment(name):
