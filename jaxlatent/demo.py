@@ -61,8 +61,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The validation study's generators shipped in pretrained/ (docs/VALIDATION.md).
 PRETRAINED_CT = "dcgan_ct_64"  # its discovered breast-size direction joins the edit table
 PRETRAINED_CT_MODELS = (PRETRAINED_CT, "vae_ct_64")
-# The brain StyleGAN2 of the MS analysis, once shipped (validation/ship.py --stage=
-# stylegan_brain/ms); until then the MS path trains the tiny StyleGAN2.
+# The brain StyleGAN2 of the MS analysis (validation/ship.py --stage=stylegan_brain/ms);
+# None makes the MS path train the tiny StyleGAN2.
 PRETRAINED_MS: str | None = "stylegan_brain_64"
 PRETRAINED_MODELS = PRETRAINED_CT_MODELS + ((PRETRAINED_MS,) if PRETRAINED_MS else ())
 MODEL_SOURCES = ("pretrained", "tiny")

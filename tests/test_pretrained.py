@@ -72,7 +72,7 @@ def test_shipped_ms_generator_reproduces_its_recorded_ground_truth(alignment_che
 
 
 def check_recorded_ground_truth(name):
-  """The shipped brain StyleGAN2's InterFaceGAN direction, walked from its shipped
+  """The shipped brain StyleGAN2's HC -> MS direction, walked from its shipped
   ground-truth codes and scored against the phantom's true HC -> MS difference maps,
   gives the recorded component-2 and subtraction correlations (to 2e-3)."""
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
