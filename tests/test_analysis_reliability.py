@@ -189,7 +189,7 @@ def _nifti_folder(path, ids):
 
 @pytest.mark.parametrize("case", [
     "images_path", "num_directions", "n_components", "one_class", "wrong_classes",
-    "label_rows", "out_file", "missing_workdir", "classifier"])
+    "label_rows", "out_file", "missing_workdir", "classifier", "held_out"])
 def test_late_checks_fail_before_any_write(case, runs, tmp_path, capsys):
   """Each check that used to fail after compute (or after creating folders) now fails
   first: exit 2, one line naming the key, no file written anywhere."""
@@ -224,6 +224,9 @@ def test_late_checks_fail_before_any_write(case, runs, tmp_path, capsys):
   elif case == "classifier":
     extra = ["--config.methods=('interfacegan',)", "--config.supervised.classifier=lda"]
     expect = ["config.supervised.classifier='lda'", "'mean_difference'"]
+  elif case == "held_out":
+    extra = ["--config.methods=('interfacegan',)", "--config.supervised.held_out=slices"]
+    expect = ["config.supervised.held_out='slices'", "'subjects' or 'codes'"]
   elif case == "out_file":
     out.write_text("not a folder")
     expect = [str(out), "regular file"]

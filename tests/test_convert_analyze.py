@@ -58,6 +58,8 @@ def test_analyze_runs_on_a_converted_snapshot(tmp_path, capsys):
   assert any(f.startswith("components_") for f in os.listdir(out))
   metrics = json.loads((out / "metrics.json").read_text())
   assert any(k.startswith("interfacegan/") for k in metrics["eigen"]), metrics["eigen"]
+  # The boundary's held-out codes are whole subjects it was not fitted on.
+  assert metrics["interfacegan"]["held_out"] == "groups", metrics["interfacegan"]
 
 
 def test_rgb_snapshot_analysed_with_mr_slices_is_one_error_line(tmp_path, capsys):

@@ -56,6 +56,44 @@ def test_boundary_bad_labels():
     fit_boundary(x, y[:30], jax.random.key(0))
 
 
+def _subjects_without_signal(seed, subjects=24, slices=6, dim=128):
+  """Codes of subjects whose label has no linear signal; a subject's slices are
+  near-duplicates (its own random code plus small noise)."""
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(size=(subjects, dim))
+  x = np.repeat(centres, slices, 0) + 0.05 * rng.normal(size=(subjects * slices, dim))
+  subject_y = np.arange(subjects) % 2
+  y = np.repeat(subject_y, slices)
+  ids = np.repeat(np.array([f"sub{i:02d}" for i in range(subjects)]), slices)
+  return x.astype(np.float32), y, ids
+
+
+def test_group_split_holds_out_whole_subjects_of_both_classes():
+  x, y, ids = _subjects_without_signal(0)
+  b = fit_boundary(x, y, jax.random.key(3), method="mean_difference", groups=ids)
+  from jaxlatent.directions.supervised import _split
+  tr, va = _split(jax.random.key(3), y, 0.2, ids)
+  assert len(tr) + len(va) == len(y) and not set(tr) & set(va)
+  assert not set(ids[tr]) & set(ids[va])  # no subject on both sides
+  held = sorted(set(ids[va]))
+  assert len(held) == 2 * round(0.2 * 12)  # 20% of each class's 12 subjects
+  assert set(y[va]) == {0, 1}
+  assert b.num_val == len(va) and b.config["held_out"] == "groups"
+  with pytest.raises(DataError, match="group ids"):
+    fit_boundary(x, y, jax.random.key(3), groups=ids[:-1])
+
+
+def test_code_split_overstates_held_out_accuracy_of_near_duplicate_slices():
+  """The reason for ``groups``: an exact SVM memorises the subjects, and a split over
+  slices scores it on slices of subjects it has seen; over subjects it is at chance."""
+  x, y, ids = _subjects_without_signal(1)
+  by_code = fit_boundary(x, y, jax.random.key(0), method="svm")
+  by_subject = fit_boundary(x, y, jax.random.key(0), method="svm", groups=ids)
+  assert by_code.train_accuracy == by_subject.train_accuracy == 1.0
+  assert by_code.val_balanced_accuracy > 0.95
+  assert 0.2 < by_subject.val_balanced_accuracy < 0.8
+
+
 def test_condition_direction_is_orthogonal_to_removed_normals():
   rng = np.random.default_rng(3)
   primal = rng.normal(size=(2, 5))

@@ -69,20 +69,40 @@ class Boundary:
                             "num_train": self.num_train, "num_val": self.num_val})
 
 
-def _split(key, y, val_fraction):
-  """Stratified random split -> (train_idx, val_idx)."""
-  train, val = [], []
+def _held_out_count(n, val_fraction):
+  """How many of ``n`` units of one class are held out (at least 1, never all)."""
+  if val_fraction > 0 and n >= 2:
+    return min(max(int(round(val_fraction * n)), 1), n - 1)
+  return 0
+
+
+def _split(key, y, val_fraction, groups=None):
+  """Stratified random split -> (train_idx, val_idx).
+
+  With ``groups`` (e.g. subject ids) whole groups go to one side, stratified by each
+  group's majority class: the slices of one subject are near-duplicates, so a split
+  over slices puts the same subject on both sides and overstates held-out accuracy.
+  """
+  if groups is None:
+    train, val = [], []
+    for c in (0, 1):
+      idx = np.flatnonzero(y == c)
+      idx = idx[np.asarray(jax.random.permutation(jax.random.fold_in(key, c), len(idx)))]
+      n_val = _held_out_count(len(idx), val_fraction)
+      val.append(idx[:n_val])
+      train.append(idx[n_val:])
+    return np.concatenate(train), np.concatenate(val)
+  names, group_of = np.unique(np.asarray(groups), return_inverse=True)
+  group_of = group_of.reshape(-1)
+  sizes = np.bincount(group_of, minlength=len(names))
+  group_class = (2 * np.bincount(group_of, weights=y, minlength=len(names)) >= sizes)
+  held = []
   for c in (0, 1):
-    idx = np.flatnonzero(y == c)
+    idx = np.flatnonzero(group_class == c)
     idx = idx[np.asarray(jax.random.permutation(jax.random.fold_in(key, c), len(idx)))]
-    n_val = int(round(val_fraction * len(idx)))
-    if val_fraction > 0 and len(idx) >= 2:
-      n_val = min(max(n_val, 1), len(idx) - 1)
-    else:
-      n_val = 0
-    val.append(idx[:n_val])
-    train.append(idx[n_val:])
-  return np.concatenate(train), np.concatenate(val)
+    held.append(idx[:_held_out_count(len(idx), val_fraction)])
+  in_val = np.isin(group_of, np.concatenate(held))
+  return np.flatnonzero(~in_val), np.flatnonzero(in_val)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "steps"))
@@ -116,7 +136,7 @@ def _fit_linear(x, s, weights, l2, learning_rate, *, method: str, steps: int):
 def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: float = 1e-3,
                  steps: int = 500, learning_rate: float = 0.05, val_fraction: float = 0.2,
                  balanced: bool | None = None, standardize: bool | None = None,
-                 c: float = 1.0, tol: float = 1e-8) -> Boundary:
+                 c: float = 1.0, tol: float = 1e-8, groups=None) -> Boundary:
   """Fits an InterFaceGAN boundary on ``latents [N, *shape]`` with binary ``labels [N]``.
 
   Args:
@@ -137,6 +157,9 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
       for "svm" (the reference fits raw codes) and "mean_difference", True otherwise.
     c: the SVM's C ("svm"; per-sample C scaled by the class weight when balanced).
     tol: the SVM solver's tolerance on its relative KKT residuals ("svm").
+    groups: optional ``[N]`` group ids (subject ids): the held-out split then holds
+      out whole groups (stratified by each group's majority class), so the held-out
+      accuracy is measured on subjects the boundary never saw; None splits the codes.
 
   Returns:
     Boundary with the unit normal in the original latent coordinates.
@@ -163,7 +186,11 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
     balanced = method != "svm"
   if standardize is None:
     standardize = method not in ("svm", "mean_difference")
-  tr, va = _split(key, y, val_fraction)
+  if groups is not None:
+    groups = np.asarray(groups).reshape(-1)
+    if groups.shape[0] != x.shape[0]:
+      raise DataError(f"{x.shape[0]} latents but {groups.shape[0]} group ids")
+  tr, va = _split(key, y, val_fraction, groups)
   xt, yt = x[tr], y[tr]
   mu = xt.mean(0) if standardize else np.zeros(x.shape[1], np.float32)
   sigma = np.maximum(xt.std(0), 1e-6) if standardize else np.ones(x.shape[1], np.float32)
@@ -209,7 +236,8 @@ def fit_boundary(latents, labels, key: jax.Array, *, method: str = "svm", l2: fl
       num_train=int(len(tr)), num_val=int(len(va)),
       config={"method": method, "l2": l2, "steps": steps, "learning_rate": learning_rate,
               "val_fraction": val_fraction, "balanced": balanced,
-              "standardize": standardize, "c": c, "tol": tol})
+              "standardize": standardize, "c": c, "tol": tol,
+              "held_out": "codes" if groups is None else "groups"})
 
 
 def train_boundary(latents, scores, seed: int = 0, *, chosen_num_or_ratio: float = 0.02,

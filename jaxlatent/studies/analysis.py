@@ -397,7 +397,10 @@ def fit_supervised(gen, config, dataset, inv: InvertedSlices, key, out_dir: str,
   boundary = dirs.fit_boundary(inv.latents[keep], y[keep], key, method=str(sc.classifier),
                                l2=float(sc.l2), steps=int(sc.steps),
                                learning_rate=float(sc.learning_rate),
-                               val_fraction=float(sc.val_fraction), c=float(sc.c))
+                               val_fraction=float(sc.val_fraction), c=float(sc.c),
+                               groups=(inv.subject_id[keep]
+                                       if str(sc.get("held_out", "subjects")) == "subjects"
+                                       else None))
   d = boundary.to_directions(model=gen.name, space=gen.latent_spec.space,
                              name=f"{sc.negative}->{sc.positive}")
   dec = boundary.decision(inv.latents)

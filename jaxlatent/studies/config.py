@@ -20,6 +20,11 @@ import ml_collections
 from jaxlatent import phantoms
 from jaxlatent.config_cli import over_defaults
 from jaxlatent.directions.supervised import CLASSIFIERS
+
+# How InterFaceGAN's held-out split is drawn: whole subjects (the boundary's held-out
+# accuracy is then on subjects it never saw) or single codes (the reference's random
+# split over samples; slices of one subject land on both sides).
+HELD_OUT_SPLITS = ("subjects", "codes")
 from jaxlatent.directions.voynov import VoynovConfig
 from jaxlatent.errors import ConfigError
 from jaxlatent.inversion.batched import default_inversion_config
@@ -82,8 +87,9 @@ def default_analysis_config() -> ml_collections.ConfigDict:
       how many directions per method (directions_per_method) and subjects
       (max_subjects, 0: all) are analysed, covariance centring, kept components.
     supervised: InterFaceGAN (label column, negative / positive class, classifier and
-      the SVM's C, or the class-mean difference: ``classifier='mean_difference'``) and
-      the alpha unit: one alpha unit = (class-mean separation along the normal) /
+      the SVM's C, or the class-mean difference: ``classifier='mean_difference'``; the
+      held-out fraction ``val_fraction`` of whole subjects, ``held_out='subjects'``,
+      or of single codes, ``'codes'``) and the alpha unit: one alpha unit = (class-mean separation along the normal) /
       alpha_per_separation.
     ground_truth: brain phantoms only: held-out healthy subjects rendered before and
       after the mean HC -> MS factor change (true difference maps).
@@ -145,6 +151,7 @@ def default_analysis_config() -> ml_collections.ConfigDict:
   c.supervised.steps = 500
   c.supervised.learning_rate = 0.05
   c.supervised.val_fraction = 0.2
+  c.supervised.held_out = "subjects"  # subjects | codes
   c.supervised.alpha_per_separation = 25.0
 
   c.ground_truth = ml_collections.ConfigDict()
@@ -214,6 +221,9 @@ def validate_analysis_config(config: ml_collections.ConfigDict) -> None:
   if not float(config.supervised.c) > 0:
     raise ConfigError(f"config.supervised.c={config.supervised.c!r} must be > 0 (the "
                       "SVM's C)")
+  if str(config.supervised.get("held_out", "subjects")) not in HELD_OUT_SPLITS:
+    raise ConfigError(f"config.supervised.held_out={config.supervised.held_out!r}: choose "
+                      f"{' or '.join(map(repr, HELD_OUT_SPLITS))}")
   if float(config.supervised.alpha_per_separation) <= 0:
     raise ConfigError("config.supervised.alpha_per_separation must be > 0")
   if int(config.report.scrubber_slices) < 0:

@@ -226,12 +226,16 @@ def _supervised_section(out, config, r, metrics) -> Section:
       "val_accuracy": finite_or_none(d.scores["val_accuracy"]),
       "val_balanced_accuracy": finite_or_none(d.scores["val_balanced_accuracy"]),
       "alpha_unit": d.meta["alpha_unit"], "class_separation": d.meta["class_separation"],
-      "num_labelled": d.meta["num_labelled"]}
+      "num_labelled": d.meta["num_labelled"],
+      "held_out": d.meta["config"].get("held_out", "codes"),
+      "num_train": d.meta["num_train"], "num_val": d.meta["num_val"]}
+  held = ("codes of held-out subjects" if d.meta["config"].get("held_out") == "groups"
+          else "held-out codes")
   return Section(
       f"Supervised direction {sc.negative} -> {sc.positive} (InterFaceGAN)",
       [f"Linear {sc.classifier} on {sum(d.meta['num_labelled'].values())} inverted, labelled "
        f"codes ({d.meta['num_labelled']}): train accuracy {d.scores['train_accuracy']:.3f}, "
-       f"held-out accuracy {d.scores['val_accuracy']:.3f} (balanced "
+       f"accuracy on {d.meta['num_val']} {held} {d.scores['val_accuracy']:.3f} (balanced "
        f"{d.scores['val_balanced_accuracy']:.3f}). The unit normal is the direction.",
        f"Alpha units: class-mean separation along the normal = "
        f"{d.meta['class_separation']:.4g} latent units; one alpha unit = separation / "
