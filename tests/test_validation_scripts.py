@@ -23,6 +23,16 @@ def _literal(text):
     return text  # a bare string such as proj
 
 
+def _assert_overrides_reached(config, overrides):
+  """Each ``key=value`` override reached ``config``, typed."""
+  for o in overrides:
+    key, value = o.split("=", 1)
+    node = config
+    for part in key.split(".")[:-1]:
+      node = node[part]
+    assert node[key.split(".")[-1]] == _literal(value), o
+
+
 def test_every_stage_parses_with_its_overrides():
   stages = run.stages()
   assert len({s.name for s in stages}) == len(stages)
@@ -34,17 +44,14 @@ def test_every_stage_parses_with_its_overrides():
       argv = s.argv("/r")
       assert not any(a.startswith("--workdir") for a in argv)
       assert "--out=/r/" + s.folder in argv
+      if ":" not in s.config:  # not a config that takes the runs folder
+        _assert_overrides_reached(ship.effective_analysis_config(s), s.overrides)
       continue
     if s.script == "analyze.py":
       assert s.workdir in trains, s.name  # every analysis reads a run of the study
       config = ship.effective_analysis_config(s)
       assert set(config.methods) <= {"voynov", "sefa", "ganspace", "interfacegan"}
-      for o in s.overrides:  # each override reached the config, typed
-        key, value = o.split("=", 1)
-        node = config
-        for part in key.split(".")[:-1]:
-          node = node[part]
-        assert node[key.split(".")[-1]] == _literal(value), o
+      _assert_overrides_reached(config, s.overrides)
 
 
 def test_edit_comparison_reads_the_study_runs():
@@ -183,3 +190,27 @@ def test_ms_directions_split_half_cosine():
   strong = ms_directions._split_half_cos(identity + 20 * labels[:, None] * u, labels, subjects)
   weak = ms_directions._split_half_cos(identity + 0.1 * labels[:, None] * u, labels, subjects)
   assert strong > 0.9 and abs(weak) < 0.3, (strong, weak)
+
+
+def _label_fraction_run(folder, rows):
+  os.makedirs(folder)
+  with open(os.path.join(folder, "label_fraction.json"), "w") as f:
+    json.dump({"rows": [{"fraction": fr, "num_labelled": n, "accuracy": a, "chance": 0.5,
+                         "supervised_accuracy": s} for fr, n, a, s in rows]}, f)
+  open(os.path.join(folder, "DONE"), "w").close()
+
+
+def test_label_fraction_restarts_table_gives_each_seed_and_the_spread(tmp_path):
+  _label_fraction_run(str(tmp_path / "label_fraction"),
+                      [(0.01, 45, 0.66, 0.70), (1.0, 4096, 0.82, 0.83)])
+  _label_fraction_run(str(tmp_path / "label_fraction_s1"), [(0.01, 40, 0.72, 0.68)])
+  res = collect.collect(str(tmp_path))
+  assert res["label_fraction_restarts"]["2"] is None  # not run: no row, no error
+  table = collect.label_fraction_restarts_table(res)
+  assert "| 0.01 | 0 | 45 | 0.660 | 0.700 | -0.040 |" in table
+  assert "| 0.01 | 1 | 40 | 0.720 | 0.680 | +0.040 |" in table
+  # mean +- sample std over seeds 0 and 1: 0.690 +- 0.042, 0.690 +- 0.014, +0.000 +- 0.057
+  assert "| 0.01 | mean +- std of 2 | | 0.690 +- 0.042 | 0.690 +- 0.014 | +0.000 +- 0.057 |" \
+      in table, table
+  assert not any(line.startswith("| 1 |") for line in table.splitlines())  # restarted only
+  assert "not run yet" in collect.label_fraction_restarts_table({"label_fraction": None})

@@ -24,7 +24,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run as a script from anywhere: the repo's jaxlatent and validation
 
-from validation.run import TRAINING_SUBJECTS, VOYNOV_VARIANTS  # noqa: E402  pylint: disable=g-import-not-at-top
+from validation.run import LABEL_FRACTION_RESTARTS, TRAINING_SUBJECTS, VOYNOV_VARIANTS  # noqa: E402  pylint: disable=g-import-not-at-top
 
 CT_MODELS = ("dcgan_ct", "vae_ct")
 CT_FACTORS = ("rotation", "body_width", "breast_size", "slice_position", "lung_size",
@@ -305,6 +305,9 @@ def collect(runs: str) -> dict:
   res["ms_ceiling"] = ms_ceiling()
   res["edits"] = edit_comparison(os.path.join(runs, "compare_edits"))
   res["label_fraction"] = label_fraction(os.path.join(runs, "label_fraction"))
+  res["label_fraction_restarts"] = {
+      str(seed): label_fraction(os.path.join(runs, f"label_fraction_s{seed}"))
+      for seed in LABEL_FRACTION_RESTARTS}
   res["metric"] = {model: metric_check(runs, model) for model in CT_MODELS}
   res["inversion"] = {model: {
       "heldout": (res["ct"][model][VOYNOV_VARIANTS[0][0]] or {}).get("inversion"),
@@ -508,6 +511,37 @@ def label_fraction_table(res: dict) -> str:
   return "\n".join(lines)
 
 
+def label_fraction_restarts_table(res: dict) -> str:
+  """Claim 5 at the restarted fractions: per seed (seed 0 is the main run), the SS-DAAE
+  and supervised accuracy and their difference; the mean and standard deviation over
+  the finished seeds."""
+  runs = {"0": res.get("label_fraction")}
+  runs.update(res.get("label_fraction_restarts") or {})
+  fractions = sorted({r["fraction"] for seed, lf in runs.items() if lf and seed != "0"
+                      for r in lf["rows"]})
+  if not fractions:
+    return "(the label-fraction restarts have not run yet)"
+  lines = ["| labelled fraction | seed | labelled images | SS-DAAE accuracy | "
+           "supervised accuracy | SS-DAAE - supervised |", "|---|---|---|---|---|---|"]
+  for frac in fractions:
+    diffs = []
+    for seed, lf in sorted(runs.items()):
+      row = next((r for r in (lf or {}).get("rows", []) if r["fraction"] == frac), None)
+      if row is None or row.get("supervised_accuracy") is None:
+        continue
+      diff = row["accuracy"] - row["supervised_accuracy"]
+      diffs.append((row["accuracy"], row["supervised_accuracy"], diff))
+      lines.append(f"| {frac:g} | {seed} | {row['num_labelled']} | {row['accuracy']:.3f} | "
+                   f"{row['supervised_accuracy']:.3f} | {diff:+.3f} |")
+    if len(diffs) > 1:
+      a = np.asarray(diffs)
+      lines.append(f"| {frac:g} | mean +- std of {len(a)} | | {a[:, 0].mean():.3f} +- "
+                   f"{a[:, 0].std(ddof=1):.3f} | {a[:, 1].mean():.3f} +- "
+                   f"{a[:, 1].std(ddof=1):.3f} | {a[:, 2].mean():+.3f} +- "
+                   f"{a[:, 2].std(ddof=1):.3f} |")
+  return "\n".join(lines)
+
+
 def write_doc_tables(res: dict, doc: str = DOC) -> None:
   """Replaces each ``<!-- results:NAME -->...<!-- /results:NAME -->`` block of ``doc``."""
   if not os.path.exists(doc):
@@ -517,6 +551,7 @@ def write_doc_tables(res: dict, doc: str = DOC) -> None:
   blocks = {"ct": ct_table(res), "voynov": voynov_table(res), "metric": metric_table(res),
             "inversion": inversion_table(res), "ms": ms_table(res),
             "edits": edits_table(res), "label_fraction": label_fraction_table(res),
+            "label_fraction_restarts": label_fraction_restarts_table(res),
             "provenance": (f"Figures collected {res['date']} at commit {res['commit']} on "
                            f"{res['machine']}.")}
   for name, body in blocks.items():
@@ -547,7 +582,8 @@ def main(argv: list[str]) -> int:
     json.dump(res, f, indent=1, sort_keys=True)
   write_doc_tables(res)
   print(ct_table(res), voynov_table(res), metric_table(res), inversion_table(res), ms_table(res),
-        edits_table(res), label_fraction_table(res), sep="\n\n")
+        edits_table(res), label_fraction_table(res), label_fraction_restarts_table(res),
+        sep="\n\n")
   return 0
 
 

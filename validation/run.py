@@ -74,6 +74,8 @@ VOYNOV_VARIANTS = (
 
 
 TRAINING_SUBJECTS = "inversion_training_subjects"
+# Seeds of the label-fraction restarts (claim 5).
+LABEL_FRACTION_RESTARTS = (1, 2)
 # The closed-form baselines per model.  SeFa needs a dense layer taking z: Schön's VAE
 # decoder has none (z enters as a 1x1 image), so the VAE gets GANSpace only.
 BASELINES = {"dcgan_ct": ("sefa", "ganspace"), "vae_ct": ("ganspace",)}
@@ -107,8 +109,16 @@ def stages() -> list[Stage]:
     out.append(Stage(f"{model}/{TRAINING_SUBJECTS}", "analyze.py", "validate_analyze_ct.py",
                      f"{model}/{TRAINING_SUBJECTS}", workdir=model,
                      overrides=("images.seed_offset=0", f"methods={BASELINES[model][:1]}")))
-  out += [Stage("label_fraction", "analyze.py", "validate_label_fraction_brain.py",
-                "label_fraction"),
+  out.append(Stage("label_fraction", "analyze.py", "validate_label_fraction_brain.py",
+                   "label_fraction"))
+  # Restarts of the fraction whose goal is closest (1% labels): another initialisation,
+  # data order and labelled subset each.
+  for seed in LABEL_FRACTION_RESTARTS:
+    out.append(Stage(f"label_fraction_s{seed}", "analyze.py",
+                     "validate_label_fraction_brain.py", f"label_fraction_s{seed}",
+                     overrides=(f"seed={seed}", f"model.label_seed={seed}",
+                                "fractions=(0.01,)")))
+  out += [
           # After the MS analysis and the DCGAN's discovery: it reads their directions.
           Stage("compare_edits", "analyze.py", "validate_compare_edits.py:{runs}",
                 "compare_edits")]
