@@ -56,7 +56,7 @@ class Stage:
 
 
 # Voynov & Babenko settings of the CT study: Schön et al.'s run (proj, LeNet, K = 100)
-# with restarts, and their other deformator / reconstructor / K choices.
+# with restarts, their other deformator / reconstructor / K choices, and a longer run.
 VOYNOV_VARIANTS = (
     ("proj_lenet_k100_s0", ("voynov.deformator=proj", "voynov.reconstructor=lenet",
                             "voynov.num_directions=100", "seed=0")),
@@ -70,6 +70,10 @@ VOYNOV_VARIANTS = (
                              "voynov.num_directions=32", "seed=0")),
     ("proj_lenet_k100_s2", ("voynov.deformator=proj", "voynov.reconstructor=lenet",
                             "voynov.num_directions=100", "seed=2")),
+    # Training length: four times the paper's 3000 steps (twice its images at batch 64).
+    ("proj_lenet_k100_s0_12k", ("voynov.deformator=proj", "voynov.reconstructor=lenet",
+                                "voynov.num_directions=100", "seed=0",
+                                "voynov.steps=12000")),
 )
 
 
