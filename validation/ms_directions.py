@@ -136,7 +136,9 @@ def check(ms_dir: str, workdir: str) -> dict:
                      "split_half_cos_of_class_mean_directions":
                          round(_split_half_cos(codes, labels, sids), 4)}
   out["supervised"] = {
-      "classifier": str(sc.classifier), "alpha_unit": unit,
+      # The classifier the analysis in ``ms_dir`` fitted (an override may differ from
+      # the config file's).
+      "classifier": str(ifg.meta["config"]["method"]), "alpha_unit": unit,
       "cos_to_mean_pair_difference": round(_cos(normal, mean_pair), 4),
       **scored(normal * unit)}
   out["class_mean_difference"] = {
