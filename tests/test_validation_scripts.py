@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -214,3 +215,54 @@ def test_label_fraction_restarts_table_gives_each_seed_and_the_spread(tmp_path):
       in table, table
   assert not any(line.startswith("| 1 |") for line in table.splitlines())  # restarted only
   assert "not run yet" in collect.label_fraction_restarts_table({"label_fraction": None})
+
+
+class _LinearRegressor:
+  """A stand-in factor regressor: standardised predictions of a fixed linear map."""
+
+  def __init__(self, weights, mean, std, r2):
+    self.w, self.factor_mean, self.factor_std = np.asarray(weights), np.asarray(mean), np.asarray(std)
+    self.factor_names, self.val_r2 = ["a", "b"], np.asarray(r2)
+
+  def __call__(self, x):
+    raw = np.asarray(x).reshape(len(x), -1) @ self.w
+    return (raw - self.factor_mean) / self.factor_std
+
+
+def test_regressor_ensemble_averages_raw_predictions_in_the_first_ones_units():
+  from validation import ceiling  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(5, 2, 2, 1)).astype(np.float32)
+  r1 = _LinearRegressor(rng.normal(size=(4, 2)), [1.0, -2.0], [2.0, 0.5], [0.9, 0.3])
+  r2 = _LinearRegressor(rng.normal(size=(4, 2)), [0.0, 3.0], [1.0, 4.0], [0.7, 0.5])
+  ens = ceiling.RegressorEnsemble([r1, r2])
+  raw = (x.reshape(5, -1) @ r1.w + x.reshape(5, -1) @ r2.w) / 2
+  np.testing.assert_allclose(np.asarray(ens(x)), (raw - r1.factor_mean) / r1.factor_std,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(ens.val_r2, [0.8, 0.4])
+  np.testing.assert_allclose(np.asarray(ceiling.RegressorEnsemble([r1, r1])(x)), r1(x),
+                             rtol=1e-5, atol=1e-5)
+  other = _LinearRegressor(r1.w, r1.factor_mean, r1.factor_std, r1.val_r2)
+  other.factor_names = ["a", "c"]
+  with pytest.raises(ValueError, match="same factors"):
+    ceiling.RegressorEnsemble([r1, other])
+
+
+def test_ensemble_table_sets_own_regressor_and_ensemble_scores_side_by_side():
+  ceil = {f: {"alignment": 0.85} for f in collect.GOAL_FACTORS}
+  ens_ceil = {f: {"alignment": 0.92} for f in collect.GOAL_FACTORS}
+  best = {f: {"direction": "d3", "alignment_all": 0.7, "alignment_kept": 0.9}
+          for f in collect.GOAL_FACTORS}
+  res = {"metric": {"dcgan_ct": {"ceiling": ceil, "ensemble": {
+             "members": ["s0", "s1"], "ceiling": ens_ceil,
+             "restricted": {"s0": {"methods": {"voynov": best}},
+                            "s1": {"methods": {"voynov": {"rotation": dict(
+                                best["rotation"], direction="d9", alignment_all=0.75)}}}}}}},
+         "ct": {"dcgan_ct": {"s0": {"methods": {"voynov": {"best": {
+             "rotation": {"alignment": 0.6, "direction": "d1"}}}}}, "s1": None}}}
+  table = collect.ensemble_table(res)
+  assert "| dcgan_ct | rotation | 0.85 / 0.92 | 0.60 (s0) | 0.75 (s1, d9) | none | none |" \
+      in table, table
+  assert "| dcgan_ct | body_width | 0.85 / 0.92 | none | 0.70 (s0, d3) | none | none |" in table
+  assert "| vae_ct | (fewer than two restarts finished) |" in table
+  assert "regressors of s0, s1 (per model)" in table

@@ -14,7 +14,9 @@ to the other factors is cross-talk of the metric, not of the generator.
 It also re-scores the study's directions with only the factors the regressor
 predicts well (held-out R^2 >= ``--min-r2``) in the denominator (``--directions``:
 the analysis' directions folder and the generator folder or workdir), to separate a
-noisy regressor output from an entangled direction.
+noisy regressor output from an entangled direction.  :class:`RegressorEnsemble`
+averages several analyses' regressors (independently trained), a less noisy metric
+with a higher ceiling, for the same purpose.
 """
 
 from __future__ import annotations
@@ -109,6 +111,32 @@ def ms_ceiling(size: int, subjects: int, steps: int, seed: int, slice_position: 
           "explained_c2": stat(np.asarray(res.explained_variance_ratio)[:, 1]),
           "polynomial_match_mean": [float(p) for p in np.asarray(
               polynomial_match(res.eigenvectors, alphas)).mean(0)]}
+
+
+class RegressorEnsemble:
+  """The mean prediction of several factor regressors of the same factors, in the
+  first one's standardised units (each is de-standardised with its own statistics
+  first).  Its errors are averaged over independently trained networks, so less of
+  what it attributes to the factors a direction does not move is its own noise."""
+
+  def __init__(self, regressors):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    names = [tuple(r.factor_names) for r in regressors]
+    if not regressors or len(set(names)) != 1:
+      raise ValueError(f"the regressors must predict the same factors, got {names}")
+    self._regs = list(regressors)
+    self.factor_names = list(names[0])
+    self.factor_mean = jnp.asarray(regressors[0].factor_mean)
+    self.factor_std = jnp.asarray(regressors[0].factor_std)
+    # Not the ensemble's own R^2 (no held-out set here): the members' mean, used only
+    # to pick the well-predicted factors like a single regressor's.
+    self.val_r2 = np.mean([np.asarray(r.val_r2, np.float64) for r in regressors], 0)
+
+  def __call__(self, images):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    raw = sum(r(images) * jnp.asarray(r.factor_std) + jnp.asarray(r.factor_mean)
+              for r in self._regs) / len(self._regs)
+    return (raw - self.factor_mean) / self.factor_std
 
 
 def restricted_alignment(regressor, directions_dir: str, generator_dir: str, space: str,

@@ -107,6 +107,9 @@ def label_fraction(folder: str) -> dict | None:
 
 
 METRIC_MIN_R2 = 0.9  # factors the regressor predicts this well count in the re-scoring
+# Restarts of one recipe whose factor regressors (each analysis trains its own) are
+# averaged into the ensemble metric.
+ENSEMBLE_VARIANTS = ("proj_lenet_k100_s0", "proj_lenet_k100_s1", "proj_lenet_k100_s2")
 
 
 def metric_check(runs: str, model: str) -> dict | None:
@@ -118,7 +121,7 @@ def metric_check(runs: str, model: str) -> dict | None:
   from jaxlatent import directions as dirs  # pylint: disable=g-import-not-at-top
   from validation import ceiling, run, ship  # pylint: disable=g-import-not-at-top
   stages = {s.name: s for s in run.stages()}
-  out = None
+  out, finished = None, {}
   for variant, _ in VOYNOV_VARIANTS:
     stage = stages[f"{model}/{variant}"]
     folder = os.path.join(runs, stage.folder)
@@ -138,6 +141,22 @@ def metric_check(runs: str, model: str) -> dict | None:
         reg, os.path.join(folder, "directions"), os.path.join(runs, stage.workdir),
         str(cfg.space), METRIC_MIN_R2, tuple(cfg.alignment.shifts),
         int(cfg.alignment.num_latents), int(cfg.seed), NAMING_MIN_CHANGE)
+    finished[variant] = (stage, cfg, reg)
+  members = [v for v in ENSEMBLE_VARIANTS if v in finished]
+  if len(members) >= 2:
+    # The same directions scored by the mean of the restarts' regressors: a less noisy
+    # metric, to tell regressor noise from entangled directions.
+    ens = ceiling.RegressorEnsemble([finished[v][2] for v in members])
+    out["ensemble"] = {
+        "members": members,
+        "ceiling": ceiling.one_factor_sweeps(ens, "thorax", size, 16, 7, 0, METRIC_MIN_R2),
+        "restricted": {
+            variant: ceiling.restricted_alignment(
+                ens, os.path.join(runs, stage.folder, "directions"),
+                os.path.join(runs, stage.workdir), str(cfg.space), METRIC_MIN_R2,
+                tuple(cfg.alignment.shifts), int(cfg.alignment.num_latents),
+                int(cfg.seed), NAMING_MIN_CHANGE)
+            for variant, (stage, cfg, _) in finished.items()}}
   return out
 
 
@@ -384,6 +403,45 @@ def metric_table(res: dict) -> str:
   return "\n".join(lines)
 
 
+def ensemble_table(res: dict) -> str:
+  """Per model and goal factor: the all-factor ceiling and best directions scored by one
+  regressor (each analysis' own) and by the ensemble of the restarts' regressors."""
+  lines = ["| model | factor | ceiling: one regressor / ensemble | Voynov best, own regressor "
+           "| Voynov best, ensemble (variant, direction) | SeFa, ensemble | GANSpace, ensemble |",
+           "|---|---|---|---|---|---|---|"]
+  for model in CT_MODELS:
+    m = (res.get("metric") or {}).get(model) or {}
+    ens = m.get("ensemble")
+    if not ens:
+      lines.append(f"| {model} | (fewer than two restarts finished) | | | | | |")
+      continue
+    for factor in GOAL_FACTORS:
+      own = [(r["methods"]["voynov"]["best"][factor]["alignment"], v)
+             for v, r in (res.get("ct") or {}).get(model, {}).items()
+             if r and factor in r["methods"].get("voynov", {}).get("best", {})]
+      cells = []
+      for method in ("voynov", "sefa", "ganspace"):
+        found = [(b[factor]["alignment_all"], v, b[factor]["direction"])
+                 for v, r in ens["restricted"].items()
+                 for b in [r["methods"].get(method, {})] if factor in b]
+        if not found:
+          cells.append("none")
+          continue
+        a, variant, d = max(found)
+        cells.append(f"{a:.2f} ({variant}, {d})" if method == "voynov" else f"{a:.2f} ({d})")
+      own_cell = f"{max(own)[0]:.2f} ({max(own)[1]})" if own else "none"
+      lines.append(f"| {model} | {factor} | {m['ceiling'][factor]['alignment']:.2f} / "
+                   f"{ens['ceiling'][factor]['alignment']:.2f} | {own_cell} | "
+                   + " | ".join(cells) + " |")
+  members = sorted({", ".join(((res.get("metric") or {}).get(mo) or {}).get("ensemble", {})
+                              .get("members", [])) for mo in CT_MODELS} - {""})
+  if members:
+    lines.append("")
+    lines.append("Ensemble: the mean prediction of the factor regressors of "
+                 + "; ".join(members) + " (per model).")
+  return "\n".join(lines)
+
+
 def inversion_table(res: dict) -> str:
   """Per model: inversion error (masked pixel MSE) on held-out against training subjects."""
   lines = ["| model | held-out subjects: error mean +- std (images) | training subjects | "
@@ -550,6 +608,7 @@ def write_doc_tables(res: dict, doc: str = DOC) -> None:
   with open(doc) as f:
     text = f.read()
   blocks = {"ct": ct_table(res), "voynov": voynov_table(res), "metric": metric_table(res),
+            "ensemble": ensemble_table(res),
             "inversion": inversion_table(res), "ms": ms_table(res),
             "edits": edits_table(res), "label_fraction": label_fraction_table(res),
             "label_fraction_restarts": label_fraction_restarts_table(res),
@@ -582,7 +641,8 @@ def main(argv: list[str]) -> int:
   with open(os.path.join(REPO, "validation", "results.json"), "w") as f:
     json.dump(res, f, indent=1, sort_keys=True)
   write_doc_tables(res)
-  print(ct_table(res), voynov_table(res), metric_table(res), inversion_table(res), ms_table(res),
+  print(ct_table(res), voynov_table(res), metric_table(res), ensemble_table(res),
+        inversion_table(res), ms_table(res),
         edits_table(res), label_fraction_table(res), label_fraction_restarts_table(res),
         sep="\n\n")
   return 0
