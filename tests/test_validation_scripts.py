@@ -266,3 +266,15 @@ def test_ensemble_table_sets_own_regressor_and_ensemble_scores_side_by_side():
   assert "| dcgan_ct | body_width | 0.85 / 0.92 | none | 0.70 (s0, d3) | none | none |" in table
   assert "| vae_ct | (fewer than two restarts finished) |" in table
   assert "regressors of s0, s1 (per model)" in table
+
+
+def test_ms_directions_on_a_folder_without_an_ms_analysis_is_one_error(tmp_path, capsys):
+  from validation import ms_directions  # pylint: disable=g-import-not-at-top
+  (tmp_path / "inversion").mkdir()
+  (tmp_path / "inversion" / "latents.npz").write_bytes(b"")
+  assert ms_directions.main([f"--ms={tmp_path}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and str(tmp_path) in err[0], err
+  assert "ground_truth_latents.npz" in err[0] and "interfacegan_directions.npz" in err[0]
+  assert "inversion/latents.npz" not in err[0]  # present: not named
+  assert not (tmp_path / "ms_directions.json").exists()

@@ -154,6 +154,15 @@ def main(argv=None) -> int:
   p.add_argument("--workdir", default="runs/validate/stylegan_brain")
   p.add_argument("--out", default="")
   a = p.parse_args(argv)
+  needed = [os.path.join(a.ms, "inversion", "ground_truth_latents.npz"),
+            os.path.join(a.ms, "inversion", "latents.npz"),
+            os.path.join(a.ms, "cache", "meta.json"),
+            os.path.join(a.ms, "directions", "interfacegan_directions.npz")]
+  missing = [f for f in needed if not os.path.isfile(f)]
+  if missing:
+    print(f"error: --ms={a.ms} is not a finished MS analysis with ground truth: missing "
+          f"{', '.join(os.path.relpath(f, a.ms) for f in missing)}", file=sys.stderr)
+    return 2
   res = check(a.ms, a.workdir)
   path = a.out or os.path.join(a.ms, "ms_directions.json")
   from jaxlatent import atomic_io  # pylint: disable=g-import-not-at-top
