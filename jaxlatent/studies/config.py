@@ -20,16 +20,15 @@ import ml_collections
 from jaxlatent import phantoms
 from jaxlatent.config_cli import over_defaults
 from jaxlatent.directions.supervised import CLASSIFIERS
-
-# How InterFaceGAN's held-out split is drawn: whole subjects (the boundary's held-out
-# accuracy is then on subjects it never saw) or single codes (the reference's random
-# split over samples; slices of one subject land on both sides).
-HELD_OUT_SPLITS = ("subjects", "codes")
 from jaxlatent.directions.voynov import VoynovConfig
 from jaxlatent.errors import ConfigError
 from jaxlatent.inversion.batched import default_inversion_config
 from jaxlatent.training.defaults import complete_train_config
 
+# How InterFaceGAN's held-out split is drawn: whole subjects (the boundary's held-out
+# accuracy is then on subjects it never saw) or single codes (the reference's random
+# split over samples; slices of one subject land on both sides).
+HELD_OUT_SPLITS = ("subjects", "codes")
 UNSUPERVISED = ("voynov", "sefa", "ganspace")
 SUPERVISED = ("interfacegan",)
 METHODS = UNSUPERVISED + SUPERVISED
@@ -89,8 +88,8 @@ def default_analysis_config() -> ml_collections.ConfigDict:
     supervised: InterFaceGAN (label column, negative / positive class, classifier and
       the SVM's C, or the class-mean difference: ``classifier='mean_difference'``; the
       held-out fraction ``val_fraction`` of whole subjects, ``held_out='subjects'``,
-      or of single codes, ``'codes'``) and the alpha unit: one alpha unit = (class-mean separation along the normal) /
-      alpha_per_separation.
+      or of single codes, ``'codes'``) and the alpha unit: one alpha unit =
+      (class-mean separation along the normal) / alpha_per_separation.
     ground_truth: brain phantoms only: held-out healthy subjects rendered before and
       after the mean HC -> MS factor change (true difference maps).
     report: sample-grid size, rows of the traversal grids, GIF speed;
