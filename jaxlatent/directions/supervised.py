@@ -82,20 +82,15 @@ def _split(key, y, val_fraction, groups=None):
   With ``groups`` (e.g. subject ids) whole groups go to one side, stratified by each
   group's majority class: the slices of one subject are near-duplicates, so a split
   over slices puts the same subject on both sides and overstates held-out accuracy.
+  Without, every code is its own group.
   """
   if groups is None:
-    train, val = [], []
-    for c in (0, 1):
-      idx = np.flatnonzero(y == c)
-      idx = idx[np.asarray(jax.random.permutation(jax.random.fold_in(key, c), len(idx)))]
-      n_val = _held_out_count(len(idx), val_fraction)
-      val.append(idx[:n_val])
-      train.append(idx[n_val:])
-    return np.concatenate(train), np.concatenate(val)
-  names, group_of = np.unique(np.asarray(groups), return_inverse=True)
-  group_of = group_of.reshape(-1)
-  sizes = np.bincount(group_of, minlength=len(names))
-  group_class = (2 * np.bincount(group_of, weights=y, minlength=len(names)) >= sizes)
+    group_of, group_class = np.arange(len(y)), y
+  else:
+    names, group_of = np.unique(np.asarray(groups), return_inverse=True)
+    group_of = group_of.reshape(-1)
+    sizes = np.bincount(group_of, minlength=len(names))
+    group_class = 2 * np.bincount(group_of, weights=y, minlength=len(names)) >= sizes
   held = []
   for c in (0, 1):
     idx = np.flatnonzero(group_class == c)
