@@ -3,9 +3,9 @@
 configs/ifcvae_brain.py (Creswell et al.'s conditional VAE-GAN with an adversary that
 keeps the group out of z; Adam 2e-4, beta1 0.5) on the study's schedule, with 128
 channels instead of 256 (the full width runs ~18 images/s on one core, ~2 h for 30
-epochs; half the width costs about a quarter of the convolutions) and 30 epochs of
-the 4096 training slices, and recon_weight 20 (below).  The edit comparison (configs/validate_compare_edits.py)
-reads it.
+epochs; half the width costs about a quarter of the convolutions), 30 epochs of the
+4096 training slices and recon_weight 20 (below).  The edit comparison
+(configs/validate_compare_edits.py) reads it.
 
   python train.py --config=configs/validate_ifcvae_brain.py --workdir=runs/validate/ifcvae_brain
 """

@@ -14,8 +14,8 @@ difference map, with the analysis' alpha schedule:
 - ``own_path``: each healthy code walked to its own MS code;
 - ``mean_pair_difference``: one shared direction, the mean of ``w_MS - w_HC``, walked
   from every healthy code so that its last frame moves by that mean;
-- each supervised direction in the analysis folder (``interfacegan`` with the
-  configured classifier) and the class-mean difference of the analysis' labelled codes
+- the analysis' supervised direction (``interfacegan``, with whichever classifier the
+  analysis fitted) and the class-mean difference of the analysis' labelled codes
   (the direction ``supervised.classifier='mean_difference'`` fits), at the analysis'
   alpha unit and alpha 0..50;
 

@@ -122,10 +122,9 @@ def stages() -> list[Stage]:
                      "validate_label_fraction_brain.py", f"label_fraction_s{seed}",
                      overrides=(f"seed={seed}", f"model.label_seed={seed}",
                                 "fractions=(0.01,)")))
-  out += [
-          # After the MS analysis and the DCGAN's discovery: it reads their directions.
-          Stage("compare_edits", "analyze.py", "validate_compare_edits.py:{runs}",
-                "compare_edits")]
+  # After the MS analysis and the DCGAN's discovery: it reads their directions.
+  out.append(Stage("compare_edits", "analyze.py", "validate_compare_edits.py:{runs}",
+                   "compare_edits"))
   return out
 
 

@@ -229,7 +229,7 @@ def _supervised_section(out, config, r, metrics) -> Section:
       "num_labelled": d.meta["num_labelled"],
       "held_out": d.meta["config"].get("held_out", "codes"),
       "num_train": d.meta["num_train"], "num_val": d.meta["num_val"]}
-  held = ("codes of held-out subjects" if d.meta["config"].get("held_out") == "groups"
+  held = ("codes of held-out subjects" if metrics["interfacegan"]["held_out"] == "groups"
           else "held-out codes")
   return Section(
       f"Supervised direction {sc.negative} -> {sc.positive} (InterFaceGAN)",
